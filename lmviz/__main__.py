@@ -1,0 +1,86 @@
+"""``python -m lmviz {tokenizers,train,evaluate,bench}``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from lmviz.errors import LmvizError
+
+
+def cmd_tokenizers(args) -> None:
+    from lmviz.tokenizers import train_all
+
+    report = train_all(Path(args.out))
+    for kind, r in report.items():
+        print(f"{kind:5s} vocab {r['vocab_size']:6d}  trained in {r['seconds']:.1f} s  → {r['path']}")
+
+
+def cmd_train(args) -> None:
+    import torch
+
+    from lmviz import checkpoints
+    from lmviz.training import DEFAULTS, train
+
+    cfg = DEFAULTS[args.model]
+    overrides = {k: v for k, v in {"steps": args.steps, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr}.items() if v is not None}
+    cfg = replace(cfg, **overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else checkpoints.shipped(args.model)
+    tokenizer = Path(args.tokenizer) if args.tokenizer else checkpoints.shipped(args.model) / "tokenizer.json"
+    log = train(cfg, out, tokenizer, time_budget=args.minutes * 60 if args.minutes else None)
+    if log["evals"]:
+        print(json.dumps(log["evals"][-1]))
+
+
+def cmd_evaluate(args) -> None:
+    from lmviz.evaluate import evaluate_all
+
+    evaluate_all(Path(args.models) if args.models else None, quick=args.quick)
+
+
+def cmd_bench(args) -> None:
+    from lmviz import bench
+
+    bench.run(args.what, repeats=args.repeats)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lmviz", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("tokenizers", help="train the three tokenizers on the training plays")
+    t.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "models"))
+    t.set_defaults(fn=cmd_tokenizers)
+    tr = sub.add_parser("train", help="pretrain one model (resumes from <out>/resume if present)")
+    tr.add_argument("model", choices=["bert", "gpt2", "t5"])
+    tr.add_argument("--steps", type=int, help="step budget (default: the shipped run's)")
+    tr.add_argument("--minutes", type=float, help="stop after this many minutes; run again to resume")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--threads", type=int, help="torch CPU threads")
+    tr.add_argument("--out", help="output folder (default: assets/models/<model>)")
+    tr.add_argument("--tokenizer", help="tokenizer.json (default: the shipped one)")
+    tr.set_defaults(fn=cmd_train)
+    ev = sub.add_parser("evaluate", help="held-out figures and probes for the shipped checkpoints")
+    ev.add_argument("--models", help="folder of model folders (default: assets/models)")
+    ev.add_argument("--quick", action="store_true", help="a smaller held-out slice")
+    ev.set_defaults(fn=cmd_evaluate)
+    b = sub.add_parser("bench", help="benchmarks: ratios against a reference in one run")
+    b.add_argument("what", choices=["models", "pages"])
+    b.add_argument("--repeats", type=int, default=5)
+    b.set_defaults(fn=cmd_bench)
+    args = p.parse_args(argv)
+    try:
+        args.fn(args)
+    except LmvizError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The pretraining objectives as inspectable data: the same code serves training and the pages.
+
+- ``mlm_mask``: BERT's masked LM draw (select 15 %; of those 80 % ``[MASK]``, 10 % random, 10 % kept).
+- ``nsp_pair``: BERT's next-sentence pairs (50 % IsNext, 50 % NotNext from another document).
+- ``span_corrupt``: T5's span corruption (15 % noise in spans of mean length 3, one sentinel per span).
+- ``causal_lm_pairs``: GPT-2's shift-by-one input/target pairs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lmviz.errors import LmvizError
+
+UNSELECTED, MASKED, RANDOM, KEPT = 0, 1, 2, 3
+OUTCOME_NAMES = ("unselected", "[MASK]", "random token", "kept")
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class MlmDraw:
+    """``[batch, seq]`` tensors: corrupted ids, labels (``-100`` where nothing is predicted), outcome codes."""
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    outcome: torch.Tensor
+
+
+def mlm_mask(
+    ids: torch.Tensor,
+    special: torch.Tensor,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    generator: torch.Generator,
+    rate: float = 0.15,
+    mask_frac: float = 0.8,
+    random_frac: float = 0.1,
+    chosen: torch.Tensor | None = None,
+) -> MlmDraw:
+    """Draw BERT's MLM corruption for a batch ``ids [batch, seq]``.
+
+    As the original BERT does, each row selects ``max(1, round(rate * n))`` of its ``n``
+    non-special positions (``special`` is a bool mask of positions never selected: ``[CLS]``,
+    ``[SEP]``, padding). ``chosen`` (bool ``[batch, seq]``) replaces the random selection with the
+    user's own. Of the selected, ``mask_frac`` become ``[MASK]``, ``random_frac`` a random
+    non-special token, the rest stay as they were; all selected positions get a label.
+    """
+    ids = _as_batch(ids)
+    special = _as_batch(special).bool()
+    if not 0.0 < rate <= 1.0:
+        raise LmvizError(f"The masking rate must be in (0, 1]; got {rate}.")
+    if mask_frac < 0 or random_frac < 0 or mask_frac + random_frac > 1.0 + 1e-9:
+        raise LmvizError("The [MASK] and random shares must be non-negative and add up to at most 100 %.")
+    candidates = ~special
+    if chosen is not None:
+        selected = _as_batch(chosen).bool() & candidates
+    else:
+        noise = torch.rand(ids.shape, generator=generator)
+        noise = noise.masked_fill(~candidates, 2.0)
+        n_cand = candidates.sum(dim=1)
+        n_pick = torch.clamp(torch.round(n_cand.float() * rate).long(), min=1)
+        n_pick = torch.minimum(n_pick, n_cand)
+        ranks = noise.argsort(dim=1).argsort(dim=1)
+        selected = ranks < n_pick[:, None]
+    roll = torch.rand(ids.shape, generator=generator)
+    masked = selected & (roll < mask_frac)
+    randomised = selected & (roll >= mask_frac) & (roll < mask_frac + random_frac)
+    kept = selected & ~masked & ~randomised
+    random_ids = torch.randint(0, vocab_size, ids.shape, generator=generator)
+    corrupted = torch.where(masked, torch.full_like(ids, mask_id), ids)
+    corrupted = torch.where(randomised, random_ids, corrupted)
+    labels = torch.where(selected, ids, torch.full_like(ids, IGNORE))
+    outcome = masked * MASKED + randomised * RANDOM + kept * KEPT
+    return MlmDraw(corrupted, labels, outcome.long())
+
+
+@dataclass(frozen=True)
+class NspPair:
+    a: list[int]
+    b: list[int]
+    is_next: bool
+
+
+def nsp_pair(docs: Sequence[Sequence[list[int]]], rng: np.random.Generator, max_tokens: int | None = None) -> NspPair:
+    """One NSP example from ``docs`` (each a list of sentences as id lists, in order).
+
+    A starts at a random sentence that has a successor; half the time B is what follows it
+    (IsNext), otherwise a random stretch of another document (NotNext), as BERT draws them.
+    With ``max_tokens``, A and B grow by whole following sentences to fill the budget, as
+    BERT packs its segments; ``pair_ids`` then truncates.
+    """
+    eligible = [i for i, d in enumerate(docs) if len(d) >= 2]
+    if not eligible:
+        raise LmvizError("NSP needs a document with at least two sentences.")
+    d = int(rng.choice(eligible))
+    i = int(rng.integers(0, len(docs[d]) - 1))
+    budget_a = int(rng.integers(1, max_tokens - 3)) if max_tokens and max_tokens > 4 else 0
+    a, j = list(docs[d][i]), i + 1
+    while len(a) < budget_a and j < len(docs[d]) - 1:
+        a += docs[d][j]
+        j += 1
+    budget_b = (max_tokens - 3 - len(a)) if max_tokens else 0
+    if rng.random() < 0.5 or len(docs) == 1:
+        source, k, is_next = d, j, True
+    else:
+        source = int(rng.integers(0, len(docs) - 1))
+        source += source >= d
+        k, is_next = int(rng.integers(0, len(docs[source]))), False
+    b = list(docs[source][k])
+    k += 1
+    while len(b) < budget_b and k < len(docs[source]):
+        b += docs[source][k]
+        k += 1
+    return NspPair(a, b, is_next)
+
+
+def pair_ids(a: list[int], b: list[int], *, cls_id: int, sep_id: int, max_len: int) -> tuple[list[int], list[int]]:
+    """``[CLS] A [SEP] B [SEP]`` and its ``token_type_ids``, truncating the longer side first."""
+    a, b = list(a), list(b)
+    while len(a) + len(b) + 3 > max_len:
+        (a if len(a) >= len(b) else b).pop()
+    ids = [cls_id, *a, sep_id, *b, sep_id]
+    types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
+    return ids, types
+
+
+@dataclass(frozen=True)
+class SpanCorruption:
+    """T5's span corruption of one sequence: ``spans`` are ``(start, end)`` in the original ids."""
+
+    input_ids: list[int]
+    target_ids: list[int]
+    spans: list[tuple[int, int]]
+
+
+def random_spans(length: int, rng: np.random.Generator, noise_density: float = 0.15, mean_span: float = 3.0) -> list[tuple[int, int]]:
+    """T5's ``random_spans_noise_mask`` as a list of ``(start, end)`` noise spans."""
+    if length < 2:
+        return [(0, length)] if length == 1 and noise_density > 0 else []
+    n_noise = int(np.clip(round(length * noise_density), 1, length - 1))
+    n_spans = max(1, int(round(n_noise / mean_span)))
+    n_spans = min(n_spans, n_noise, length - n_noise)
+
+    def partition(total: int, parts: int) -> np.ndarray:
+        cuts = np.sort(rng.choice(np.arange(1, total), size=parts - 1, replace=False)) if parts > 1 else np.array([], int)
+        return np.diff(np.concatenate([[0], cuts, [total]]))
+
+    noise_lengths = partition(n_noise, n_spans)
+    keep_lengths = partition(length - n_noise, n_spans)
+    spans, pos = [], 0
+    for keep, noise in zip(keep_lengths, noise_lengths):
+        pos += int(keep)
+        spans.append((pos, pos + int(noise)))
+        pos += int(noise)
+    return spans
+
+
+def span_corrupt(
+    ids: Sequence[int],
+    rng: np.random.Generator,
+    *,
+    sentinel_ids: Sequence[int],
+    eos_id: int,
+    noise_density: float = 0.15,
+    mean_span: float = 3.0,
+    spans: list[tuple[int, int]] | None = None,
+) -> SpanCorruption:
+    """Replace noise spans by sentinels; the target is each sentinel then what it hid, then ``</s>``."""
+    ids = list(ids)
+    spans = random_spans(len(ids), rng, noise_density, mean_span) if spans is None else spans
+    if len(spans) > len(sentinel_ids):
+        spans = spans[: len(sentinel_ids)]
+    inputs, targets, pos = [], [], 0
+    for k, (start, end) in enumerate(spans):
+        inputs += ids[pos:start] + [sentinel_ids[k]]
+        targets += [sentinel_ids[k]] + ids[start:end]
+        pos = end
+    inputs += ids[pos:] + [eos_id]
+    targets += [eos_id]
+    return SpanCorruption(inputs, targets, spans)
+
+
+def uncorrupt(input_ids: Sequence[int], target_ids: Sequence[int], sentinel_ids: Sequence[int], eos_id: int) -> list[int]:
+    """The original ids back from a span corruption's input and target (its inverse)."""
+    sentinels = set(sentinel_ids)
+    fills: dict[int, list[int]] = {}
+    current = None
+    for t in target_ids:
+        if t in sentinels:
+            current = t
+            fills[current] = []
+        elif t == eos_id:
+            break
+        elif current is not None:
+            fills[current].append(t)
+    out = []
+    for t in input_ids:
+        if t == eos_id:
+            break
+        out += fills.get(t, []) if t in sentinels else [t]
+    return out
+
+
+def causal_lm_pairs(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPT-2's objective: position ``t`` reads ``ids[:t+1]`` and predicts ``ids[t+1]``."""
+    ids = _as_batch(ids)
+    if ids.shape[1] < 2:
+        raise LmvizError("Next-token prediction needs at least two tokens.")
+    return ids[:, :-1], ids[:, 1:]
+
+
+def _as_batch(x) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    if x.dim() == 1:
+        x = x[None]
+    if x.dim() != 2:
+        raise LmvizError(f"Expected ids of shape [batch, seq]; got {tuple(x.shape)}.")
+    return x

@@ -1,0 +1,178 @@
+"""GPT-2: a pre-LN decoder with causal self-attention (Radford et al., 2019).
+
+Parameter names are those of ``transformers.GPT2LMHeadModel``. Its ``Conv1D`` keeps weights as
+``[in, out]``; ours does too, so weights load both ways with no transpose.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lmviz.models.record import AttentionRecord, Want, additive_mask, attend, causal_keep, check_ids
+
+
+@dataclass
+class GPT2Config:
+    vocab_size: int = 8192
+    n_positions: int = 256
+    n_embd: int = 192
+    n_layer: int = 4
+    n_head: int = 4
+    layer_norm_epsilon: float = 1e-5
+    dropout: float = 0.0
+    eos_token_id: int = 0
+
+    def to_hf(self) -> dict:
+        return {
+            "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": self.vocab_size,
+            "n_positions": self.n_positions, "n_embd": self.n_embd, "n_layer": self.n_layer, "n_head": self.n_head,
+            "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": self.layer_norm_epsilon,
+            "resid_pdrop": self.dropout, "embd_pdrop": self.dropout, "attn_pdrop": self.dropout,
+            "bos_token_id": self.eos_token_id, "eos_token_id": self.eos_token_id, "tie_word_embeddings": True,
+            "scale_attn_weights": True,
+        }
+
+    @classmethod
+    def from_hf(cls, d: dict) -> "GPT2Config":
+        return cls(vocab_size=d["vocab_size"], n_positions=d["n_positions"], n_embd=d["n_embd"], n_layer=d["n_layer"],
+                   n_head=d["n_head"], layer_norm_epsilon=d.get("layer_norm_epsilon", 1e-5),
+                   eos_token_id=d.get("eos_token_id") or 0)
+
+
+class Conv1D(nn.Module):
+    """A linear layer with its weight stored ``[in, out]``, as GPT-2's checkpoints have it."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_in, n_out).normal_(std=0.02))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPT2Config):
+        super().__init__()
+        self.n_head, self.d_head = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.c_attn = Conv1D(cfg.n_embd, 3 * cfg.n_embd)
+        self.c_proj = Conv1D(cfg.n_embd, cfg.n_embd)
+
+    def forward(self, x, mask, past, want: Want | None, record: AttentionRecord | None):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, self.d_head).transpose(1, 2) for t in (q, k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        scale = 1.0 / math.sqrt(self.d_head)
+        explicit = want is not None
+        if not explicit and mask is None and past is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # fused training path
+        else:
+            y, probs, scores = attend(q, k, v, scale=scale, bias=None, mask=mask, explicit=explicit)
+            if record is not None:
+                record.add("causal", probs if want.attention else None, scores if want.scores else None, mask,
+                           (q, k, v) if want.qkv else None)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.c_proj(y), (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPT2Config):
+        super().__init__()
+        self.c_fc = Conv1D(cfg.n_embd, 4 * cfg.n_embd)
+        self.c_proj = Conv1D(4 * cfg.n_embd, cfg.n_embd)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPT2Config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+        self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, mask, past, want, record):
+        a, kv = self.attn(self.ln_1(x), mask, past, want, record)
+        x = x + self.drop(a)
+        return x + self.drop(self.mlp(self.ln_2(x))), kv
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: GPT2Config):
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.n_positions, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+
+
+@dataclass
+class GPT2Output:
+    logits: torch.Tensor
+    cache: list[tuple[torch.Tensor, torch.Tensor]]
+    record: AttentionRecord | None
+    loss: torch.Tensor | None = None
+
+
+class GPT2LMHeadModel(nn.Module):
+    kind = "gpt2"
+    config_class = GPT2Config
+
+    def __init__(self, cfg: GPT2Config):
+        super().__init__()
+        self.config = cfg
+        self.transformer = Transformer(cfg)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2's scaled init of residual projections
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        nn.init.normal_(self.transformer.wte.weight, std=0.02)
+        nn.init.normal_(self.transformer.wpe.weight, std=0.01)
+
+    def forward(self, input_ids, attention_mask=None, cache=None, want: Want | None = None, labels=None) -> GPT2Output:
+        """``input_ids [B, T]``; ``attention_mask [B, T_past + T]`` (1 = real token, 0 = padding);
+        ``cache`` from a previous call continues the sequence one step (or more) at a time."""
+        cfg = self.config
+        past_len = cache[0][0].shape[2] if cache else 0
+        ids = check_ids(input_ids, cfg.vocab_size, cfg.n_positions - past_len if past_len else cfg.n_positions)
+        ids = ids.to(self.transformer.wte.weight.device)
+        B, T = ids.shape
+        pos = torch.arange(past_len, past_len + T, device=ids.device)
+        x = self.transformer.drop(self.transformer.wte(ids) + self.transformer.wpe(pos))
+        mask = None
+        if want is not None or attention_mask is not None or cache:
+            keep = causal_keep(T, past_len + T, ids.device)[None, None]
+            if attention_mask is not None:
+                keep = keep & torch.as_tensor(attention_mask, device=ids.device).bool()[:, None, None, :]
+            mask = additive_mask(keep)
+        record = AttentionRecord() if want is not None else None
+        if record is not None:
+            record.scale["causal"] = 1.0 / math.sqrt(cfg.n_embd // cfg.n_head)
+        hidden = [x] if want is not None and want.hidden else None
+        new_cache = []
+        for i, block in enumerate(self.transformer.h):
+            x, kv = block(x, mask, cache[i] if cache else None, want, record)
+            new_cache.append(kv)
+            if hidden is not None:
+                hidden.append(x)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)
+        if record is not None:
+            if hidden is not None:
+                record.hidden["decoder"] = [h.detach().float().cpu() for h in hidden]
+            record.logits = logits.detach().float().cpu()
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        return GPT2Output(logits, new_cache, record, loss)

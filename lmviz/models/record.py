@@ -1,0 +1,142 @@
+"""The one attention record every figure reads, and the attention both paths compute.
+
+Shapes (``B`` batch, ``H`` heads, ``Q`` query positions, ``K`` key positions, ``D`` model width):
+
+- ``probs[kind][layer]``: post-softmax attention, ``[B, H, Q, K]``, rows sum to 1.
+- ``scores[kind][layer]``: pre-softmax scores before the mask, ``[B, H, Q, K]``: ``QKᵀ/√d`` for BERT
+  and GPT-2, ``QKᵀ + position_bias`` for T5 (T5 has no ``1/√d``).
+- ``masks[kind][layer]``: the additive mask that was applied, ``[B, 1, Q, K]`` (0 or a large negative).
+- ``position_bias[kind]``: T5's relative position bias, ``[1, H, Q, K]`` (shared by every layer).
+- ``qkv[kind][layer]``: ``(q, k, v)`` per head, each ``[B, H, T, d_head]``, for one head's arithmetic.
+- ``hidden[stack][layer]``: hidden states ``[B, T, D]``; index 0 is the embedding output.
+- ``logits``: ``[B, T, vocab]``.
+
+Kinds: ``self`` (bidirectional: BERT, T5 encoder), ``causal`` (GPT-2, T5 decoder self-attention),
+``cross`` (T5 decoder → encoder). Stacks: ``encoder``, ``decoder``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmviz.errors import LmvizError
+
+KINDS = ("self", "causal", "cross")
+
+
+@dataclass(frozen=True)
+class Want:
+    """What a forward pass should keep besides its logits."""
+
+    attention: bool = True
+    scores: bool = False
+    hidden: bool = False
+    qkv: bool = False
+
+
+ALL = Want(attention=True, scores=True, hidden=True, qkv=True)
+
+
+@dataclass
+class AttentionRecord:
+    probs: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    scores: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    masks: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    position_bias: dict[str, torch.Tensor] = field(default_factory=dict)
+    qkv: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+    hidden: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    logits: torch.Tensor | None = None
+    scale: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k in KINDS if k in self.probs]
+
+    def n_layers(self, kind: str) -> int:
+        return len(self.probs[kind])
+
+    def n_heads(self, kind: str) -> int:
+        return self.probs[kind][0].shape[1]
+
+    def attention(self, kind: str, layer: int, batch: int = 0) -> torch.Tensor:
+        """``[H, Q, K]`` for one layer of one kind, with a readable error for a bad index."""
+        if kind not in self.probs:
+            raise LmvizError(f"This model has no {kind} attention; it has {', '.join(self.kinds)}.")
+        layers = self.probs[kind]
+        if not 0 <= layer < len(layers):
+            raise LmvizError(f"Layer {layer} does not exist; this model has layers 0–{len(layers) - 1}.")
+        return layers[layer][batch]
+
+    def stacked(self, kind: str, batch: int = 0) -> torch.Tensor:
+        """``[L, H, Q, K]``: every layer of one kind."""
+        return torch.stack([p[batch] for p in self.probs[kind]])
+
+    def add(self, kind: str, probs, scores=None, mask=None, qkv=None) -> None:
+        if probs is not None:
+            self.probs.setdefault(kind, []).append(probs.detach().float().cpu())
+        if scores is not None:
+            self.scores.setdefault(kind, []).append(scores.detach().float().cpu())
+            self.masks.setdefault(kind, []).append(mask.detach().float().cpu().expand(scores.shape[0], 1, *scores.shape[2:]).clone())
+        if qkv is not None:
+            self.qkv.setdefault(kind, []).append(tuple(t.detach().float().cpu() for t in qkv))
+
+    def numpy(self) -> dict[str, list[np.ndarray]]:
+        """The probabilities as numpy arrays, ``{kind: [array [B, H, Q, K] per layer]}``."""
+        return {k: [p.numpy() for p in v] for k, v in self.probs.items()}
+
+
+def additive_mask(keep: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A bool ``keep`` mask (True = may attend) as the additive mask: 0 or the dtype's minimum."""
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def causal_keep(q_len: int, k_len: int, device=None) -> torch.Tensor:
+    """``[Q, K]`` bool: query ``i`` (at absolute position ``k_len - q_len + i``) sees keys up to itself."""
+    offset = k_len - q_len
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=offset)
+
+
+def attend(q, k, v, *, scale: float, bias: torch.Tensor | None, mask: torch.Tensor | None, explicit: bool):
+    """Scaled dot-product attention by either path; returns ``(out, probs, scores)``.
+
+    ``bias`` (T5's position bias) and ``mask`` are additive ``[B|1, H|1, Q, K]``. The fused path
+    (training) returns ``probs = scores = None``; the explicit path computes
+    ``softmax(QKᵀ·scale + bias + mask)`` and keeps what it computed.
+    """
+    add = None
+    if bias is not None and mask is not None:
+        add = bias + mask
+    else:
+        add = bias if bias is not None else mask
+    if not explicit:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if add is None else add.to(q.dtype), scale=scale)
+        return out, None, None
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
+    if bias is not None:
+        scores = scores + bias
+    masked = scores if mask is None else scores + mask
+    probs = torch.softmax(masked, dim=-1)
+    out = torch.matmul(probs.to(v.dtype), v)
+    return out, probs, scores
+
+
+def check_ids(ids: torch.Tensor, vocab_size: int, max_positions: int | None, name: str = "input") -> torch.Tensor:
+    """Token ids as a ``[B, T]`` long tensor, or a readable error for what would give a wrong picture."""
+    ids = torch.as_tensor(ids)
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
+        raise LmvizError(f"Token ids must be integers; got {ids.dtype}.")
+    ids = ids.long()
+    if ids.dim() == 1:
+        ids = ids[None]
+    if ids.dim() != 2:
+        raise LmvizError(f"Token ids must be [batch, seq]; got shape {tuple(ids.shape)}.")
+    if ids.shape[1] == 0:
+        raise LmvizError(f"The {name} is empty: at least one token is needed.")
+    if max_positions is not None and ids.shape[1] > max_positions:
+        raise LmvizError(f"The {name} has {ids.shape[1]} tokens; this model reads at most {max_positions}.")
+    if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise LmvizError(f"Token id {int(ids.max() if ids.max() >= vocab_size else ids.min())} is outside the vocabulary (0–{vocab_size - 1}).")
+    return ids

@@ -1,0 +1,252 @@
+"""What each model is trained on and scored by: batches, losses and held-out figures.
+
+A batch is a pure function of ``(seed, step)``; held-out figures always use the plays named in
+``lmviz.corpus.HELD_OUT`` with fixed seeds, so every evaluation sees the same examples.
+"""
+from __future__ import annotations
+
+import math
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmviz import corpus as corpus_mod
+from lmviz import masking
+from lmviz.tokenizers import GPT2_EOT, SENTINELS
+
+EVAL_SEED = 1234
+
+
+def char_count(tokenizer, ids) -> int:
+    """Characters ended by these byte-level tokens: one per UTF-8 lead byte, so counts add up exactly."""
+    from lmviz.tokenizers import token_bytes
+
+    return sum(sum((b & 0xC0) != 0x80 for b in token_bytes(tokenizer.id_to_token(int(i)))) for i in ids)
+
+
+class Task:
+    def __init__(self, tokenizer, cfg, corpus=None):
+        self.tok, self.cfg = tokenizer, cfg
+        self.train_docs, self.held_docs = corpus if corpus is not None else corpus_mod.split()
+
+    def rng(self, step: int) -> np.random.Generator:
+        return np.random.default_rng([self.cfg.seed, step])
+
+    def generator(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
+
+    def speeches_ids(self, docs) -> list[list[list[int]]]:
+        out = []
+        for d in docs:
+            encs = self.tok.encode_batch([str(s) for s in d.speeches], add_special_tokens=False)
+            out.append([e.ids for e in encs if e.ids])
+        return out
+
+    def stream(self, docs, sep: list[int]) -> np.ndarray:
+        ids = []
+        for d in docs:
+            ids += sep + self.tok.encode(d.text, add_special_tokens=False).ids
+        return np.asarray(ids, dtype=np.int64)
+
+    def tokens_in(self, batch) -> int:
+        return int(batch["input_ids"].numel())
+
+
+class GPT2Task(Task):
+    @cached_property
+    def eot(self) -> int:
+        return self.tok.token_to_id(GPT2_EOT)
+
+    @cached_property
+    def train_stream(self) -> np.ndarray:
+        return self.stream(self.train_docs, [self.eot])
+
+    @cached_property
+    def held_stream(self) -> np.ndarray:
+        return self.stream(self.held_docs, [self.eot])
+
+    def build_model(self):
+        from lmviz.models.gpt2 import GPT2Config, GPT2LMHeadModel
+
+        return GPT2LMHeadModel(GPT2Config(vocab_size=self.tok.get_vocab_size(), eos_token_id=self.eot, **self.cfg.model))
+
+    def batch(self, step: int, seq_len: int) -> dict:
+        starts = self.rng(step).integers(0, len(self.train_stream) - seq_len - 1, size=self.cfg.batch_size)
+        windows = np.stack([self.train_stream[s : s + seq_len + 1] for s in starts])
+        return {"input_ids": torch.from_numpy(windows[:, :-1]), "labels": torch.from_numpy(windows[:, 1:])}
+
+    def loss(self, model, batch):
+        out = model(batch["input_ids"], labels=batch["labels"])
+        return out.loss, {}
+
+    def held_windows(self, quick: bool) -> list[np.ndarray]:
+        L, s = self.cfg.seq_len, self.held_stream
+        windows = [s[i : i + L + 1] for i in range(0, len(s) - 1, L)]
+        return windows[:24] if quick else windows
+
+    @torch.no_grad()
+    def evaluate(self, model, quick: bool = False) -> dict:
+        device = next(model.parameters()).device
+        nats, n_tok, n_chr = 0.0, 0, 0
+        for w in self.held_windows(quick):
+            x = torch.from_numpy(w[None, :-1]).to(device)
+            y = torch.from_numpy(w[None, 1:]).to(device)
+            logits = model(x).logits.float()
+            nats += F.cross_entropy(logits[0], y[0], reduction="sum").item()
+            n_tok += y.numel()
+            n_chr += char_count(self.tok, w[1:])
+        return {"loss": nats / n_tok, "bits_per_char": nats / math.log(2) / n_chr}
+
+
+class BertTask(Task):
+    @cached_property
+    def ids(self) -> dict:
+        t = self.tok
+        return {n: t.token_to_id(n) for n in ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")}
+
+    @cached_property
+    def train_sentences(self):
+        return self.speeches_ids(self.train_docs)
+
+    @cached_property
+    def held_sentences(self):
+        return self.speeches_ids(self.held_docs)
+
+    def build_model(self):
+        from lmviz.models.bert import BertConfig, BertForPreTraining
+
+        return BertForPreTraining(BertConfig(vocab_size=self.tok.get_vocab_size(), pad_token_id=self.ids["[PAD]"], **self.cfg.model))
+
+    def make_batch(self, sentences, rng, gen, n: int, seq_len: int) -> dict:
+        ids = torch.full((n, seq_len), self.ids["[PAD]"], dtype=torch.long)
+        types = torch.zeros((n, seq_len), dtype=torch.long)
+        nsp = torch.zeros(n, dtype=torch.long)
+        for r in range(n):
+            pair = masking.nsp_pair(sentences, rng, max_tokens=seq_len)
+            row, tt = masking.pair_ids(pair.a, pair.b, cls_id=self.ids["[CLS]"], sep_id=self.ids["[SEP]"], max_len=seq_len)
+            ids[r, : len(row)], types[r, : len(tt)] = torch.tensor(row), torch.tensor(tt)
+            nsp[r] = 0 if pair.is_next else 1  # transformers' convention: 0 = IsNext
+        special = (ids == self.ids["[PAD]"]) | (ids == self.ids["[CLS]"]) | (ids == self.ids["[SEP]"])
+        draw = masking.mlm_mask(ids, special, mask_id=self.ids["[MASK]"], vocab_size=self.tok.get_vocab_size(), generator=gen)
+        return {"input_ids": draw.input_ids, "token_type_ids": types, "attention_mask": (ids != self.ids["[PAD]"]).long(),
+                "labels": draw.labels, "next_sentence_label": nsp}
+
+    def batch(self, step: int, seq_len: int) -> dict:
+        return self.make_batch(self.train_sentences, self.rng(step), self.generator(step), self.cfg.batch_size, seq_len)
+
+    def loss(self, model, batch):
+        out = model(batch["input_ids"], token_type_ids=batch["token_type_ids"], attention_mask=batch["attention_mask"])
+        mlm = F.cross_entropy(out.logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=masking.IGNORE)
+        nsp = F.cross_entropy(out.nsp_logits.float(), batch["next_sentence_label"])
+        return mlm + nsp, {"mlm": mlm.item(), "nsp": nsp.item()}
+
+    def tokens_in(self, batch) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def held_batches(self, quick: bool):
+        rng, gen = np.random.default_rng(EVAL_SEED), torch.Generator().manual_seed(EVAL_SEED)
+        for _ in range(4 if quick else 32):
+            yield self.make_batch(self.held_sentences, rng, gen, 32, self.cfg.seq_len)
+
+    @torch.no_grad()
+    def evaluate(self, model, quick: bool = False) -> dict:
+        device = next(model.parameters()).device
+        top1 = top5 = n = nsp_ok = n_pairs = 0
+        nats = 0.0
+        for b in self.held_batches(quick):
+            b = {k: v.to(device) for k, v in b.items()}
+            out = model(b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"])
+            sel = b["labels"] != masking.IGNORE
+            logits, gold = out.logits.float()[sel], b["labels"][sel]
+            nats += F.cross_entropy(logits, gold, reduction="sum").item()
+            best = logits.topk(5, dim=-1).indices
+            top1 += (best[:, 0] == gold).sum().item()
+            top5 += (best == gold[:, None]).any(-1).sum().item()
+            n += gold.numel()
+            nsp_ok += (out.nsp_logits.argmax(-1) == b["next_sentence_label"]).sum().item()
+            n_pairs += len(b["next_sentence_label"])
+        return {"mlm_loss": nats / n, "mlm_top1": top1 / n, "mlm_top5": top5 / n, "nsp_acc": nsp_ok / n_pairs}
+
+
+class T5Task(Task):
+    @cached_property
+    def special(self) -> dict:
+        t = self.tok
+        return {"pad": t.token_to_id("<pad>"), "eos": t.token_to_id("</s>"), "sentinels": [t.token_to_id(s) for s in SENTINELS]}
+
+    @cached_property
+    def train_stream(self) -> np.ndarray:
+        return self.stream(self.train_docs, [])
+
+    @cached_property
+    def held_stream(self) -> np.ndarray:
+        return self.stream(self.held_docs, [])
+
+    @staticmethod
+    def raw_length(seq_len: int) -> int:
+        """The longest raw window whose corrupted input (noise → sentinels, plus ``</s>``) fits ``seq_len``."""
+        raw = seq_len
+        while True:
+            noise = round((raw + 1) * 0.15)
+            if (raw + 1) - noise + max(1, round(noise / 3)) + 1 > seq_len:
+                return raw
+            raw += 1
+
+    def build_model(self):
+        from lmviz.models.t5 import T5Config, T5ForConditionalGeneration
+
+        return T5ForConditionalGeneration(T5Config(vocab_size=self.tok.get_vocab_size(), pad_token_id=self.special["pad"],
+                                                   eos_token_id=self.special["eos"], decoder_start_token_id=self.special["pad"], **self.cfg.model))
+
+    def make_batch(self, stream, rng, n: int, seq_len: int) -> dict:
+        raw = self.raw_length(seq_len)
+        starts = rng.integers(0, len(stream) - raw, size=n)
+        examples = [masking.span_corrupt(stream[s : s + raw], rng, sentinel_ids=self.special["sentinels"], eos_id=self.special["eos"]) for s in starts]
+        pad = self.special["pad"]
+        src_len = max(len(e.input_ids) for e in examples)
+        tgt_len = max(len(e.target_ids) for e in examples)
+        src = torch.full((n, src_len), pad, dtype=torch.long)
+        tgt = torch.full((n, tgt_len), masking.IGNORE, dtype=torch.long)
+        for r, e in enumerate(examples):
+            src[r, : len(e.input_ids)] = torch.tensor(e.input_ids)
+            tgt[r, : len(e.target_ids)] = torch.tensor(e.target_ids)
+        dec_in = torch.full_like(tgt, pad)
+        dec_in[:, 1:] = tgt[:, :-1].clamp(min=0)
+        dec_in[:, 1:][tgt[:, :-1] == masking.IGNORE] = pad
+        return {"input_ids": src, "attention_mask": (src != pad).long(), "decoder_input_ids": dec_in,
+                "decoder_attention_mask": (torch.arange(tgt_len)[None] <= (tgt != masking.IGNORE).sum(1, keepdim=True) - 1).long(), "labels": tgt}
+
+    def batch(self, step: int, seq_len: int) -> dict:
+        return self.make_batch(self.train_stream, self.rng(step), self.cfg.batch_size, seq_len)
+
+    def loss(self, model, batch):
+        out = model(batch["input_ids"], batch["decoder_input_ids"], attention_mask=batch["attention_mask"],
+                    decoder_attention_mask=batch["decoder_attention_mask"])
+        loss = F.cross_entropy(out.logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=masking.IGNORE)
+        return loss, {}
+
+    def tokens_in(self, batch) -> int:
+        return int(batch["attention_mask"].sum() + batch["decoder_attention_mask"].sum())
+
+    @torch.no_grad()
+    def evaluate(self, model, quick: bool = False) -> dict:
+        device = next(model.parameters()).device
+        rng = np.random.default_rng(EVAL_SEED)
+        sentinels = torch.tensor(self.special["sentinels"] + [self.special["eos"]], device=device)
+        nats = n = ok = n_content = 0
+        for _ in range(4 if quick else 32):
+            b = {k: v.to(device) for k, v in self.make_batch(self.held_stream, rng, 32, self.cfg.seq_len).items()}
+            out = model(b["input_ids"], b["decoder_input_ids"], attention_mask=b["attention_mask"], decoder_attention_mask=b["decoder_attention_mask"])
+            sel = b["labels"] != masking.IGNORE
+            logits, gold = out.logits.float()[sel], b["labels"][sel]
+            nats += F.cross_entropy(logits, gold, reduction="sum").item()
+            n += gold.numel()
+            content = ~torch.isin(gold, sentinels)
+            ok += (logits.argmax(-1)[content] == gold[content]).sum().item()
+            n_content += content.sum().item()
+        return {"loss": nats / n, "content_acc": ok / n_content}
+
+
+TASKS = {"gpt2": GPT2Task, "bert": BertTask, "t5": T5Task}

@@ -1,0 +1,174 @@
+"""Pretraining loops: BERT (MLM + NSP), GPT-2 (next token), T5 (span corruption).
+
+Every batch is a pure function of ``(seed, step)``, so a resumed run draws exactly the batches
+an uninterrupted one would have; masks are redrawn each time a sequence is seen (dynamic masking).
+Resume state (weights, AdamW moments, step, tokens seen) lives in ``<out>/resume/`` as
+safetensors + JSON, written atomically. Ctrl-C saves and exits cleanly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmviz import checkpoints
+from lmviz.device import pick_device
+from lmviz.errors import LmvizError
+from lmviz.tasks import TASKS, Task
+
+
+@dataclass
+class TrainConfig:
+    kind: str
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int
+    seq_len: int
+    short_seq_len: int  # RoBERTa-style schedule: short sequences for the first ``short_frac`` of steps
+    short_frac: float = 0.0
+    seed: int = 0
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    eval_every: int = 250
+    save_every: int = 250
+    model: dict = field(default_factory=dict)
+
+    def seq_len_at(self, step: int) -> int:
+        return self.short_seq_len if step < self.short_frac * self.steps else self.seq_len
+
+
+DEFAULTS: dict[str, TrainConfig] = {
+    "gpt2": TrainConfig("gpt2", steps=3500, batch_size=16, lr=2e-3, warmup=200, seq_len=256, short_seq_len=128, short_frac=0.3,
+                        model=dict(n_embd=128, n_layer=4, n_head=4, n_positions=256)),
+    "bert": TrainConfig("bert", steps=6000, batch_size=32, lr=1e-3, warmup=400, seq_len=128, short_seq_len=64, short_frac=0.5,
+                        model=dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
+                                   max_position_embeddings=128)),
+    "t5": TrainConfig("t5", steps=6000, batch_size=32, lr=2e-3, warmup=300, seq_len=128, short_seq_len=64, short_frac=0.3,
+                      model=dict(d_model=128, d_kv=32, d_ff=512, num_layers=4, num_decoder_layers=4, num_heads=4)),
+}
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup, then cosine decay to 10 % of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _save_resume(folder: Path, model, opt, state: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {id(p): n for n, p in model.named_parameters()}
+    moments = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            s = opt.state.get(p)
+            if s:
+                n = names[id(p)]
+                moments[f"{n}::exp_avg"] = s["exp_avg"].detach().cpu().contiguous()
+                moments[f"{n}::exp_avg_sq"] = s["exp_avg_sq"].detach().cpu().contiguous()
+                moments[f"{n}::step"] = torch.as_tensor(s["step"]).float().reshape(1).cpu()
+    checkpoints._write_atomic(folder / "optimizer.safetensors", lambda tmp: save_file(moments, tmp))
+    checkpoints._write_atomic(folder / "model.safetensors", lambda tmp: save_file(checkpoints._unique_state(model), tmp))
+    checkpoints.write_json(folder / "state.json", state)
+
+
+def _load_resume(folder: Path, model, opt) -> dict:
+    state = json.loads((folder / "state.json").read_text())
+    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    moments = load_file(str(folder / "optimizer.safetensors"))
+    params = dict(model.named_parameters())
+    for key in {k.split("::")[0] for k in moments}:
+        p = params[key]
+        opt.state[p] = {"exp_avg": moments[f"{key}::exp_avg"].to(p.device), "exp_avg_sq": moments[f"{key}::exp_avg_sq"].to(p.device),
+                        "step": torch.tensor(float(moments[f"{key}::step"][0]))}
+    return state
+
+
+def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_budget: float | None = None,
+          progress: bool = True, corpus=None) -> dict:
+    """Train (or resume) one model into ``out``; returns the final log. Stops at ``cfg.steps`` or ``time_budget`` seconds."""
+    from tqdm import tqdm
+
+    from lmviz.tokenizers import load_tokenizer
+
+    if cfg.steps <= 0:
+        raise LmvizError("The step budget must be at least 1.")
+    if time_budget is not None and time_budget <= 0:
+        raise LmvizError("The time budget must be positive.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(tokenizer_path or checkpoints.shipped(cfg.kind) / "tokenizer.json")
+    device = pick_device()
+    torch.manual_seed(cfg.seed)
+    task: Task = TASKS[cfg.kind](tokenizer, cfg, corpus=corpus)
+    model = task.build_model().to(device)
+    opt = make_optimizer(model, cfg)
+    resume = out / "resume"
+    log = {"config": asdict(cfg), "device": device.type, "params": sum(p.numel() for p in model.parameters()), "evals": [], "train": []}
+    state = {"step": 0, "tokens": 0, "seconds": 0.0}
+    if (resume / "state.json").is_file():
+        state = _load_resume(resume, model, opt)
+        if (out / "train_log.json").is_file():
+            log = json.loads((out / "train_log.json").read_text())
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    start_wall, start_seconds = time.perf_counter(), state["seconds"]
+    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, dynamic_ncols=True, desc=f"train {cfg.kind}")
+    step = state["step"]
+    running = None
+
+    def checkpoint(final: bool) -> None:
+        state.update(step=step, seconds=start_seconds + time.perf_counter() - start_wall)
+        _save_resume(resume, model, opt, state)
+        checkpoints.save(model, out, tokenizer, extra={"train": asdict(cfg), "steps_done": step})
+        checkpoints.write_json(out / "train_log.json", log)
+
+    try:
+        while step < cfg.steps:
+            if time_budget is not None and time.perf_counter() - start_wall > time_budget:
+                break
+            model.train()
+            batch = {k: v.to(device) for k, v in task.batch(step, cfg.seq_len_at(step)).items()}
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step)
+            with autocast:
+                loss, parts = task.loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            step += 1
+            state["tokens"] += task.tokens_in(batch)
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            elapsed = start_seconds + time.perf_counter() - start_wall
+            if step % 50 == 0 or step == cfg.steps:
+                log["train"].append({"step": step, "seconds": round(elapsed, 1), "tokens": state["tokens"], "loss": round(running, 4), **{k: round(v, 4) for k, v in parts.items()}})
+            bar.set_postfix(loss=f"{running:.3f}", tok_s=f"{state['tokens'] / max(elapsed, 1e-9):.0f}")
+            bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                model.eval()
+                with torch.no_grad(), autocast:
+                    figures = task.evaluate(model, quick=True)
+                log["evals"].append({"step": step, "seconds": round(elapsed, 1), "tokens": state["tokens"], "train_loss": round(running, 4), **figures})
+                bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
+            if step % cfg.save_every == 0:
+                checkpoint(False)
+    except KeyboardInterrupt:
+        bar.write("Interrupted: saving so the next run resumes here.")
+    finally:
+        bar.close()
+        checkpoint(True)
+    return log

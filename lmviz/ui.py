@@ -1,0 +1,160 @@
+"""What every page shares: cached models, the sidebar, links (query params), text input, errors.
+
+This is the only module besides the pages that imports Streamlit; the rest of ``lmviz`` is
+tested without it. Models load once per process (``st.cache_resource``) and are read-only.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from lmviz import checkpoints
+from lmviz.device import describe_device, pick_device
+from lmviz.errors import LmvizError
+
+SHIPPED = {"bert": "BERT (encoder)", "gpt2": "GPT-2 (decoder)", "t5": "T5 (encoder-decoder)"}
+MAX_TEXT_CHARS = 20_000
+
+
+def _threads() -> None:
+    # Several browser sessions share the cores; one intra-op pool per process, not one per core per session.
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def user_models_dir() -> Path | None:
+    """``streamlit run app.py -- --models DIR`` or ``LMVIZ_MODELS=DIR``."""
+    argv = sys.argv[1:]
+    if "--models" in argv and argv.index("--models") + 1 < len(argv):
+        return Path(argv[argv.index("--models") + 1]).resolve()
+    env = os.environ.get("LMVIZ_MODELS")
+    return Path(env).resolve() if env else None
+
+
+@st.cache_resource(show_spinner=False)
+def registry() -> dict[str, Path]:
+    """Model name → folder: the shipped three, then each folder under the user's models directory."""
+    _threads()
+    names = {k: checkpoints.shipped(k) for k in SHIPPED}
+    root = user_models_dir()
+    if root is not None and root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()):
+            names[f"{folder.name} (yours)"] = folder
+    return names
+
+
+@st.cache_resource(show_spinner="Loading model…")
+def _load(name: str) -> checkpoints.Loaded | str:
+    folder = registry().get(name)
+    if folder is None:
+        return f"There is no model called {name!r}."
+    try:
+        return checkpoints.load(folder, pick_device())
+    except LmvizError as err:
+        return str(err)
+
+
+def load_model(name: str) -> checkpoints.Loaded:
+    """The loaded model, or ``LmvizError`` saying why it is unavailable (the other models still work)."""
+    result = _load(name)
+    if isinstance(result, str):
+        raise LmvizError(f"{SHIPPED.get(name, name)} is unavailable: {result}")
+    return result
+
+
+def model_names(kinds: tuple[str, ...]) -> list[str]:
+    """Names of the models of these kinds that load (shipped first)."""
+    out = []
+    for name, folder in registry().items():
+        loaded = _load(name)
+        if not isinstance(loaded, str) and loaded.kind in kinds:
+            out.append(name)
+    return out
+
+
+def display_name(name: str) -> str:
+    return SHIPPED.get(name, name)
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.caption(f"Device: **{describe_device(pick_device())}**")
+        for name in registry():
+            loaded = _load(name)
+            if isinstance(loaded, str):
+                st.warning(f"{display_name(name)} unavailable: {loaded}", icon="⚠️")
+
+
+# --- links -------------------------------------------------------------------------------------
+
+def param(key: str, default, cast=str, choices=None):
+    """A value from the URL's query params, cast and validated; the default if absent or invalid."""
+    raw = st.query_params.get(key)
+    if raw is None:
+        return default
+    try:
+        value = cast(raw)
+    except (TypeError, ValueError):
+        return default
+    if choices is not None and value not in choices:
+        return default
+    return value
+
+
+def set_params(**values) -> None:
+    """Write the view's choices into the URL so a link restores them."""
+    for k, v in values.items():
+        if v is None:
+            st.query_params.pop(k, None)
+        elif st.query_params.get(k) != str(v):
+            st.query_params[k] = str(v)
+
+
+def pick_model(kinds: tuple[str, ...] = ("bert", "gpt2", "t5"), key: str = "model", label: str = "Model") -> checkpoints.Loaded | None:
+    """A model selectbox remembered in the URL; None (with a message) if none of these kinds loads."""
+    names = model_names(kinds)
+    if not names:
+        st.error("No model of this kind is available; see the sidebar for why.")
+        return None
+    current = param(key, names[0], choices=names)
+    name = st.selectbox(label, names, index=names.index(current), format_func=display_name, key=f"w_{key}")
+    set_params(**{key: name})
+    return load_model(name)
+
+
+def text_input(key: str = "text", presets: dict[str, str] | None = None, default: str = "", label: str = "Text", height: int = 90) -> str:
+    """A text box with presets; the text lives in the URL. Over-long input is cut and the page says so."""
+    text = param(key, default)
+    if presets:
+        choice = st.selectbox("Preset", ["(your own)", *presets], key=f"w_{key}_preset",
+                              index=([*presets].index(next(k for k, v in presets.items() if v == text)) + 1) if text in presets.values() else 0)
+        if choice != "(your own)" and st.session_state.get(f"_{key}_last_preset") != choice:
+            st.session_state[f"_{key}_last_preset"] = choice
+            st.session_state[f"w_{key}"] = presets[choice]
+    if f"w_{key}" not in st.session_state:
+        st.session_state[f"w_{key}"] = text
+    value = st.text_area(label, key=f"w_{key}", height=height)
+    if len(value) > MAX_TEXT_CHARS:
+        st.info(f"The text is {len(value):,} characters; only the first {MAX_TEXT_CHARS:,} are used.")
+        value = value[:MAX_TEXT_CHARS]
+    set_params(**{key: value if len(value) <= 2000 else None})
+    return value
+
+
+def show_notes(notes: list[str]) -> None:
+    for note in notes:
+        st.info(note, icon="ℹ️")
+
+
+def error(err: Exception) -> None:
+    """A user's problem as a readable message; never a traceback."""
+    st.error(str(err), icon="🚫")
+
+
+def plot(fig, key: str | None = None) -> None:
+    """A plotly figure with its toolbar's PNG download, drawn from the bundled plotly.js (offline)."""
+    st.plotly_chart(fig, width="stretch", key=key,
+                    config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}})

@@ -1,0 +1,1 @@
+"""Plotly figures: each takes the attention record (or plain arrays) and returns a Figure."""

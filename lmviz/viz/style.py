@@ -1,0 +1,35 @@
+"""One look for every figure: projector-sized fonts, colour-blind-safe colours."""
+from __future__ import annotations
+
+import html
+
+import plotly.graph_objects as go
+
+FONT = dict(family="Inter, 'Noto Sans', 'Noto Sans CJK SC', 'Noto Color Emoji', sans-serif", size=15)
+SEQUENTIAL = "Viridis"  # perceptually uniform and colour-blind safe
+# Okabe–Ito: the colour-blind-safe qualitative palette
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+MODEL_COLOURS = {"bert": "#0072B2", "gpt2": "#D55E00", "t5": "#009E73"}
+MAX_TICKS = 40
+
+
+def escape(text: str) -> str:
+    """User text for plotly labels and hover: plotly renders a subset of HTML, so escape it."""
+    return html.escape(str(text), quote=False)
+
+
+def base_layout(fig: go.Figure, title: str | None = None, height: int | None = None) -> go.Figure:
+    fig.update_layout(font=FONT, title=dict(text=escape(title), font=dict(size=18)) if title else None,
+                      margin=dict(l=10, r=10, t=50 if title else 10, b=10), template="plotly_white",
+                      hoverlabel=dict(font_size=15))
+    if height:
+        fig.update_layout(height=height)
+    return fig
+
+
+def ticks(labels: list[str], max_ticks: int = MAX_TICKS) -> tuple[list[int], list[str]]:
+    """Positions and texts of axis ticks, thinned so labels never overlap (hover still shows every token)."""
+    n = len(labels)
+    step = max(1, -(-n // max_ticks))
+    idx = list(range(0, n, step))
+    return idx, [escape(labels[i])[:14] for i in idx]

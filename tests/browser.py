@@ -1,0 +1,118 @@
+"""A real browser against a real ``streamlit run app.py`` on localhost, for the end-to-end tests.
+
+``app_server`` starts the app once per test session on a free port; ``browser_page`` opens a
+headless Debian Chromium tab through Playwright and records every request it makes, every
+dialog that opens and every console error, so a test can assert that nothing left localhost
+and nothing ran.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import urlopen
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("LMVIZ_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run", "--disable-quic", "--disable-sync"]
+SHOTS = ROOT / "tests" / "screenshots"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(port: int, extra_args: list[str] | None = None, env: dict | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    if extra_args:
+        cmd += ["--", *extra_args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("streamlit did not start within 60 s:\n" + proc.stdout.read().decode(errors="replace")[-3000:])
+
+
+@dataclass
+class Recorder:
+    requests: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+
+    def foreign_requests(self) -> list[str]:
+        return [u for u in self.requests if urlparse(u).scheme not in ("data", "blob", "about")
+                and urlparse(u).hostname not in ("127.0.0.1", "localhost")]
+
+
+@pytest.fixture(scope="session")
+def app_server():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium chromium-driver)")
+    port = free_port()
+    proc = start_app(port)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium):
+    """A fresh tab (1400×900) and its Recorder."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    rec = Recorder()
+    page.on("request", lambda r: rec.requests.append(r.url))
+    page.on("dialog", lambda d: (rec.dialogs.append(d.message), d.dismiss()))
+    page.on("console", lambda m: rec.console_errors.append(m.text) if m.type == "error" else None)
+    yield page, rec
+    context.close()
+
+
+def wait_for_app(page, timeout: float = 60_000) -> None:
+    """Wait until Streamlit has finished running the script (no 'running' indicator) and no spinner shows."""
+    page.wait_for_selector("[data-testid='stApp']", timeout=timeout)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]') && !document.querySelector('[data-testid=\"stSpinner\"]')",
+        timeout=timeout)
+    page.wait_for_timeout(300)
+
+
+def screenshot(page, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def error_boxes(page) -> list[str]:
+    """Texts of exception boxes Streamlit shows (a traceback would be a bug)."""
+    return [e.inner_text() for e in page.query_selector_all("[data-testid='stException']")]
