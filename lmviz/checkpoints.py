@@ -157,6 +157,11 @@ def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], folder: 
     for name, t in state.items():
         if name in own and own[name].shape != t.shape:
             raise LmvizError(f"{folder.name}: tensor {name} has shape {tuple(t.shape)} but config.json implies {tuple(own[name].shape)}.")
+    # Older transformers saved some buffers; anything else left over means config.json describes a smaller model.
+    extra = [n for n in state if n not in own and not n.endswith(("position_ids", ".attn.bias", ".attn.masked_bias"))]
+    if extra:
+        raise LmvizError(f"{folder.name}/model.safetensors holds {len(extra)} tensors that config.json does not describe, "
+                         f"e.g. {extra[0]}; do the sizes in config.json match the weights?")
     missing = [n for n in own if n not in state and n not in tied]
     heads = [n for n in missing if any(n.startswith(p) for p in getattr(model, "head_prefixes", ()))]
     if [n for n in missing if n not in heads]:

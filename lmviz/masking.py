@@ -46,8 +46,9 @@ def mlm_mask(
     As the original BERT does, each row selects ``max(1, round(rate * n))`` of its ``n``
     non-special positions (``special`` is a bool mask of positions never selected: ``[CLS]``,
     ``[SEP]``, padding). ``chosen`` (bool ``[batch, seq]``) replaces the random selection with the
-    user's own. Of the selected, ``mask_frac`` become ``[MASK]``, ``random_frac`` a random
-    non-special token, the rest stay as they were; all selected positions get a label.
+    user's own. Of the selected, ``mask_frac`` become ``[MASK]``, ``random_frac`` a token drawn
+    uniformly from the whole vocabulary (as BERT and ``transformers``' collator draw it), the rest
+    stay as they were; all selected positions get a label.
     """
     ids = _as_batch(ids)
     special = _as_batch(special).bool()
@@ -139,8 +140,12 @@ class SpanCorruption:
 
 def random_spans(length: int, rng: np.random.Generator, noise_density: float = 0.15, mean_span: float = 3.0) -> list[tuple[int, int]]:
     """T5's ``random_spans_noise_mask`` as a list of ``(start, end)`` noise spans."""
+    if not 0.0 < noise_density < 1.0:
+        raise LmvizError(f"The noise density must be between 0 and 1; got {noise_density}.")
+    if not mean_span >= 1.0:
+        raise LmvizError(f"The mean span length must be at least 1 token; got {mean_span}.")
     if length < 2:
-        return [(0, length)] if length == 1 and noise_density > 0 else []
+        return [(0, length)] if length == 1 else []
     n_noise = int(np.clip(round(length * noise_density), 1, length - 1))
     n_spans = max(1, int(round(n_noise / mean_span)))
     n_spans = min(n_spans, n_noise, length - n_noise)

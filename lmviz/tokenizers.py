@@ -192,7 +192,7 @@ def explain(kind: Kind, tok: Tokenizer, text: str, pair: str | None = None) -> E
     pieces = []
     prev_word = None
     for i, (tid, token, (start, end), word, seq) in enumerate(zip(enc.ids, enc.tokens, enc.offsets, enc.word_ids, enc.sequence_ids)):
-        special = tid in specials
+        special = tid in specials and tid != unk  # [UNK] stands for text, so it is content, not a template token
         raw, partial, display = None, False, token
         if kind == "gpt2" and not special:
             raw = token_bytes(token)

@@ -3,12 +3,14 @@
 Every batch is a pure function of ``(seed, step)``, so a resumed run draws exactly the batches
 an uninterrupted one would have; masks are redrawn each time a sequence is seen (dynamic masking).
 Resume state (weights, AdamW moments, step, tokens seen) lives in ``<out>/resume/`` as
-safetensors + JSON, written atomically. Ctrl-C saves and exits cleanly.
+safetensors + JSON, written atomically. Ctrl-C (or SIGTERM) saves and exits cleanly.
 """
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -44,12 +46,12 @@ class TrainConfig:
 
 
 DEFAULTS: dict[str, TrainConfig] = {
-    "gpt2": TrainConfig("gpt2", steps=3500, batch_size=16, lr=2e-3, warmup=200, seq_len=256, short_seq_len=128, short_frac=0.3,
+    "gpt2": TrainConfig("gpt2", steps=2400, batch_size=16, lr=2e-3, warmup=200, seq_len=256, short_seq_len=128, short_frac=0.3,
                         model=dict(n_embd=128, n_layer=4, n_head=4, n_positions=256)),
-    "bert": TrainConfig("bert", steps=6000, batch_size=32, lr=1e-3, warmup=400, seq_len=128, short_seq_len=64, short_frac=0.5,
+    "bert": TrainConfig("bert", steps=4000, batch_size=32, lr=1e-3, warmup=400, seq_len=128, short_seq_len=64, short_frac=0.5,
                         model=dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
                                    max_position_embeddings=128)),
-    "t5": TrainConfig("t5", steps=6000, batch_size=32, lr=2e-3, warmup=300, seq_len=128, short_seq_len=64, short_frac=0.3,
+    "t5": TrainConfig("t5", steps=4000, batch_size=32, lr=2e-3, warmup=300, seq_len=128, short_seq_len=64, short_frac=0.3,
                       model=dict(d_model=128, d_kv=32, d_ff=512, num_layers=4, num_decoder_layers=4, num_heads=4)),
 }
 
@@ -99,8 +101,12 @@ def _load_resume(folder: Path, model, opt) -> dict:
 
 
 def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_budget: float | None = None,
-          progress: bool = True, corpus=None) -> dict:
-    """Train (or resume) one model into ``out``; returns the final log. Stops at ``cfg.steps`` or ``time_budget`` seconds."""
+          progress: bool = True, corpus=None, until: int | None = None) -> dict:
+    """Train (or resume) one model into ``out``; returns the final log.
+
+    Stops at ``cfg.steps``, after ``time_budget`` seconds, or at step ``until`` (one piece of a
+    longer run); the next call resumes where it stopped.
+    """
     from tqdm import tqdm
 
     from lmviz.tokenizers import load_tokenizer
@@ -124,11 +130,15 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
         state = _load_resume(resume, model, opt)
         if (out / "train_log.json").is_file():
             log = json.loads((out / "train_log.json").read_text())
+            log.setdefault("resumes", []).append({"step": state["step"], "steps": cfg.steps})
+            log["config"] = asdict(cfg)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     start_wall, start_seconds = time.perf_counter(), state["seconds"]
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, dynamic_ncols=True, desc=f"train {cfg.kind}")
     step = state["step"]
     running = None
+    window: list[list[float]] = []  # losses since the last log row
+    log_every = max(1, min(50, cfg.steps // 20))
 
     def checkpoint(final: bool) -> None:
         state.update(step=step, seconds=start_seconds + time.perf_counter() - start_wall)
@@ -136,9 +146,15 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
         checkpoints.save(model, out, tokenizer, extra={"train": asdict(cfg), "steps_done": step})
         checkpoints.write_json(out / "train_log.json", log)
 
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
     try:
         while step < cfg.steps:
             if time_budget is not None and time.perf_counter() - start_wall > time_budget:
+                break
+            if until is not None and step >= until:
                 break
             model.train()
             batch = {k: v.to(device) for k, v in task.batch(step, cfg.seq_len_at(step)).items()}
@@ -153,9 +169,13 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
             step += 1
             state["tokens"] += task.tokens_in(batch)
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            window.append([loss.item(), *parts.values()])
             elapsed = start_seconds + time.perf_counter() - start_wall
-            if step % 50 == 0 or step == cfg.steps:
-                log["train"].append({"step": step, "seconds": round(elapsed, 1), "tokens": state["tokens"], "loss": round(running, 4), **{k: round(v, 4) for k, v in parts.items()}})
+            if step % log_every == 0 or step == cfg.steps:
+                means = [sum(col) / len(col) for col in zip(*window)]
+                window.clear()
+                log["train"].append({"step": step, "seconds": round(elapsed, 1), "tokens": state["tokens"], "loss": round(means[0], 4),
+                                     **{k: round(v, 4) for k, v in zip(parts, means[1:])}})
             bar.set_postfix(loss=f"{running:.3f}", tok_s=f"{state['tokens'] / max(elapsed, 1e-9):.0f}")
             bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -171,4 +191,6 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
     finally:
         bar.close()
         checkpoint(True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return log

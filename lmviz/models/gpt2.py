@@ -140,9 +140,11 @@ class GPT2LMHeadModel(nn.Module):
         nn.init.normal_(self.transformer.wte.weight, std=0.02)
         nn.init.normal_(self.transformer.wpe.weight, std=0.01)
 
-    def forward(self, input_ids, attention_mask=None, cache=None, want: Want | None = None, labels=None) -> GPT2Output:
+    def forward(self, input_ids, attention_mask=None, cache=None, want: Want | None = None, labels=None,
+                causal: bool = True) -> GPT2Output:
         """``input_ids [B, T]``; ``attention_mask [B, T_past + T]`` (1 = real token, 0 = padding);
-        ``cache`` from a previous call continues the sequence one step (or more) at a time."""
+        ``cache`` from a previous call continues the sequence one step (or more) at a time.
+        ``causal=False`` removes the causal mask so every token sees the future (the Masks page's experiment)."""
         cfg = self.config
         past_len = cache[0][0].shape[2] if cache else 0
         ids = check_ids(input_ids, cfg.vocab_size, cfg.n_positions - past_len if past_len else cfg.n_positions)
@@ -151,8 +153,10 @@ class GPT2LMHeadModel(nn.Module):
         pos = torch.arange(past_len, past_len + T, device=ids.device)
         x = self.transformer.drop(self.transformer.wte(ids) + self.transformer.wpe(pos))
         mask = None
-        if want is not None or attention_mask is not None or cache:
+        if want is not None or attention_mask is not None or cache or not causal:
             keep = causal_keep(T, past_len + T, ids.device)[None, None]
+            if not causal:
+                keep = torch.ones_like(keep)
             if attention_mask is not None:
                 keep = keep & torch.as_tensor(attention_mask, device=ids.device).bool()[:, None, None, :]
             mask = additive_mask(keep)

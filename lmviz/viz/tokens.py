@@ -1,0 +1,240 @@
+"""Tokens as boxes: the three tokenizers aligned under the source text, and coloured token strips.
+
+Both figures are horizontal plotly bars (one trace per row kind), so hover shows the piece's id,
+span and bytes, and the text inside each box shrinks to fit rather than overlap its neighbours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+
+from lmviz.inference import label
+from lmviz.tokenizers import Explanation
+from lmviz.viz.style import FONT, MODEL_COLOURS, base_layout, escape
+
+SHORT = {"bert": "BERT", "gpt2": "GPT-2", "t5": "T5"}
+LONG = {"bert": "WordPiece (BERT)", "gpt2": "byte-level BPE (GPT-2)", "t5": "Unigram (T5)"}
+SPECIAL_GREY = "#BBBBBB"
+UNKNOWN = "#000000"
+MONO = "'DejaVu Sans Mono', 'Noto Sans Mono', monospace"
+GAP = 7  # character slots between sequences, where template tokens ([CLS], [SEP], </s>) are drawn
+MAX_SHOWN = 600  # characters drawn; longer texts are counted in full but drawn only this far
+ROW = 0.8  # box thickness in row units
+CONTEXT = 14
+
+
+def tint(hex_colour: str, amount: float) -> str:
+    """``hex_colour`` mixed with white: 0 keeps it, 1 is white."""
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    mix = [round(c + (255 - c) * amount) for c in (r, g, b)]
+    return "#" + "".join(f"{c:02X}" for c in mix)
+
+
+@dataclass
+class Box:
+    x0: float
+    x1: float
+    y: float
+    text: str
+    colour: str
+    hover: str
+    text_colour: str = "#111111"
+    pattern: str = ""
+
+
+def add_boxes(fig: go.Figure, boxes: list[Box], name: str = "") -> None:
+    """All ``boxes`` as one horizontal bar trace (hover text is already escaped)."""
+    if not boxes:
+        return
+    fig.add_trace(go.Bar(
+        orientation="h", base=[b.x0 for b in boxes], x=[b.x1 - b.x0 for b in boxes], y=[b.y for b in boxes], width=ROW,
+        text=[b.text for b in boxes], textposition="inside", insidetextanchor="middle", constraintext="both",
+        textfont=dict(color=[b.text_colour for b in boxes], family=MONO, size=16), hovertext=[b.hover for b in boxes],
+        hovertemplate="%{hovertext}<extra></extra>", name=name, showlegend=False, cliponaxis=False,
+        marker=dict(color=[b.colour for b in boxes], line=dict(color="white", width=1.5),
+                    pattern=dict(shape=[b.pattern for b in boxes], fgcolor="#444444", size=6, solidity=0.25)),
+    ))
+
+
+def legend_key(fig: go.Figure, items: list[tuple[str, str]]) -> None:
+    """Legend entries (name, colour) for the colours the boxes use."""
+    for name, colour in items:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=escape(name),
+                                 marker=dict(symbol="square", size=16, color=colour, line=dict(color="#666", width=1))))
+
+
+# --- the aligned tokenizer rows ----------------------------------------------------------------------
+
+def _layout_pieces(exp: Explanation, seq_base: list[int], gaps: list[int]) -> list[tuple[float, float]]:
+    """Each piece's ``[x0, x1)`` in the virtual row: characters at their offsets, template tokens in the gaps
+    (``gaps``: where the gap before, between and after the sequences starts), and pieces that share characters
+    (the bytes of one emoji, T5's ``▁``) splitting those characters between them."""
+    pieces = exp.pieces
+    n_seq = len(seq_base)
+    spans: list[tuple[float, float] | None] = [None] * len(pieces)
+    seen_content = [False] * n_seq
+    cursors: dict[int, float] = {}
+    for i, p in enumerate(pieces):
+        if p.special and p.start == p.end:
+            gap = gaps[0] if not seen_content[0] else gaps[1] if n_seq > 1 and not seen_content[1] else gaps[-1]
+            width = min(GAP - 1, max(3, len(p.display) + 1))
+            x0 = cursors.get(gap, gap + 0.5)
+            spans[i] = (x0, x0 + width)
+            cursors[gap] = x0 + width
+        else:
+            seen_content[min(p.sequence, n_seq - 1)] = True
+    # pieces with characters: consecutive overlapping pieces share their union, weighted by own length
+    group: list[int] = []
+
+    def flush() -> None:
+        if not group:
+            return
+        lo = min(pieces[j].start for j in group)
+        hi = max(max(pieces[j].end for j in group), lo + 1)
+        weights = [max(0.5, pieces[j].end - pieces[j].start) for j in group]
+        x = seq_base[min(pieces[group[0]].sequence, n_seq - 1)] + lo
+        for j, w in zip(group, weights):
+            step = (hi - lo) * w / sum(weights)
+            spans[j] = (x, x + step)
+            x += step
+        group.clear()
+
+    end, seq = -1, -1
+    for i, p in enumerate(pieces):
+        if spans[i] is not None:
+            continue
+        if group and (p.sequence != seq or p.start >= end):
+            flush()
+        group.append(i)
+        end, seq = max(end, p.end) if group[1:] else p.end, p.sequence
+    flush()
+    return spans  # type: ignore[return-value]
+
+
+def _bands(chars: list[str], width: int) -> list[tuple[int, int]]:
+    """Cut the virtual row into lines of at most ``width`` slots, at a space where there is one."""
+    out, start, n = [], 0, len(chars)
+    while start < n:
+        end = min(n, start + width)
+        if end < n:
+            spaces = [i for i in range(start + width // 2, end) if chars[i].isspace()]
+            end = spaces[-1] + 1 if spaces else end
+        out.append((start, end))
+        start = end
+    return out or [(0, 1)]
+
+
+def _context(text: str, start: int, end: int) -> str:
+    before, mid, after = text[max(0, start - CONTEXT):start], text[start:end], text[end:end + CONTEXT]
+    clean = lambda s: escape(s.replace("\n", "↵").replace("\t", "⇥"))  # noqa: E731
+    return f"…{clean(before)}<b><u>{clean(mid) or '∅'}</u></b>{clean(after)}…"
+
+
+def _piece_hover(kind: str, i: int, p, source: str) -> str:
+    head = f"<b>{SHORT[kind]}</b> piece {i}: <b>{escape(label(p.display))}</b> · id {p.id}"
+    if p.special and p.start == p.end:
+        return f"{head}<br>added by the template: no characters of the text"
+    lines = [head, f"characters {p.start}–{p.end}: {_context(source, p.start, p.end)}"]
+    if p.raw_bytes is not None:
+        lines.append("bytes " + " ".join(f"{b:02X}" for b in p.raw_bytes)
+                     + (" (part of one character)" if p.partial_char else ""))
+    if p.unknown:
+        lines.append("not in the vocabulary: the tokenizer gives up with its unknown token")
+    if p.continues_word:
+        lines.append("continues the word before it")
+    return "<br>".join(lines)
+
+
+def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | None = None, width: int = 56) -> go.Figure:
+    """The source text (and ``pair``) with one row of pieces per tokenizer under it, wrapped every ``width``
+    characters. Pieces sit under the characters they come from; hover names id, span and (BPE) bytes."""
+    text = text[:MAX_SHOWN]
+    pair = pair[:MAX_SHOWN] if pair else None
+    seq_base = [GAP, 2 * GAP + len(text)] if pair else [GAP]
+    gaps = [0, GAP + len(text)] + ([seq_base[1] + len(pair)] if pair else [])
+    total = gaps[-1] + GAP
+    chars = [""] * total
+    sources = [text, pair or ""]
+    for s, base in enumerate(seq_base):
+        for j, c in enumerate(sources[s]):
+            chars[base + j] = c
+    bands = _bands([c if c else " " for c in chars], width)
+    kinds = list(explanations)
+    rows = len(kinds) + 1
+    y_of = lambda band, row: -(band * (rows + 0.7) + row)  # noqa: E731
+    fig = go.Figure()
+    # the source characters, one per slot, in a monospace font
+    xs, ys, ts, hs = [], [], [], []
+    for b, (lo, hi) in enumerate(bands):
+        for u in range(lo, hi):
+            c = chars[u]
+            if not c:
+                continue
+            s = 0 if u < seq_base[-1] or not pair else 1
+            off = u - seq_base[s]
+            xs.append(u - lo + 0.5)
+            ys.append(y_of(b, 0))
+            ts.append(escape("·" if c == " " else label(c)))
+            hs.append(f"character {off} of {'B' if s else 'the text'}: {escape(label(c))} (U+{ord(c):04X})")
+    fig.add_trace(go.Scatter(x=xs, y=ys, text=ts, hovertext=hs, mode="text", showlegend=False,
+                             textfont=dict(family=MONO, size=18, color="#111111"), hovertemplate="%{hovertext}<extra></extra>"))
+    for r, kind in enumerate(kinds, start=1):
+        exp = explanations[kind]
+        spans = _layout_pieces(exp, seq_base, gaps)
+        light, dark = tint(MODEL_COLOURS[kind], 0.72), tint(MODEL_COLOURS[kind], 0.45)
+        boxes, k = [], 0
+        for i, (p, (x0, x1)) in enumerate(zip(exp.pieces, spans)):
+            if not (p.special and p.start == p.end) and p.start >= len(sources[min(p.sequence, 1)]):
+                continue  # beyond the characters drawn
+            if p.unknown:
+                colour, ink = UNKNOWN, "#FFFFFF"
+            elif p.special:
+                colour, ink = SPECIAL_GREY, "#111111"
+            else:
+                colour, ink = (light, dark)[k % 2], "#111111"
+                k += 1
+            hover = _piece_hover(kind, i, p, sources[min(p.sequence, 1)])
+            shown = escape(label(p.display)) if not p.partial_char else "⟨" + " ".join(f"{b:02X}" for b in p.raw_bytes or b"") + "⟩"
+            for b, (lo, hi) in enumerate(bands):
+                a, z = max(x0, lo), min(x1, hi)
+                if z - a > 1e-6:
+                    first = a == x0
+                    boxes.append(Box(a - lo, z - lo, y_of(b, r), shown if first else "…", colour, hover, ink,
+                                     "/" if p.partial_char else ""))
+        add_boxes(fig, boxes, SHORT[kind])
+    tickvals = [y_of(b, r) for b in range(len(bands)) for r in range(rows)]
+    ticktext = [(["text"] + [SHORT[k] for k in kinds])[r] for b in range(len(bands)) for r in range(rows)]
+    fig.update_yaxes(tickvals=tickvals, ticktext=ticktext, showgrid=False, zeroline=False, range=[y_of(len(bands) - 1, rows - 1) - 0.6, 0.6])
+    fig.update_xaxes(visible=False, range=[0, width])
+    legend_key(fig, [("special token (template)", SPECIAL_GREY), ("unknown → [UNK] / <unk>", UNKNOWN)])
+    base_layout(fig, None, height=int(len(bands) * rows * 40 + 70))
+    fig.update_layout(barmode="overlay", bargap=0, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0),
+                      margin=dict(l=70, r=10, t=40, b=10), hoverlabel=dict(font_family=FONT["family"]))
+    return fig
+
+
+def token_counts(explanations: dict[str, Explanation]) -> list[dict]:
+    """One row per tokenizer: tokens, template tokens, unknowns, characters and characters per token."""
+    rows = []
+    for kind, exp in explanations.items():
+        template = sum(p.special and p.start == p.end for p in exp.pieces)
+        rows.append({"tokenizer": LONG[kind], "tokens": exp.n_tokens, "added by the template": template,
+                     "unknown": sum(p.unknown for p in exp.pieces), "characters": len(exp.text),
+                     "characters per token": round(exp.chars_per_token, 2)})
+    return rows
+
+
+def unk_story(explanations: dict[str, Explanation]) -> list[str]:
+    """Plain sentences on what each tokenizer did with characters it never saw in training."""
+    out = []
+    for kind, exp in explanations.items():
+        unknown = [p for p in exp.pieces if p.unknown]
+        if unknown:
+            lost = ", ".join(f"“{label(exp.text[p.start:p.end])}”" for p in unknown[:6]) + (" …" if len(unknown) > 6 else "")
+            out.append(f"{LONG[kind]} has no piece for {lost}: it writes its unknown token, and the model never sees what was there.")
+    partial = [p for p in explanations.get("gpt2", Explanation("gpt2", "", ())).pieces if p.partial_char]
+    if partial:
+        out.append(f"Byte-level BPE never gives up: characters it has not learned become their UTF-8 bytes "
+                   f"({len(partial)} byte pieces here, hatched), so every text can be read back exactly.")
+    return out
