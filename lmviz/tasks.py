@@ -27,6 +27,9 @@ def char_count(tokenizer, ids) -> int:
 
 
 class Task:
+    best_key: str
+    """The held-out figure (lower is better) that picks the checkpoint to keep."""
+
     def __init__(self, tokenizer, cfg, corpus=None):
         self.tok, self.cfg = tokenizer, cfg
         self.train_docs, self.held_docs = corpus if corpus is not None else corpus_mod.split()
@@ -55,6 +58,8 @@ class Task:
 
 
 class GPT2Task(Task):
+    best_key = "loss"
+
     @cached_property
     def eot(self) -> int:
         return self.tok.token_to_id(GPT2_EOT)
@@ -101,6 +106,8 @@ class GPT2Task(Task):
 
 
 class BertTask(Task):
+    best_key = "mlm_loss"
+
     @cached_property
     def ids(self) -> dict:
         t = self.tok
@@ -171,6 +178,8 @@ class BertTask(Task):
 
 
 class T5Task(Task):
+    best_key = "loss"
+
     @cached_property
     def special(self) -> dict:
         t = self.tok

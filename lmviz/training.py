@@ -39,6 +39,7 @@ class TrainConfig:
     clip: float = 1.0
     eval_every: int = 250
     save_every: int = 250
+    keep_best: bool = True  # the model folder holds the evaluation with the lowest held-out loss; resume/ holds the latest
     model: dict = field(default_factory=dict)
 
     def seq_len_at(self, step: int) -> int:
@@ -46,14 +47,58 @@ class TrainConfig:
 
 
 DEFAULTS: dict[str, TrainConfig] = {
-    "gpt2": TrainConfig("gpt2", steps=2400, batch_size=16, lr=2e-3, warmup=200, seq_len=256, short_seq_len=128, short_frac=0.3,
-                        model=dict(n_embd=128, n_layer=4, n_head=4, n_positions=256)),
-    "bert": TrainConfig("bert", steps=4000, batch_size=32, lr=1e-3, warmup=400, seq_len=128, short_seq_len=64, short_frac=0.5,
-                        model=dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
-                                   max_position_embeddings=128)),
-    "t5": TrainConfig("t5", steps=4000, batch_size=32, lr=2e-3, warmup=300, seq_len=128, short_seq_len=64, short_frac=0.3,
-                      model=dict(d_model=128, d_kv=32, d_ff=512, num_layers=4, num_decoder_layers=4, num_heads=4)),
+    "gpt2": TrainConfig("gpt2", steps=24000, batch_size=64, lr=1.5e-3, warmup=500, seq_len=256, short_seq_len=128, short_frac=0.3,
+                        weight_decay=0.1, save_every=1000,
+                        model=dict(n_embd=256, n_layer=4, n_head=4, n_positions=256, dropout=0.1)),
+    "bert": TrainConfig("bert", steps=24000, batch_size=128, lr=1e-3, warmup=1000, seq_len=128, short_seq_len=64, short_frac=0.5,
+                        weight_decay=0.01, save_every=1000,
+                        model=dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
+                                   max_position_embeddings=128, dropout=0.1)),
+    "t5": TrainConfig("t5", steps=24000, batch_size=128, lr=1.5e-3, warmup=500, seq_len=128, short_seq_len=64, short_frac=0.3,
+                      weight_decay=0.01, save_every=1000,
+                      model=dict(d_model=192, d_kv=48, d_ff=768, num_layers=4, num_decoder_layers=4, num_heads=4, dropout=0.1)),
 }
+"""The shipped runs. ``steps`` is what ``--minutes`` fitted on the GPU that trained them (see the README)."""
+
+CALIBRATE_AT = 100
+"""With a time budget and no step budget, the steps are fitted to the budget after this many steps."""
+
+
+class _Batches(torch.utils.data.Dataset):
+    """``dataset[(step, seq_len)]`` is the batch of that step: a pure function, so workers may build it."""
+
+    def __init__(self, task: Task):
+        self.task = task
+
+    def __len__(self) -> int:
+        return 1 << 40
+
+    def __getitem__(self, key):
+        step, seq_len = key
+        return self.task.batch(step, seq_len)
+
+
+class _Schedule(torch.utils.data.Sampler):
+    """The steps still to run, read lazily in the main process so a fitted step budget takes effect at once."""
+
+    def __init__(self, cfg: TrainConfig, start: int):
+        self.cfg, self.start = cfg, start
+
+    def __iter__(self):
+        step = self.start
+        while step < self.cfg.steps:
+            yield step, self.cfg.seq_len_at(step)
+            step += 1
+
+
+def batches(task: Task, cfg: TrainConfig, start: int, device: torch.device):
+    """The batches from ``start`` on, built ahead by worker processes on a GPU machine (in process on the CPU)."""
+    import os
+
+    workers = 0 if device.type == "cpu" else min(4, max(1, (os.cpu_count() or 2) // 4))
+    return iter(torch.utils.data.DataLoader(_Batches(task), batch_size=None, sampler=_Schedule(cfg, start), num_workers=workers,
+                                            pin_memory=device.type == "cuda", prefetch_factor=8 if workers else None,
+                                            persistent_workers=False))
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -101,12 +146,16 @@ def _load_resume(folder: Path, model, opt) -> dict:
 
 
 def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_budget: float | None = None,
-          progress: bool = True, corpus=None, until: int | None = None) -> dict:
+          progress: bool = True, corpus=None, until: int | None = None, fit_steps: bool = False) -> dict:
     """Train (or resume) one model into ``out``; returns the final log.
 
     Stops at ``cfg.steps``, after ``time_budget`` seconds, or at step ``until`` (one piece of a
-    longer run); the next call resumes where it stopped.
+    longer run); the next call resumes where it stopped. ``fit_steps`` (with a time budget, on a
+    fresh run) measures the speed over the first ``CALIBRATE_AT`` steps and sets ``cfg.steps`` so
+    that the learning-rate schedule ends with the budget; the fitted number is written to the
+    config, so ``--steps N`` reproduces the run anywhere.
     """
+    cfg = replace(cfg)
     from tqdm import tqdm
 
     from lmviz.tokenizers import load_tokenizer
@@ -136,14 +185,21 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
     start_wall, start_seconds = time.perf_counter(), state["seconds"]
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, dynamic_ncols=True, desc=f"train {cfg.kind}")
     step = state["step"]
+    fit_steps = fit_steps and time_budget is not None and step == 0
+    data = batches(task, cfg, step, device)
+    best = min((e[task.best_key] for e in log["evals"] if task.best_key in e), default=math.inf)
     running = None
     window: list[list[float]] = []  # losses since the last log row
     log_every = max(1, min(50, cfg.steps // 20))
 
+    def save_model() -> None:
+        checkpoints.save(model, out, tokenizer, extra={"train": asdict(cfg), "steps_done": step})
+
     def checkpoint(final: bool) -> None:
         state.update(step=step, seconds=start_seconds + time.perf_counter() - start_wall)
         _save_resume(resume, model, opt, state)
-        checkpoints.save(model, out, tokenizer, extra={"train": asdict(cfg), "steps_done": step})
+        if not cfg.keep_best or not (out / "model.safetensors").is_file():
+            save_model()
         checkpoints.write_json(out / "train_log.json", log)
 
     def stop(signum, frame):
@@ -156,8 +212,21 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
                 break
             if until is not None and step >= until:
                 break
+            if fit_steps and step == CALIBRATE_AT // 5:
+                t_fit = time.perf_counter()
+            if fit_steps and step == CALIBRATE_AT:
+                rate = (CALIBRATE_AT - CALIBRATE_AT // 5) / (time.perf_counter() - t_fit)
+                left = time_budget - (time.perf_counter() - start_wall)
+                # Measured on short sequences; guess the long ones cost sqrt(longer) as much, keep 10 % for evaluations.
+                slower = (cfg.seq_len / cfg.short_seq_len) ** 0.5 if cfg.short_frac > 0 else 1.0
+                cfg.steps = max(step + 1, int(step + 0.9 * rate * left / (cfg.short_frac + (1 - cfg.short_frac) * slower)))
+                log["config"] = asdict(cfg)
+                log["fitted"] = {"steps_per_second": round(rate, 2), "steps": cfg.steps}
+                bar.total = cfg.steps
+                bar.write(f"{rate:.1f} steps/s: fitted the schedule to {cfg.steps} steps")
+                fit_steps = False
             model.train()
-            batch = {k: v.to(device) for k, v in task.batch(step, cfg.seq_len_at(step)).items()}
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step)
             with autocast:
@@ -184,6 +253,11 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
                     figures = task.evaluate(model, quick=True)
                 log["evals"].append({"step": step, "seconds": round(elapsed, 1), "tokens": state["tokens"], "train_loss": round(running, 4), **figures})
                 bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
+                if figures[task.best_key] < best:
+                    best = figures[task.best_key]
+                    log["best"] = log["evals"][-1]
+                    if cfg.keep_best:
+                        save_model()
             if step % cfg.save_every == 0:
                 checkpoint(False)
     except KeyboardInterrupt:
