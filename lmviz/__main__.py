@@ -25,14 +25,15 @@ def cmd_train(args) -> None:
     from lmviz.training import DEFAULTS, train
 
     cfg = DEFAULTS[args.model]
-    overrides = {k: v for k, v in {"steps": args.steps, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr}.items() if v is not None}
+    overrides = {k: v for k, v in {"steps": args.steps, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
+                                         "warmup": args.warmup, "short_frac": args.short_frac}.items() if v is not None}
     cfg = replace(cfg, **overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else checkpoints.shipped(args.model)
     tokenizer = Path(args.tokenizer) if args.tokenizer else checkpoints.shipped(args.model) / "tokenizer.json"
     log = train(cfg, out, tokenizer, time_budget=args.minutes * 60 if args.minutes else None,
-                fit_steps=bool(args.minutes) and args.steps is None)
+                fit_steps=bool(args.minutes) and args.steps is None, init=Path(args.init) if args.init else None)
     if log["evals"]:
         print(json.dumps(log["evals"][-1]))
 
@@ -66,6 +67,9 @@ def main(argv=None) -> int:
     tr.add_argument("--threads", type=int, help="torch CPU threads")
     tr.add_argument("--out", help="output folder (default: assets/models/<model>)")
     tr.add_argument("--tokenizer", help="tokenizer.json (default: the shipped one)")
+    tr.add_argument("--init", help="start from this model folder's weights (a second phase of training)")
+    tr.add_argument("--warmup", type=int)
+    tr.add_argument("--short-frac", type=float, help="share of the steps run on short sequences")
     tr.set_defaults(fn=cmd_train)
     ev = sub.add_parser("evaluate", help="held-out figures and probes for the shipped checkpoints")
     ev.add_argument("--models", help="folder of model folders (default: assets/models)")

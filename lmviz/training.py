@@ -47,18 +47,19 @@ class TrainConfig:
 
 
 DEFAULTS: dict[str, TrainConfig] = {
-    "gpt2": TrainConfig("gpt2", steps=24000, batch_size=64, lr=1.5e-3, warmup=500, seq_len=256, short_seq_len=128, short_frac=0.3,
+    "gpt2": TrainConfig("gpt2", steps=13393, batch_size=64, lr=1.5e-3, warmup=500, seq_len=256, short_seq_len=128, short_frac=0.3,
                         weight_decay=0.1, save_every=1000,
                         model=dict(n_embd=256, n_layer=4, n_head=4, n_positions=256, dropout=0.1)),
-    "bert": TrainConfig("bert", steps=24000, batch_size=128, lr=1e-3, warmup=1000, seq_len=128, short_seq_len=64, short_frac=0.5,
+    "bert": TrainConfig("bert", steps=12394, batch_size=128, lr=1e-3, warmup=1000, seq_len=128, short_seq_len=64, short_frac=0.5,
                         weight_decay=0.01, save_every=1000,
                         model=dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
                                    max_position_embeddings=128, dropout=0.1)),
-    "t5": TrainConfig("t5", steps=24000, batch_size=128, lr=1.5e-3, warmup=500, seq_len=128, short_seq_len=64, short_frac=0.3,
+    "t5": TrainConfig("t5", steps=2534, batch_size=128, lr=5e-4, warmup=500, seq_len=128, short_seq_len=64, short_frac=0.3,
                       weight_decay=0.01, save_every=1000,
                       model=dict(d_model=192, d_kv=48, d_ff=768, num_layers=4, num_decoder_layers=4, num_heads=4, dropout=0.1)),
 }
-"""The shipped runs. ``steps`` is what ``--minutes`` fitted on the GPU that trained them (see the README)."""
+"""The shipped runs' first (GPU) phase. ``steps`` is what ``--minutes`` fitted on the H100 that trained them;
+T5 then had a second phase on the CPU (``--init``), see the README's Models section."""
 
 CALIBRATE_AT = 100
 """With a time budget and no step budget, the steps are fitted to the budget after this many steps."""
@@ -146,14 +147,17 @@ def _load_resume(folder: Path, model, opt) -> dict:
 
 
 def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_budget: float | None = None,
-          progress: bool = True, corpus=None, until: int | None = None, fit_steps: bool = False) -> dict:
+          progress: bool = True, corpus=None, until: int | None = None, fit_steps: bool = False,
+          init: Path | None = None) -> dict:
     """Train (or resume) one model into ``out``; returns the final log.
 
     Stops at ``cfg.steps``, after ``time_budget`` seconds, or at step ``until`` (one piece of a
     longer run); the next call resumes where it stopped. ``fit_steps`` (with a time budget, on a
     fresh run) measures the speed over the first ``CALIBRATE_AT`` steps and sets ``cfg.steps`` so
     that the learning-rate schedule ends with the budget; the fitted number is written to the
-    config, so ``--steps N`` reproduces the run anywhere.
+    config, so ``--steps N`` reproduces the run anywhere. ``init`` (a model folder of the same
+    architecture) starts a fresh run from its weights instead of random ones: a second phase of
+    training, whose first phase's log is kept under ``"init"``.
     """
     cfg = replace(cfg)
     from tqdm import tqdm
@@ -175,6 +179,11 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
     resume = out / "resume"
     log = {"config": asdict(cfg), "device": device.type, "params": sum(p.numel() for p in model.parameters()), "evals": [], "train": []}
     state = {"step": 0, "tokens": 0, "seconds": 0.0}
+    if init is not None and not (resume / "state.json").is_file():
+        init = Path(init)
+        model.load_state_dict({k: v.to(device) for k, v in checkpoints.read_weights(init).items()}, strict=False)
+        first = json.loads((init / "train_log.json").read_text()) if (init / "train_log.json").is_file() else None
+        log["init"] = {"from": init.name, "log": first}
     if (resume / "state.json").is_file():
         state = _load_resume(resume, model, opt)
         if (out / "train_log.json").is_file():
