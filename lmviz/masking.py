@@ -138,6 +138,20 @@ class SpanCorruption:
     spans: list[tuple[int, int]]
 
 
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed) -> int:
+    """A seed as the whole number from 0 to ``MAX_SEED`` that numpy and torch both take, or a readable error."""
+    try:
+        value = int(seed)
+    except (TypeError, ValueError, OverflowError):
+        raise LmvizError(f"The seed must be a whole number; got {seed!r}.") from None
+    if not 0 <= value <= MAX_SEED:
+        raise LmvizError(f"The seed must be between 0 and {MAX_SEED:,}; got {value:,}.")
+    return value
+
+
 def random_spans(length: int, rng: np.random.Generator, noise_density: float = 0.15, mean_span: float = 3.0) -> list[tuple[int, int]]:
     """T5's ``random_spans_noise_mask`` as a list of ``(start, end)`` noise spans."""
     if not 0.0 < noise_density < 1.0:

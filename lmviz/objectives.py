@@ -125,7 +125,7 @@ def mlm_predict(loaded: Loaded, text: str, seed: int = 0, rate: float = 0.15, sp
             raise LmvizError("None of the chosen words is in the text any more; choose again.")
     tok = loaded.tokenizer
     draw = masking.mlm_mask(ids, special, mask_id=tok.token_to_id("[MASK]"), vocab_size=tok.get_vocab_size(),
-                            generator=torch.Generator().manual_seed(int(seed)), rate=rate, mask_frac=split[0],
+                            generator=torch.Generator().manual_seed(masking.check_seed(seed)), rate=rate, mask_frac=split[0],
                             random_frac=split[1], chosen=picked)
     device = _device(loaded)
     out = loaded.model(draw.input_ids.to(device), torch.tensor([enc.type_ids], device=device))
@@ -150,7 +150,7 @@ def nsp_sample(seed: int, true_next: bool) -> tuple[str, str]:
     from lmviz.corpus import split
 
     _, held = split()
-    rng = np.random.default_rng(int(seed))
+    rng = np.random.default_rng(masking.check_seed(seed))
     d = int(rng.integers(0, len(held)))
     speeches = held[d].speeches
     i = int(rng.integers(0, len(speeches) - 1))
@@ -235,7 +235,7 @@ def t5_reconstruct(loaded: Loaded, text: str, seed: int = 0, noise: float = 0.15
         raise LmvizError("Span corruption needs at least two tokens of text.")
     sentinel_ids = [tok.token_to_id(s) for s in SENTINELS]
     eos = tok.token_to_id("</s>")
-    sc = masking.span_corrupt(ids, np.random.default_rng(int(seed)), sentinel_ids=sentinel_ids, eos_id=eos,
+    sc = masking.span_corrupt(ids, np.random.default_rng(masking.check_seed(seed)), sentinel_ids=sentinel_ids, eos_id=eos,
                               noise_density=noise, mean_span=mean_span)
     out_ids = greedy_t5(loaded, sc.input_ids, min(T5_MAX_TARGET, len(sc.target_ids) + 8))[1:]
     truth, guess = _fills(sc.target_ids, set(sentinel_ids), eos), _fills(out_ids, set(sentinel_ids), eos)
