@@ -1,0 +1,609 @@
+"""Decoding one token at a time: GPT-2 continuing a prompt, T5's decoder writing from an input.
+
+Each step runs the decoder on the newest token with the KV cache (or, with ``use_cache=False``,
+on the whole sequence again), turns the last position's logits into probabilities, lets the
+strategy reshape and cut them, and picks a token. A ``Step`` keeps everything the Generation
+page draws: the top candidates before and after the strategy, the chosen token and why, the
+attention row of the position that made the prediction (and T5's cross-attention row), the KV
+cache's shape per layer, and the measured time of the step beside a recompute of the sequence.
+
+Sampling draws from ``numpy.random.default_rng([seed, step])``: the same seed gives the same
+text, and a branch (a token forced at step ``k``) leaves every step before ``k`` unchanged.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+
+from lmviz.checkpoints import Loaded
+from lmviz.errors import LmvizError
+from lmviz.inference import MAX_CHARS, T5_MAX_TARGET, encode
+from lmviz.models.record import Want
+from lmviz.objectives import _token as token_label
+from lmviz.tokenizers import GPT2_EOT, safe_text
+
+STRATEGIES = ("greedy", "temperature", "top_k", "top_p", "beam")
+STRATEGY_NAMES = {"greedy": "greedy", "temperature": "temperature sampling", "top_k": "top-k sampling",
+                  "top_p": "top-p (nucleus) sampling", "beam": "beam search"}
+MAX_STEPS = 64
+MAX_BEAM = 8
+MIN_TEMPERATURE = 0.05
+MAX_TEMPERATURE = 5.0
+TOP_N = 12  # candidates kept per step for the bar chart
+CURVE_N = 200  # points of the sorted-probability and cumulative curves
+ROWS = Want(attention=True)
+
+
+# --- strategies: pure functions of one logits vector -----------------------------------------------
+
+@dataclass(frozen=True)
+class Strategy:
+    """How a token is chosen from the next-token distribution.
+
+    ``temperature`` reshapes every sampling strategy (``softmax(logits / T)``); ``top_k`` and
+    ``top_p`` then cut the tail and renormalise. Beam search ranks finished beams by
+    ``sum log p / length ** length_penalty``.
+    """
+
+    name: str = "greedy"
+    temperature: float = 1.0
+    top_k: int = 20
+    top_p: float = 0.9
+    beam_width: int = 3
+    length_penalty: float = 1.0
+
+    def checked(self, vocab_size: int) -> tuple["Strategy", list[str]]:
+        """The strategy with every setting in range, and a note for each value that was clamped."""
+        if self.name not in STRATEGIES:
+            raise LmvizError(f"Unknown strategy {self.name!r}; choose one of {', '.join(STRATEGIES)}.")
+        notes, s = [], self
+        t = self.temperature
+        if not (isinstance(t, (int, float)) and math.isfinite(t)) or t < MIN_TEMPERATURE:
+            notes.append(f"Temperature {t} is not above 0 (dividing the logits by it is undefined; greedy is the limit "
+                         f"T → 0), so the smallest temperature, {MIN_TEMPERATURE}, is used.")
+            s = replace(s, temperature=MIN_TEMPERATURE)
+        elif t > MAX_TEMPERATURE:
+            notes.append(f"Temperature {t} is above {MAX_TEMPERATURE}; {MAX_TEMPERATURE} is used.")
+            s = replace(s, temperature=MAX_TEMPERATURE)
+        if self.top_k < 1:
+            notes.append(f"top-k = {self.top_k} keeps no token; top-k = 1 is used.")
+            s = replace(s, top_k=1)
+        elif self.top_k > vocab_size:
+            notes.append(f"top-k = {self.top_k} is larger than the vocabulary ({vocab_size} tokens); all {vocab_size} are kept.")
+            s = replace(s, top_k=vocab_size)
+        p = self.top_p
+        if not (isinstance(p, (int, float)) and math.isfinite(p)) or p <= 0 or p > 1:
+            clamped = 1.0 if isinstance(p, (int, float)) and math.isfinite(p) and p > 1 else 0.01
+            notes.append(f"top-p must lie in (0, 1]; {p} is outside, so p = {clamped} is used.")
+            s = replace(s, top_p=clamped)
+        if self.beam_width < 1:
+            notes.append(f"Beam width {self.beam_width} keeps no beam; width 1 (the same as greedy) is used.")
+            s = replace(s, beam_width=1)
+        elif self.beam_width > MAX_BEAM:
+            notes.append(f"Beam width {self.beam_width} is more than {MAX_BEAM}; {MAX_BEAM} is used.")
+            s = replace(s, beam_width=MAX_BEAM)
+        if not math.isfinite(self.length_penalty) or abs(self.length_penalty) > 5:
+            notes.append(f"Length penalty {self.length_penalty} is outside −5…5; 1.0 is used.")
+            s = replace(s, length_penalty=1.0)
+        return s, notes
+
+    def describe(self) -> str:
+        if self.name == "greedy":
+            return "greedy"
+        if self.name == "temperature":
+            return f"temperature {self.temperature:g}"
+        if self.name == "top_k":
+            return f"top-k, k = {self.top_k}, T = {self.temperature:g}"
+        if self.name == "top_p":
+            return f"top-p, p = {self.top_p:g}, T = {self.temperature:g}"
+        return f"beam search, width {self.beam_width}, length penalty {self.length_penalty:g}"
+
+
+@dataclass
+class Shaped:
+    """One next-token distribution through a strategy; every array is ``[vocab]``.
+
+    ``raw = softmax(logits)``, ``tempered = softmax(logits / T)`` (equal to ``raw`` for greedy),
+    ``final`` what the token is drawn from: zero outside the ``kept`` most likely tokens, summing to 1.
+    ``order`` sorts the vocabulary by ``tempered``, most likely first.
+    """
+
+    raw: np.ndarray
+    tempered: np.ndarray
+    final: np.ndarray
+    order: np.ndarray
+    kept: int
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def shape(logits, strategy: Strategy) -> Shaped:
+    """Apply ``strategy`` (already ``checked``) to one logits vector."""
+    z = np.asarray(logits, dtype=np.float64)
+    raw = _softmax(z)
+    tempered = raw if strategy.name in ("greedy", "beam") else _softmax(z / strategy.temperature)
+    order = np.argsort(-tempered, kind="stable")
+    if strategy.name in ("greedy", "beam"):
+        kept = 1
+    elif strategy.name == "top_k":
+        kept = min(strategy.top_k, z.size)
+    elif strategy.name == "top_p":
+        cum = np.cumsum(tempered[order])
+        kept = min(int(np.searchsorted(cum, strategy.top_p, side="left")) + 1, z.size)  # first prefix reaching p
+    else:
+        kept = z.size
+    final = np.zeros_like(tempered)
+    final[order[:kept]] = tempered[order[:kept]]
+    final /= final.sum()
+    return Shaped(raw, tempered, final, order, kept)
+
+
+def pick(shaped: Shaped, rng: np.random.Generator | None) -> tuple[int, float | None]:
+    """The chosen token id and the uniform draw that chose it (None when only one token is kept).
+
+    The kept tokens lie end to end on [0, 1) in order of probability; the draw lands in one slice.
+    """
+    if shaped.kept == 1 or rng is None:
+        return int(shaped.order[0]), None
+    ids = shaped.order[: shaped.kept]
+    cum = np.cumsum(shaped.final[ids])
+    u = float(rng.random())
+    i = min(int(np.searchsorted(cum, u, side="right")), len(ids) - 1)
+    return int(ids[i]), u
+
+
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    """The draw of step ``step``: independent of every other step, so a branch keeps what came before it."""
+    return np.random.default_rng([int(seed) % 2**32, int(step)])
+
+
+# --- one step's record ---------------------------------------------------------------------------
+
+@dataclass
+class Candidate:
+    id: int
+    token: str
+    prob: float  # the model's probability, softmax(logits)
+    tempered: float  # after the temperature
+    final: float  # what the strategy draws from (0 if cut)
+    rank: int  # 1 = the model's most likely token
+
+    @property
+    def kept(self) -> bool:
+        return self.final > 0
+
+
+@dataclass
+class Step:
+    """Step ``index`` reads the token at ``position`` (``query``) and chooses the next one.
+
+    ``attention[kind]`` is the query's row ``[layers, heads, keys]`` (``causal`` over the
+    decoder's tokens so far, for T5 also ``cross`` over the input); ``cache`` the KV cache after
+    the step, per layer ``{"self": shape, "cross": shape}``; times in milliseconds.
+    """
+
+    index: int
+    position: int
+    query: str
+    candidates: list[Candidate]
+    chosen: Candidate
+    reason: str
+    kept: int
+    kept_mass: float  # the model's probability mass on the kept tokens
+    curve_raw: list[float]  # the model's probabilities, sorted by the tempered order (first CURVE_N)
+    curve_tempered: list[float]
+    draw: float | None
+    forced: bool
+    attention: dict[str, np.ndarray]
+    cache: list[dict[str, tuple[int, ...]]]
+    ms_cached: float | None
+    ms_recompute: float | None
+
+    @property
+    def logprob(self) -> float:
+        return math.log(max(self.chosen.prob, 1e-300))
+
+    def cache_positions(self) -> int:
+        return self.cache[0]["self"][2] if self.cache else 0
+
+
+def _record_step(index, position, query, shaped: Shaped, chosen_id, draw, forced, strategy: Strategy, label,
+                 attention, cache, ms_cached, ms_recompute) -> Step:
+    ranks = np.empty_like(shaped.order)
+    ranks[shaped.order] = np.arange(1, shaped.order.size + 1)
+
+    def cand(i: int) -> Candidate:
+        return Candidate(int(i), label(int(i)), float(shaped.raw[i]), float(shaped.tempered[i]), float(shaped.final[i]),
+                         int(ranks[i]))
+
+    top = [cand(i) for i in shaped.order[:TOP_N]]
+    chosen = next((c for c in top if c.id == chosen_id), None) or cand(chosen_id)
+    if chosen not in top:
+        top.append(chosen)
+    kept_mass = float(shaped.raw[shaped.order[: shaped.kept]].sum())
+    n = min(CURVE_N, shaped.order.size)
+    return Step(index, position, query, top, chosen, _reason(strategy, shaped, chosen, draw, forced, kept_mass), shaped.kept,
+                kept_mass, shaped.raw[shaped.order[:n]].tolist(), shaped.tempered[shaped.order[:n]].tolist(), draw, forced,
+                attention, cache, ms_cached, ms_recompute)
+
+
+def _reason(s: Strategy, shaped: Shaped, c: Candidate, draw: float | None, forced: bool, kept_mass: float) -> str:
+    tok = f"«{c.token}»"
+    if forced:
+        return f"You chose {tok} here (a branch); the model gave it p = {c.prob:.3f}, rank {c.rank}."
+    if s.name == "greedy":
+        return f"Greedy takes the most likely token: {tok}, p = {c.prob:.3f}."
+    if s.name == "beam":
+        return f"{tok} (p = {c.prob:.3f}, rank {c.rank}) lies on the beam that scored best at the end."
+    if draw is None:
+        return f"Only one token survives the cut, so {tok} is taken (p = {c.prob:.3f})."
+    cut = {"temperature": f"Temperature {s.temperature:g} reshaped the distribution",
+           "top_k": f"Top-k kept the {shaped.kept} most likely tokens ({kept_mass:.0%} of the model's probability) and renormalised them",
+           "top_p": f"Top-p kept the {shaped.kept} most likely tokens, the fewest whose probability reaches p = {s.top_p:g}, "
+                    f"and renormalised them"}[s.name]
+    return (f"{cut}; the random draw u = {draw:.3f} landed in the slice of {tok} (rank {c.rank}: p = {c.prob:.3f} from the "
+            f"model, {c.final:.3f} after the strategy).")
+
+
+# --- the two decoders ------------------------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Decoder:
+    """The decoder side of GPT-2 or T5 as one interface: a forward on new tokens with a cache, or on everything."""
+
+    def __init__(self, loaded: Loaded, text: str, room: int):
+        if loaded.kind not in ("gpt2", "t5"):
+            raise LmvizError(f"Generation needs a decoder: GPT-2 or T5. {loaded.folder.name} is a {loaded.kind} model (an encoder).")
+        self.loaded, self.model = loaded, loaded.model
+        self.device = next(self.model.parameters()).device
+        self.label = lambda i: token_label(loaded, i)
+        self.notes: list[str] = []
+        self.source: list[str] = []
+        self.encoder_out = None
+        if loaded.kind == "gpt2":
+            self.start, self.eos = self._prompt(text, room), self.model.config.eos_token_id
+            self.limit = self.model.config.n_positions
+        else:
+            enc = encode(loaded, text)
+            self.notes += enc.notes
+            self.source = enc.labels
+            with torch.inference_mode():
+                self.encoder_out = self.model.encode(torch.tensor([enc.ids], device=self.device))
+            self.start, self.eos = [self.model.config.decoder_start_token_id], self.model.config.eos_token_id
+            self.limit = 1 + T5_MAX_TARGET
+        self.vocab_size = self.model.config.vocab_size
+
+    def _prompt(self, text: str, room: int) -> list[int]:
+        """``<|endoftext|>`` (where every training document starts) and the prompt's last tokens that leave ``room``."""
+        tok = self.loaded.tokenizer
+        text = safe_text(text or "")
+        if len(text) > MAX_CHARS:
+            text = text[-MAX_CHARS:]
+        eot = tok.token_to_id(GPT2_EOT)
+        ids = tok.encode(text).ids if text.strip() else []
+        if not ids:
+            self.notes.append(f"The prompt is empty, so GPT-2 starts from {GPT2_EOT} alone, the token that begins "
+                              f"every document it read in training.")
+        keep = self.model.config.n_positions - 1 - room
+        if len(ids) > keep:
+            self.notes.append(f"The prompt has {len(ids)} tokens; GPT-2 reads at most {self.model.config.n_positions} and "
+                              f"{room} are kept free for new tokens, so only the last {keep} prompt tokens are used.")
+            ids = ids[-keep:]
+        return [eot] + ids
+
+    def forward(self, ids: torch.Tensor, cache, want: Want | None):
+        if self.loaded.kind == "gpt2":
+            return self.model(ids, cache=cache, want=want)
+        enc, mask = self.encoder_out
+        if cache is None and ids.shape[0] > 1:
+            enc = enc.expand(ids.shape[0], -1, -1)
+        return self.model(decoder_input_ids=ids, encoder_out=(enc, mask), cache=cache, want=want)
+
+    def timed(self, ids: torch.Tensor, cache, want: Want | None):
+        _sync(self.device)
+        t0 = time.perf_counter()
+        out = self.forward(ids, cache, want)
+        _sync(self.device)
+        return out, (time.perf_counter() - t0) * 1000
+
+    @staticmethod
+    def cache_shapes(cache) -> list[dict[str, tuple[int, ...]]]:
+        if isinstance(cache, dict):
+            return [{"self": tuple(s[0].shape), "cross": tuple(c[0].shape)} for s, c in zip(cache["self"], cache["cross"])]
+        return [{"self": tuple(k.shape)} for k, _ in cache]
+
+    @staticmethod
+    def reorder(cache, idx: torch.Tensor):
+        """The cache of the beams ``idx`` (batch rows), in that order."""
+        sel = lambda kv: (kv[0].index_select(0, idx), kv[1].index_select(0, idx))  # noqa: E731
+        if isinstance(cache, dict):
+            return {"self": [sel(kv) for kv in cache["self"]], "cross": [sel(kv) for kv in cache["cross"]]}
+        return [sel(kv) for kv in cache]
+
+    @staticmethod
+    def rows(record, b: int = 0) -> dict[str, np.ndarray]:
+        """Each kind's last query row for batch row ``b``: ``[layers, heads, keys]``."""
+        return {kind: np.stack([p[b, :, -1].numpy() for p in layers]) for kind, layers in record.probs.items()}
+
+
+@dataclass
+class Generation:
+    """What a run produced: ``steps`` (one per new token), the tokens it read and wrote, and why it stopped."""
+
+    kind: str
+    strategy: Strategy
+    seed: int
+    prompt: list[str]  # GPT-2: <|endoftext|> and the prompt; T5: the decoder start token
+    source: list[str]  # T5's encoder input; empty for GPT-2
+    steps: list[Step] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stop_reason: str | None = None
+    forced: dict[int, int] = field(default_factory=dict)
+    beams: list[list["Beam"]] = field(default_factory=list)  # beam search: the live beams after each step
+    finished: list["Beam"] = field(default_factory=list)
+    text: str = ""
+
+    @property
+    def tokens(self) -> list[str]:
+        """Every decoder token: the prompt, then each step's choice."""
+        return self.prompt + [s.chosen.token for s in self.steps]
+
+    def context(self, step: int) -> list[str]:
+        """The decoder tokens step ``step`` could attend to (its attention row's keys)."""
+        return self.tokens[: len(self.prompt) + step]
+
+
+class Decoding:
+    """A greedy or sampled run advanced one ``step()`` at a time, with the KV cache kept between steps."""
+
+    def __init__(self, loaded: Loaded, text: str, strategy: Strategy, seed: int = 0, max_steps: int = 20,
+                 forced: dict[int, int] | None = None, use_cache: bool = True, measure: bool = True):
+        if strategy.name == "beam":
+            raise LmvizError("Beam search runs all its steps at once: use generate().")
+        self.max_steps = max(1, min(int(max_steps), MAX_STEPS))
+        self.dec = _Decoder(loaded, text, self.max_steps)
+        strategy, notes = strategy.checked(self.dec.vocab_size)
+        if int(max_steps) > MAX_STEPS:
+            notes.append(f"At most {MAX_STEPS} steps are generated; {max_steps} were asked for.")
+        self.use_cache, self.measure = use_cache, measure
+        self.ids = list(self.dec.start)
+        self.cache = None
+        self.gen = Generation(loaded.kind, strategy, int(seed), [self.dec.label(i) for i in self.dec.start], self.dec.source,
+                              notes=self.dec.notes + notes, forced=self._check_forced(forced or {}))
+
+    def _check_forced(self, forced: dict[int, int]) -> dict[int, int]:
+        bad = {k: v for k, v in forced.items() if not 0 <= int(v) < self.dec.vocab_size}
+        if bad:
+            raise LmvizError(f"Token id {next(iter(bad.values()))} is outside the vocabulary (0–{self.dec.vocab_size - 1}).")
+        return {int(k): int(v) for k, v in forced.items() if 0 <= int(k) < self.max_steps}
+
+    @property
+    def done(self) -> bool:
+        return self.gen.stop_reason is not None
+
+    @torch.inference_mode()
+    def step(self) -> Step | None:
+        """Choose one more token; None once the run has stopped (``gen.stop_reason`` says why)."""
+        if self.done:
+            return None
+        gen, dec, k = self.gen, self.dec, len(self.gen.steps)
+        if k >= self.max_steps:
+            gen.stop_reason = f"the step limit ({self.max_steps} steps)"
+            return None
+        if len(self.ids) >= dec.limit:
+            gen.stop_reason = f"the context limit ({dec.limit} tokens)"
+            return None
+        every = torch.tensor([self.ids], device=dec.device)
+        ms_cached = ms_recompute = None
+        if self.use_cache:
+            new = every if self.cache is None else every[:, -1:]
+            out, ms_cached = dec.timed(new, self.cache, ROWS)
+            self.cache = out.cache
+            if self.measure:
+                _, ms_recompute = dec.timed(every, None, None)
+        else:
+            out, ms_recompute = dec.timed(every, None, ROWS)
+        shaped = shape(out.logits[0, -1].float().cpu().numpy(), gen.strategy)
+        forced = k in gen.forced
+        chosen, draw = (gen.forced[k], None) if forced else pick(shaped, step_rng(gen.seed, k))
+        step = _record_step(k, len(self.ids) - 1, dec.label(self.ids[-1]), shaped, chosen, draw, forced, gen.strategy,
+                            dec.label, dec.rows(out.record), dec.cache_shapes(out.cache), ms_cached, ms_recompute)
+        gen.steps.append(step)
+        self.ids.append(chosen)
+        gen.text = self._text()
+        if chosen == dec.eos:
+            gen.stop_reason = f"the end-of-text token {step.chosen.token}"
+        return step
+
+    def run(self, n: int) -> Generation:
+        """Advance until ``n`` steps exist (or the run stops)."""
+        while len(self.gen.steps) < min(n, self.max_steps) and self.step() is not None:
+            pass
+        if len(self.gen.steps) >= self.max_steps and not self.done:
+            self.gen.stop_reason = f"the step limit ({self.max_steps} steps)"
+        return self.gen
+
+    def _text(self) -> str:
+        new = self.ids[len(self.dec.start):]
+        return self.dec.loaded.tokenizer.decode(new, skip_special_tokens=False)
+
+
+# --- beam search ------------------------------------------------------------------------------------
+
+@dataclass
+class Beam:
+    """One hypothesis: its tokens after the start, ``score = Σ log p`` of those tokens, and where it came from."""
+
+    ids: list[int]
+    tokens: list[str]
+    score: float
+    parent: int  # index of the beam it extends among the previous step's live beams (-1 at the start)
+    finished: bool = False
+
+    def ranked(self, length_penalty: float) -> float:
+        """The score beams are compared by at the end: ``score / length ** length_penalty``."""
+        return self.score / max(1, len(self.ids)) ** length_penalty
+
+
+@torch.inference_mode()
+def beam_search(loaded: Loaded, text: str, strategy: Strategy, max_steps: int = 20, measure: bool = True) -> Generation:
+    """Keep the ``beam_width`` best partial sequences by summed log-probability; a beam that writes the
+    end-of-text token is finished. Stops when ``beam_width`` beams have finished or after ``max_steps``.
+    ``gen.steps`` follow the best beam; ``gen.beams[t]`` are the live beams after step ``t``."""
+    max_steps = max(1, min(int(max_steps), MAX_STEPS))
+    dec = _Decoder(loaded, text, max_steps)
+    strategy, notes = strategy.checked(dec.vocab_size)
+    width = strategy.beam_width
+    gen = Generation(loaded.kind, strategy, 0, [dec.label(i) for i in dec.start], dec.source, notes=dec.notes + notes)
+    live = [Beam([], [], 0.0, -1)]
+    history: list[list[dict]] = []  # per step, per live beam: what the best beam's Step needs
+    cache, start = None, torch.tensor([dec.start], device=dec.device)
+    for t in range(max_steps):
+        if len(dec.start) + t >= dec.limit:
+            gen.stop_reason = f"the context limit ({dec.limit} tokens)"
+            break
+        seqs = torch.tensor([dec.start + b.ids for b in live], device=dec.device)
+        new = start if cache is None else seqs[:, -1:]
+        out, ms_cached = dec.timed(new, cache, ROWS)
+        ms_recompute = dec.timed(seqs, None, None)[1] if measure else None
+        logp = torch.log_softmax(out.logits[:, -1].float(), -1).cpu()
+        history.append([{"logits": out.logits[b, -1].float().cpu().numpy(), "rows": dec.rows(out.record, b),
+                         "cache": dec.cache_shapes(out.cache), "ms": (ms_cached, ms_recompute)} for b in range(len(live))])
+        total = (torch.tensor([b.score for b in live])[:, None] + logp).view(-1)
+        order = torch.argsort(total, descending=True, stable=True)
+        nxt, parents = [], []
+        for rank, flat in enumerate(order[: 2 * width].tolist()):
+            b, tok = divmod(flat, dec.vocab_size)
+            beam = Beam(live[b].ids + [tok], live[b].tokens + [dec.label(tok)], float(total[flat]), b, tok == dec.eos)
+            if beam.finished:
+                if rank < width:  # an ended beam counts only if it is among the best `width`; it is drawn, not extended
+                    gen.finished.append(beam)
+                    nxt.append(beam)
+            elif len(parents) < width:
+                nxt.append(beam)
+                parents.append(b)
+        gen.beams.append(nxt)
+        live = [b for b in nxt if not b.finished]
+        if len(gen.finished) >= width or not live:
+            gen.stop_reason = "every beam wrote the end-of-text token" if not live else f"{width} beams finished"
+            break
+        cache = dec.reorder(out.cache, torch.tensor(parents, device=dec.device))
+    else:
+        gen.stop_reason = f"the step limit ({max_steps} steps)"
+    best = max(gen.finished + live, key=lambda b: b.ranked(strategy.length_penalty))
+    _best_path_steps(gen, dec, best, history)
+    gen.text = loaded.tokenizer.decode(best.ids, skip_special_tokens=False)
+    return gen
+
+
+def _best_path_steps(gen: Generation, dec: _Decoder, best: Beam, history: list[list[dict]]) -> None:
+    """One ``Step`` per token of ``best``, read from the live beam that held its prefix at that step."""
+    slots = []
+    node = next(i for i, b in enumerate(gen.beams[len(best.ids) - 1]) if b is best)
+    for t in range(len(best.ids) - 1, -1, -1):
+        beam = gen.beams[t][node]
+        slots.append(beam.parent)
+        if t:
+            live_prev = [b for b in gen.beams[t - 1] if not b.finished]
+            node = gen.beams[t - 1].index(live_prev[beam.parent])
+    slots.reverse()
+    ids = list(dec.start)
+    for t, (tok, slot) in enumerate(zip(best.ids, slots)):
+        h = history[t][slot]
+        shaped = shape(h["logits"], gen.strategy)
+        gen.steps.append(_record_step(t, len(ids) - 1, dec.label(ids[-1]), shaped, tok, None, False, gen.strategy, dec.label,
+                                      h["rows"], h["cache"], *h["ms"]))
+        ids.append(tok)
+
+
+def generate(loaded: Loaded, text: str, strategy: Strategy, steps: int = 20, seed: int = 0,
+             forced: dict[int, int] | None = None, use_cache: bool = True, measure: bool = True) -> Generation:
+    """``steps`` tokens from GPT-2 (continuing ``text``) or T5 (decoding from ``text``) with ``strategy``."""
+    if strategy.name == "beam":
+        return beam_search(loaded, text, strategy, steps, measure)
+    return Decoding(loaded, text, strategy, seed, steps, forced, use_cache, measure).run(steps)
+
+
+def branch(loaded: Loaded, gen: Generation, text: str, at: int, token_id: int, steps: int | None = None) -> Generation:
+    """The run of ``gen`` with ``token_id`` chosen at step ``at``: steps before ``at`` are the same, later ones new."""
+    if gen.strategy.name == "beam":
+        raise LmvizError("Branching works with greedy and sampling; beam search keeps its alternatives in the tree.")
+    if not 0 <= at <= len(gen.steps):
+        raise LmvizError(f"Step {at} does not exist; this run has steps 0–{len(gen.steps) - 1}.")
+    forced = {k: v for k, v in gen.forced.items() if k < at} | {at: int(token_id)}
+    return generate(loaded, text, gen.strategy, max(steps or len(gen.steps), at + 1), gen.seed, forced)
+
+
+def clamp_step(gen: Generation, step: int) -> tuple[int, str | None]:
+    """A step index that exists in ``gen`` and, if it had to move, a note saying so (an old link's step)."""
+    last = len(gen.steps) - 1
+    if last < 0:
+        return 0, None
+    if step > last:
+        return last, f"Step {step} is past the end of this run (it has {last + 1} steps); showing the last step, {last}."
+    if step < 0:
+        return 0, f"Step {step} does not exist; showing step 0."
+    return step, None
+
+
+# --- export and measurement --------------------------------------------------------------------------
+
+def step_table(gen: Generation, step: int) -> list[dict]:
+    """One row per candidate of step ``step``: the CSV export of the current view."""
+    s = gen.steps[step]
+    return [{"step": s.index, "rank": c.rank, "token": c.token, "id": c.id, "prob": c.prob, "after_temperature": c.tempered,
+             "after_strategy": c.final, "chosen": c.id == s.chosen.id} for c in s.candidates]
+
+
+def view_data(gen: Generation, step: int, layer: int, head: int | None) -> dict:
+    """The current view as plain data (the JSON export): tokens, the step's candidates, its attention row."""
+    s = gen.steps[step]
+    att = {kind: (rows[layer].mean(0) if head is None else rows[layer, head]).round(6).tolist()
+           for kind, rows in s.attention.items()}
+    return {"model": gen.kind, "strategy": asdict(gen.strategy), "seed": gen.seed, "forced": gen.forced,
+            "prompt_tokens": gen.prompt, "source_tokens": gen.source, "generated": [x.chosen.token for x in gen.steps],
+            "text": gen.text, "stop_reason": gen.stop_reason, "step": step, "layer": layer,
+            "head": "mean" if head is None else head, "query": s.query, "reason": s.reason,
+            "candidates": step_table(gen, step), "attention": att, "attention_keys": {"causal": gen.context(step), "cross": gen.source},
+            "kv_cache": s.cache, "ms_cached": s.ms_cached, "ms_recompute": s.ms_recompute}
+
+
+@torch.inference_mode()
+def step_timing(loaded: Loaded, context: int = 256, repeats: int = 20) -> dict:
+    """Median milliseconds of one GPT-2 step at ``context`` tokens: the newest token with the KV cache
+    of the ``context - 1`` before it, against a recompute of all ``context`` tokens without a cache."""
+    if loaded.kind != "gpt2":
+        raise LmvizError("step_timing measures GPT-2.")
+    model = loaded.model
+    context = max(2, min(int(context), model.config.n_positions))
+    device = next(model.parameters()).device
+    ids = torch.randint(0, model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0)).to(device)
+    cache = model(ids[:, :-1]).cache
+    model(ids[:, -1:], cache=cache), model(ids)  # warm-up
+
+    def median_ms(fn) -> float:
+        times = []
+        for _ in range(max(1, repeats)):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+
+    cached = median_ms(lambda: model(ids[:, -1:], cache=cache))
+    full = median_ms(lambda: model(ids))
+    return {"context": context, "repeats": repeats, "device": str(device), "threads": torch.get_num_threads(),
+            "ms_cached": cached, "ms_recompute": full, "speedup": full / cached}
