@@ -1,4 +1,151 @@
 import streamlit as st
 
-st.title("attention")
-st.info("This page is being built.")
+from lmviz import ui
+from lmviz.arithmetic import head_arithmetic
+from lmviz.bertviz_offline import head_view_html, model_view_html, view_height
+from lmviz.errors import LmvizError
+from lmviz.heads import named_heads
+from lmviz.inference import attention_run
+from lmviz.models.record import Want
+from lmviz.viz.arithmetic import steps_figure, vectors_figure, weighted_sum_figure
+from lmviz.viz.attention import attention_heatmap, head_grid, layer_means
+
+PRESETS = {
+    "Hamlet": "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the slings and arrows of outrageous fortune.",
+    "Romeo": "But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.",
+    "Macbeth": "Tomorrow, and tomorrow, and tomorrow, creeps in this petty pace from day to day.",
+}
+KEEP = Want(attention=True, scores=True, qkv=True)  # what the figures and the arithmetic read; no hidden states
+KIND_NAMES = {"self": "encoder self-attention", "causal": "decoder self-attention (causal)", "cross": "cross-attention (decoder → encoder)"}
+
+
+@st.cache_data(max_entries=32, show_spinner="Running the model…")
+def run_for(name: str, text: str, pair: str, target: str):
+    return attention_run(ui.load_model(name), text, pair or None, target or None, want=KEEP)
+
+
+@st.cache_data(max_entries=8, show_spinner="Drawing bertviz…")
+def bertviz_for(name: str, text: str, pair: str, target: str, view: str) -> tuple[str, int]:
+    run = run_for(name, text, pair, target)
+    return (head_view_html(run) if view == "head" else model_view_html(run)), view_height(run, view)
+
+
+def choose_index(key: str, what: str, count: int, labels=None) -> int:
+    """A selectbox over ``range(count)`` remembered in the URL; an index that no longer exists falls back to 0."""
+    wanted = ui.param(key, 0, int)
+    if st.session_state.get(f"w_{key}", wanted) not in range(count):
+        st.warning(f"There is no {what} {st.session_state.get(f'w_{key}', wanted)} here (this choice has {what}s "
+                   f"0–{count - 1}); showing {what} 0.", icon="↩️")
+        st.session_state[f"w_{key}"] = 0
+    elif f"w_{key}" not in st.session_state:
+        st.session_state[f"w_{key}"] = wanted
+    value = st.selectbox(what.capitalize(), range(count), key=f"w_{key}", format_func=labels or str)
+    ui.set_params(**{key: value})
+    return value
+
+
+st.title("Attention")
+st.write("Every layer of a transformer has several **heads**; each head lets every token (a *query*) take a weighted "
+         "average of the other tokens (the *keys*). The weights are what you see here — real numbers from a forward "
+         "pass of the model on your text.")
+
+try:
+    loaded = ui.pick_model()
+    if loaded is None:
+        st.stop()
+    name = st.session_state["w_model"]
+
+    presets = named_heads(loaded.kind) if name in ui.SHIPPED else []
+    if presets:
+        st.subheader("Named heads")
+        st.caption("Heads that `python -m lmviz evaluate` found doing a recognisable job. One click shows one.")
+        for col, h in zip(st.columns(len(presets)), presets):
+            score = f" (score {h.score:.2f})" if h.score is not None else ""
+            if col.button(f"{h.name}: layer {h.layer}, head {h.head}", help=h.what + score, key=f"named_{h.name}"):
+                st.session_state.update({"w_text": h.text, "w_layer": h.layer, "w_head": h.head, "w_pair": h.pair or "",
+                                         "named": h.name})
+        chosen = next((h for h in presets if h.name == st.session_state.get("named")), None)
+        if chosen:
+            weak = (f" Its score is only {chosen.score:.2f}: this small model has at best a weak version of this head, "
+                    "so expect a faint pattern." if chosen.weak else "")
+            st.info(f"**{chosen.name}** (layer {chosen.layer}, head {chosen.head}) — {chosen.what}{weak}", icon="🔎")
+    elif name in ui.SHIPPED and loaded.kind in ("gpt2", "bert"):
+        st.caption("Run `python -m lmviz evaluate` to find this model's named heads (previous-token, induction, [CLS]/[SEP] sinks).")
+
+    text = ui.text_input("text", PRESETS, default=PRESETS["Hamlet"])
+    pair = target = ""
+    if loaded.kind == "bert":
+        pair = ui.text_input("pair", label="Second sentence (optional: BERT reads [CLS] A [SEP] B [SEP])", height=68)
+    elif loaded.kind == "t5":
+        target = ui.text_input("target", label="Decoder text (leave empty to use the model's own output)", height=68)
+
+    run = run_for(name, text, pair, target)
+    ui.show_notes(run.notes)
+    rec = run.record
+
+    kinds = rec.kinds
+    kind = kinds[0]
+    if len(kinds) > 1:
+        kind = ui.param("kind", kinds[0], choices=kinds)
+        kind = st.radio("Attention", kinds, index=kinds.index(kind), format_func=KIND_NAMES.get, horizontal=True, key="w_kind")
+        ui.set_params(kind=kind)
+    queries, keys = run.axes(kind)
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        layer = choose_index("layer", "layer", rec.n_layers(kind))
+    with c2:
+        head = choose_index("head", "head", rec.n_heads(kind))
+    with c3:
+        query = choose_index("query", "query position", len(queries), lambda i: f"{i}: {queries[i]}")
+
+    one, walk, every, viz = st.tabs(["One head", "One head's arithmetic", "Every head", "bertviz"], key="tab",
+                                     bind="query-params")
+    if one.open is not False:
+        with one:
+            st.write(f"**Layer {layer}, head {head}.** Each row is one query token; the colours along the row are how much "
+                     "it attends to each key token, and they sum to 1. Hover over a cell for the tokens and the weight. "
+                     "The outlined row is the query that the arithmetic tab walks through.")
+            ui.plot(attention_heatmap(rec.attention(kind, layer)[head].numpy(), queries, keys, zmax=1.0, highlight=query))
+
+    if walk.open is not False:
+        with walk:
+            arith = head_arithmetic(rec, kind, layer, head, query)
+            scale = ("T5 does **not** divide by √d; it adds a learned relative position bias instead"
+                     if arith.position_bias is not None else f"then divides by √d = √{arith.d_head}")
+            st.write(f"How query **{query}: {queries[query]}** (layer {layer}, head {head}) gets its weights. The model "
+                     f"projects each token to a query vector q, a key vector k and a value vector v (d = {arith.d_head} "
+                     f"numbers each). It takes the dot product of q with every k, {scale}, adds the mask (−∞ where the "
+                     "query may not look), and applies the softmax.")
+            st.caption("The query vector (top row) and every key vector; the two colours are positive and negative numbers.")
+            ui.plot(vectors_figure(arith, keys, queries[query]))
+            ui.plot(steps_figure(arith, keys))
+            st.caption(f"The last panel is exactly row {query} of the heatmap: recomputed here from q and k, it differs "
+                       f"from the model's own row by at most {arith.max_difference:.1e}.")
+            st.write("Finally each value vector is multiplied by its weight and they are added up: that sum is what this "
+                     "head passes on for this token.")
+            ui.plot(weighted_sum_figure(arith, keys))
+
+    if every.open is not False:
+        with every:
+            st.write("The whole model: one small heatmap per layer (rows) and head (columns). Heads in the same layer "
+                     "read the same input but learn different patterns. Choose a layer and head above to open one large.")
+            stacked = rec.stacked(kind).numpy()
+            ui.plot(head_grid(stacked, zmax=1.0))
+            st.write("The average over the heads of each layer: what the layer as a whole mixes together.")
+            ui.plot(layer_means(stacked, queries, keys))
+
+    if viz.open is not False:
+        with viz:
+            st.write("Jesse Vig's bertviz draws the same numbers as lines between tokens. **Head view**: pick a layer; "
+                     "hover a token to see where it looks; double-click a coloured square to show one head. "
+                     "**Model view**: every layer and head as thumbnails; click one to enlarge." +
+                     (" For T5, the *Attention* menu switches between encoder, decoder and cross-attention."
+                      if run.kind == "t5" else ""))
+            view = ui.param("bertviz", "head", choices=["head", "model"])
+            view = st.radio("bertviz view", ["head", "model"], index=["head", "model"].index(view), horizontal=True,
+                            format_func={"head": "head view", "model": "model view"}.get, key="w_bertviz")
+            ui.set_params(bertviz=view)
+            html, height = bertviz_for(name, text, pair, target, view)
+            st.iframe(html, height=height)
+except LmvizError as err:
+    ui.error(err)

@@ -1,4 +1,135 @@
 import streamlit as st
 
-st.title("masks")
-st.info("This page is being built.")
+from lmviz import ui
+from lmviz.arithmetic import head_arithmetic
+from lmviz.errors import LmvizError
+from lmviz.inference import attention_run
+from lmviz.masks import bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, mask_matrices
+from lmviz.models.record import Want
+from lmviz.viz.arithmetic import MASK_EFFECT, steps_figure
+from lmviz.viz.masks import experiment_figure, loss_figure, mask_heatmap, position_bias_figure
+
+DEFAULT = "Now is the winter of our discontent made glorious summer by this sun of York."
+SHORT = "Good night, sweet prince."
+MASKS_ONLY = Want(attention=True, scores=True, qkv=True)
+
+
+@st.cache_data(max_entries=32, show_spinner="Running the model…")
+def run_for(name: str, text: str, pair: str):
+    return attention_run(ui.load_model(name), text, pair or None, want=MASKS_ONLY)
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the model…")
+def padded_for(name: str, texts: tuple[str, ...]):
+    return bert_padded_batch(ui.load_model(name), list(texts))
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the model with and without its mask…")
+def experiment_for(name: str, text: str):
+    loaded = ui.load_model(name)
+    return gpt2_without_mask(loaded, text) if loaded.kind == "gpt2" else bert_with_causal_mask(loaded, text)
+
+
+st.title("Masks")
+st.write("Before the softmax, every attention score gets a mask added: **0** where the query may look at the key, "
+         "**−∞** where it may not. After the softmax, e^−∞ = 0, so hidden keys get exactly zero weight. Blue cells "
+         "below may attend; grey cells are hidden. Every matrix is the mask the model really applied on your text.")
+
+try:
+    loaded = ui.pick_model()
+    if loaded is None:
+        st.stop()
+    name = st.session_state["w_model"]
+    text = ui.text_input("text", default=DEFAULT)
+    pair = ""
+    if loaded.kind == "bert":
+        pair = ui.text_input("pair", default="", label="Second sentence (optional: shows the segments)", height=68)
+    run = run_for(name, text, pair)
+    ui.show_notes(run.notes)
+
+    st.header("The mask matrices")
+    explain = {
+        "self": "Bidirectional: every token may look at every token, before and after it." +
+                (" With two sentences, the mask still lets A and B see each other; only the segment embeddings "
+                 "(the orange lines mark the boundary) tell them apart." if run.kind == "bert" and pair.strip() else ""),
+        "causal": "Causal (lower-triangular): a token may look only at itself and the tokens before it, so the model "
+                  "cannot peek at the word it has to predict.",
+        "cross": "Cross-attention: every decoder token may look at every encoder token; it is not causal, because the "
+                 "whole input is known before decoding starts.",
+    }
+    for m in mask_matrices(run):
+        st.subheader(m.title)
+        st.write(explain[m.kind])
+        ui.plot(mask_heatmap(m))
+
+    if run.kind == "bert":
+        st.subheader("Padding in a batch")
+        st.write("Sentences in one batch must have the same length, so shorter ones are filled with [PAD]. The padding "
+                 "mask hides those columns: no real token attends to padding (the [PAD] rows are computed but ignored).")
+        for m in padded_for(name, (SHORT, text)):
+            ui.plot(mask_heatmap(m))
+    if run.kind == "t5":
+        st.subheader("T5's relative position bias")
+        st.write("T5 has no position embeddings. Each head instead learns a bias that depends only on the distance between "
+                 "query and key (in buckets), and adds it to the scores of every layer, next to the mask. Orange and purple "
+                 "are positive and negative.")
+        for kind, title in (("self", "encoder"), ("causal", "decoder")):
+            if kind in run.record.position_bias:
+                q, k = run.axes(kind)
+                ui.plot(position_bias_figure(run.record.position_bias[kind][0].numpy(), q, k, title=f"{title} position bias"))
+
+    st.header("What the mask does to the softmax")
+    kinds = run.record.kinds
+    kind = ui.param("kind", kinds[-1] if run.kind == "t5" else kinds[0], choices=kinds)
+    if len(kinds) > 1:
+        kind = st.radio("Attention", kinds, index=kinds.index(kind), horizontal=True, key="w_kind")
+        ui.set_params(kind=kind)
+    queries, keys = run.axes(kind)
+    default_query = min(len(queries) - 1, 3)
+    query = ui.param("query", default_query, int)
+    if query not in range(len(queries)):
+        st.warning(f"There is no query position {query} here; showing position {default_query}.", icon="↩️")
+        query = default_query
+    query = st.select_slider("Query position", range(len(queries)), value=query, format_func=lambda i: f"{i}: {queries[i]}",
+                             key="w_query")
+    ui.set_params(query=query)
+    arith = head_arithmetic(run.record, kind, 0, 0, query)
+    st.write(f"Layer 0, head 0, query **{query}: {queries[query]}**. Panel 1: the raw scores. Panel 2: the mask added — "
+             f"{int(arith.hidden.sum())} of {len(keys)} keys become −∞. Panel 3: after the softmax they are exactly "
+             f"{arith.probs[arith.hidden].max() if arith.hidden.any() else 0:g}, and the rest sum to 1.")
+    ui.plot(steps_figure(arith, keys, MASK_EFFECT))
+
+    if run.kind in ("gpt2", "bert"):
+        st.header("Remove the mask" if run.kind == "gpt2" else "Give BERT a causal mask")
+        exp = experiment_for(name, text)
+        if run.kind == "gpt2":
+            st.write("GPT-2 learns to predict each next token. Its causal mask stops it from looking at that token. "
+                     "Here the same model runs on the same text twice — with its mask and with no mask at all — and the "
+                     "next-token loss (lower is better) is measured both ways.")
+        else:
+            st.write("BERT fills in a hidden word from both sides. Here every word is hidden in turn and BERT guesses it, "
+                     "once with its own bidirectional mask and once under a causal mask, so it can use only the words "
+                     "before the hole. Fill-in loss: lower is better.")
+        c1, c2 = st.columns(2)
+        c1.metric(f"{exp.metric}, {exp.own_name}", f"{exp.loss_own:.2f} nats")
+        c2.metric(f"{exp.metric}, {exp.swapped_name}", f"{exp.loss_swapped:.2f} nats",
+                  delta=f"{exp.loss_swapped - exp.loss_own:+.2f}", delta_color="inverse")
+        if run.kind == "gpt2":
+            verdict = ("It cheats: with the answer in view, the loss falls." if exp.loss_swapped < exp.loss_own else
+                       "The answer is now in view, yet the loss rises: this model was trained with the mask and never "
+                       "learned to read the future, so the unexpected weights only confuse it. A model trained without "
+                       "the mask would learn to copy the next token and its loss would fall towards zero — which is "
+                       "why training needs the mask.")
+        else:
+            verdict = ("Without the words after each hole, the loss rises: BERT relies on its right-hand context."
+                       if exp.loss_swapped > exp.loss_own else "Here the words before each hole are enough.")
+        st.write(f"{verdict} Attention above the diagonal (on later tokens): {exp.future_share('own'):.1%} of the weight "
+                 f"{exp.own_name}, {exp.future_share('swapped'):.1%} {exp.swapped_name}.")
+        ui.plot(loss_figure(exp))
+        layers, heads = exp.own.shape[:2]
+        c1, c2 = st.columns(2)
+        layer = c1.selectbox("Layer", range(layers), key="w_xlayer")
+        head = c2.selectbox("Head", range(heads), key="w_xhead")
+        ui.plot(experiment_figure(exp, layer, head))
+except LmvizError as err:
+    ui.error(err)

@@ -1,0 +1,174 @@
+"""The attention masks themselves, read from real forward passes, and what removing one does.
+
+A mask says, for each query position (row) and key position (column), whether the query may
+attend to the key. Every matrix here is the additive mask a model really applied (``record.masks``),
+turned into a bool: True = may attend, False = hidden (the model added −∞ there).
+
+The experiment swaps a model's mask for the other one: GPT-2 without its causal mask (every token
+sees the future, including the token it must predict) and BERT under a causal mask (every token
+loses its right-hand context). Both are real forward passes of the shipped models; the losses
+say what each model makes of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmviz.arithmetic import MASKED
+from lmviz.checkpoints import Loaded
+from lmviz.errors import LmvizError
+from lmviz.inference import AttentionRun, encode
+from lmviz.models.record import AttentionRecord, Want
+
+TITLES = {
+    ("bert", "self"): "BERT: bidirectional self-attention",
+    ("gpt2", "causal"): "GPT-2: causal self-attention",
+    ("t5", "self"): "T5 encoder: bidirectional self-attention",
+    ("t5", "causal"): "T5 decoder: causal self-attention",
+    ("t5", "cross"): "T5 decoder → encoder: cross-attention",
+}
+
+
+@dataclass
+class MaskMatrix:
+    """One mask as a picture: ``keep [Q, K]`` (True = may attend) with the tokens on both axes."""
+
+    title: str
+    kind: str
+    keep: np.ndarray
+    queries: list[str]
+    keys: list[str]
+    segments: list[int] = field(default_factory=list)  # BERT pairs: the key's sentence (0 = A, 1 = B)
+
+
+def keep_matrix(record: AttentionRecord, kind: str, batch: int = 0) -> np.ndarray:
+    """``[Q, K]`` bool from the record's additive mask (layer 0; every layer applies the same mask)."""
+    if kind not in record.masks:
+        raise LmvizError("This run did not keep its masks; run it with want=ALL.")
+    return (record.masks[kind][0][batch, 0] > MASKED).numpy()
+
+
+def mask_matrices(run: AttentionRun) -> list[MaskMatrix]:
+    """Every mask of a run: BERT's and T5's encoder self-attention, GPT-2's and T5's causal, T5's cross."""
+    out = []
+    for kind in run.record.kinds:
+        queries, keys = run.axes(kind)
+        segments = list(run.type_ids) if run.kind == "bert" and 1 in run.type_ids else []
+        out.append(MaskMatrix(TITLES.get((run.kind, kind), kind), kind, keep_matrix(run.record, kind), queries, keys, segments))
+    return out
+
+
+@torch.inference_mode()
+def bert_padded_batch(loaded: Loaded, texts: list[str]) -> list[MaskMatrix]:
+    """BERT on several texts in one batch: shorter ones are padded with ``[PAD]``, which the mask hides.
+
+    Returns one matrix per text, all of the batch's length, read from the real forward pass.
+    """
+    if loaded.kind != "bert":
+        raise LmvizError("The padding example needs a BERT model.")
+    encs = [encode(loaded, t) for t in texts]
+    width = max(len(e.ids) for e in encs)
+    pad = loaded.tokenizer.token_to_id("[PAD]")
+    pad = loaded.model.config.pad_token_id if pad is None else pad
+    ids = torch.tensor([e.ids + [pad] * (width - len(e.ids)) for e in encs])
+    real = torch.tensor([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in encs])
+    device = next(loaded.model.parameters()).device
+    rec = loaded.model(ids.to(device), attention_mask=real.to(device), want=Want(attention=True, scores=True)).record
+    out = []
+    for b, e in enumerate(encs):
+        labels = e.labels + ["[PAD]"] * (width - len(e.ids))
+        out.append(MaskMatrix(f"sentence {b + 1} of the batch ({len(e.ids)} tokens + {width - len(e.ids)} padding)",
+                              "self", keep_matrix(rec, "self", b), labels, labels))
+    return out
+
+
+@dataclass
+class MaskExperiment:
+    """One model under its own mask and under the other one (real forward passes of the same text).
+
+    ``own``/``swapped``: attention per layer ``[L, H, T, T]``; ``loss_*``: mean loss in nats over
+    ``scored`` positions, ``per_token_*`` ``[T]`` (NaN where not scored).
+    """
+
+    kind: str
+    tokens: list[str]
+    own_name: str
+    swapped_name: str
+    metric: str
+    own: np.ndarray
+    swapped: np.ndarray
+    per_token_own: np.ndarray
+    per_token_swapped: np.ndarray
+    notes: list[str]
+
+    @property
+    def loss_own(self) -> float:
+        return float(np.nanmean(self.per_token_own))
+
+    @property
+    def loss_swapped(self) -> float:
+        return float(np.nanmean(self.per_token_swapped))
+
+    def future_share(self, which: str) -> float:
+        """Mean attention weight on keys after the query (above the diagonal), over layers, heads and queries."""
+        a = self.own if which == "own" else self.swapped
+        above = np.triu(np.ones(a.shape[-2:], dtype=bool), 1)
+        return float((a * above).sum(-1).mean())
+
+
+def _stacked(record: AttentionRecord, kind: str) -> np.ndarray:
+    return record.stacked(kind).numpy()
+
+
+@torch.inference_mode()
+def gpt2_without_mask(loaded: Loaded, text: str) -> MaskExperiment:
+    """GPT-2 on ``text`` with its causal mask and without it; loss = next-token cross-entropy per position."""
+    if loaded.kind != "gpt2":
+        raise LmvizError("This experiment needs a GPT-2 model.")
+    enc = encode(loaded, text, stack="decoder")
+    if len(enc.ids) < 2:
+        raise LmvizError("Type at least two tokens: the loss needs a next token to predict.")
+    device = next(loaded.model.parameters()).device
+    ids = torch.tensor([enc.ids], device=device)
+    runs = [loaded.model(ids, want=Want(attention=True), causal=c) for c in (True, False)]
+    losses = []
+    for out in runs:
+        per = F.cross_entropy(out.logits[0, :-1].float(), ids[0, 1:], reduction="none").cpu().numpy()
+        losses.append(np.append(per, np.nan))  # the last position has no next token
+    return MaskExperiment("gpt2", enc.labels, "with the causal mask", "without any mask", "next-token loss",
+                          _stacked(runs[0].record, "causal"), _stacked(runs[1].record, "causal"), *losses, enc.notes)
+
+
+@torch.inference_mode()
+def bert_with_causal_mask(loaded: Loaded, text: str) -> MaskExperiment:
+    """BERT on ``text`` bidirectionally and under a causal mask; loss = fill-in loss per word piece.
+
+    The fill-in loss of position ``i`` is ``−log p(token_i)`` when ``i`` alone is replaced by
+    ``[MASK]`` (one batch row per position), so it measures how much context the model can use.
+    """
+    if loaded.kind != "bert":
+        raise LmvizError("This experiment needs a BERT model.")
+    enc = encode(loaded, text)
+    scored = [i for i, s in enumerate(enc.special) if not s]
+    if not scored:
+        raise LmvizError("Type at least one word: special tokens alone have nothing to fill in.")
+    device = next(loaded.model.parameters()).device
+    ids = torch.tensor([enc.ids], device=device)
+    types = torch.tensor([enc.type_ids], device=device)
+    mask_id = loaded.tokenizer.token_to_id("[MASK]")
+    holes = ids.repeat(len(scored), 1)
+    holes[torch.arange(len(scored)), torch.tensor(scored)] = mask_id
+    attention, losses = [], []
+    for causal in (False, True):
+        attention.append(_stacked(loaded.model(ids, types, want=Want(attention=True), causal=causal).record, "self"))
+        logits = loaded.model(holes, types.repeat(len(scored), 1), causal=causal).logits
+        per = np.full(len(enc.ids), np.nan)
+        gold = ids[0, scored]
+        picked = logits[torch.arange(len(scored)), torch.tensor(scored)].float()
+        per[scored] = F.cross_entropy(picked, gold, reduction="none").cpu().numpy()
+        losses.append(per)
+    return MaskExperiment("bert", enc.labels, "bidirectional (its own)", "with a causal mask", "fill-in loss",
+                          attention[0], attention[1], *losses, enc.notes)

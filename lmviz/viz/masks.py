@@ -1,0 +1,87 @@
+"""Mask figures: the mask matrices, T5's position bias, and the swapped-mask experiment.
+
+A mask's effect on one softmax row is ``lmviz.viz.arithmetic.steps_figure(a, keys, MASK_EFFECT)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from lmviz.masks import MaskExperiment, MaskMatrix
+from lmviz.viz.attention import DIVERGING, hover_grid, token_axes
+from lmviz.viz.style import PALETTE, base_layout, escape, ticks
+
+KEEP_COLOUR, HIDDEN_COLOUR = PALETTE[0], "#E8E8E8"
+
+
+def mask_heatmap(m: MaskMatrix, height: int | None = None) -> go.Figure:
+    """``m.keep`` as a two-colour query × key grid: blue = may attend, grey = hidden (−∞ added)."""
+    z = m.keep.astype(float)
+    fig = go.Figure(go.Heatmap(
+        z=z, zmin=0, zmax=1, colorscale=[[0, HIDDEN_COLOUR], [0.5, HIDDEN_COLOUR], [0.5, KEEP_COLOUR], [1, KEEP_COLOUR]],
+        customdata=np.dstack([hover_grid(m.queries, m.keys), np.where(m.keep, "may attend (+0)", "hidden (+−∞)")]),
+        hovertemplate="query %{customdata[1]}<br>key %{customdata[0]}<br>%{customdata[2]}<extra></extra>",
+        xgap=1 if len(m.keys) <= 48 else 0, ygap=1 if len(m.queries) <= 48 else 0,
+        colorbar=dict(tickvals=[0.25, 0.75], ticktext=["hidden", "may attend"], len=0.5),
+    ))
+    token_axes(fig, m.queries, m.keys)
+    fig.update_xaxes(title="key (attended to)")
+    fig.update_yaxes(title="query (attending)")
+    if m.segments:
+        b = m.segments.index(1) - 0.5
+        fig.add_vline(x=b, line=dict(color=PALETTE[5], width=3))
+        fig.add_hline(y=b, line=dict(color=PALETTE[5], width=3))
+        for x, name in ((b / 2, "sentence A"), ((b + len(m.keys)) / 2, "sentence B")):
+            fig.add_annotation(x=x, y=1.0, yref="paper", yanchor="bottom", text=name, showarrow=False,
+                               font=dict(color=PALETTE[5], size=15))
+    side = max(360, min(760, 18 * max(len(m.queries), len(m.keys)) + 200))
+    return base_layout(fig, m.title, height or side)
+
+
+def position_bias_figure(bias, queries: list[str], keys: list[str], title: str | None = None) -> go.Figure:
+    """T5's learned relative position bias ``[H, Q, K]``, one heatmap per head, added to every layer's scores."""
+    b = np.asarray(bias, dtype=float)
+    H = b.shape[0]
+    top = float(np.abs(b).max()) if b.size else 1.0
+    fig = make_subplots(rows=1, cols=H, horizontal_spacing=0.02, column_titles=[f"head {h}" for h in range(H)],
+                        shared_yaxes=True)
+    hover = hover_grid(queries, keys)
+    for h in range(H):
+        fig.add_trace(go.Heatmap(z=b[h], zmin=-top, zmax=top, colorscale=DIVERGING, zmid=0, customdata=hover,
+                                 showscale=h == 0, colorbar=dict(title="bias"),
+                                 hovertemplate=f"head {h}<br>query %{{customdata[1]}}<br>key %{{customdata[0]}}"
+                                               "<br>bias %{z:.3f}<extra></extra>"), row=1, col=h + 1)
+        token_axes(fig, queries if h == 0 else [], keys, row=1, col=h + 1)
+    fig.update_yaxes(autorange="reversed")
+    return base_layout(fig, title, max(360, min(700, 10 * len(queries) + 220)))
+
+
+def experiment_figure(e: MaskExperiment, layer: int, head: int) -> go.Figure:
+    """One head's attention under the model's own mask and under the swapped one, side by side (same colour scale)."""
+    hover = hover_grid(e.tokens, e.tokens)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, column_titles=[escape(e.own_name), escape(e.swapped_name)])
+    for c, a in enumerate((e.own, e.swapped)):
+        fig.add_trace(go.Heatmap(z=a[layer, head], zmin=0, zmax=1, colorscale="Viridis", customdata=hover, showscale=c == 1,
+                                 colorbar=dict(title="weight"),
+                                 hovertemplate="query %{customdata[1]}<br>key %{customdata[0]}<br>weight %{z:.3f}<extra></extra>"),
+                      row=1, col=c + 1)
+        token_axes(fig, e.tokens, e.tokens, row=1, col=c + 1)
+    n = len(e.tokens)
+    return base_layout(fig, f"layer {layer}, head {head}", max(420, min(760, 12 * n + 260)))
+
+
+def loss_figure(e: MaskExperiment) -> go.Figure:
+    """Per-token loss under both masks, with the means in the legend."""
+    x = [f"{i}: {escape(t)}" for i, t in enumerate(e.tokens)]
+    fig = go.Figure()
+    for name, per, mean, colour in ((e.own_name, e.per_token_own, e.loss_own, PALETTE[0]),
+                                    (e.swapped_name, e.per_token_swapped, e.loss_swapped, PALETTE[5])):
+        fig.add_trace(go.Scatter(x=x, y=per, mode="lines+markers", name=f"{escape(name)} (mean {mean:.2f})",
+                                 line=dict(color=colour, width=3), connectgaps=False,
+                                 hovertemplate="token %{x}<br>loss %{y:.2f} nats<extra></extra>"))
+    xi, _ = ticks(e.tokens)
+    fig.update_xaxes(tickvals=[x[i] for i in xi], tickangle=-60)
+    fig.update_yaxes(title=f"{e.metric} (nats)", rangemode="tozero")
+    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom"))
+    return base_layout(fig, None, 420)
