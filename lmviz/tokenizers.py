@@ -208,5 +208,7 @@ def explain(kind: Kind, tok: Tokenizer, text: str, pair: str | None = None) -> E
         else:
             cont = not special and not token.startswith("▁")
         prev_word = word if seq is not None else None
-        pieces.append(Piece(display, tid, start, end, special, tid == unk, cont, seq or 0, raw, partial))
+        # a template token belongs to the segment its token_type_id names (BERT's final [SEP] is segment B)
+        segment = seq if seq is not None else enc.type_ids[i]
+        pieces.append(Piece(display, tid, start, end, special, tid == unk, cont, segment, raw, partial))
     return Explanation(kind, text, tuple(pieces))

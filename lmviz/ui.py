@@ -158,3 +158,9 @@ def plot(fig, key: str | None = None) -> None:
     """A plotly figure with its toolbar's PNG download, drawn from the bundled plotly.js (offline)."""
     st.plotly_chart(fig, width="stretch", key=key,
                     config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}})
+
+
+def plain(text: str) -> str:
+    """User text made inert for st.markdown/st.info: every ASCII punctuation mark backslash-escaped, so ``**``, ``$x$``,
+    ``[a](b)`` and ``<b>`` show as typed."""
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|~<>$&\"'=:;,/?@%^" else c for c in str(text)).replace("\n", "  \n")

@@ -1,4 +1,194 @@
+"""Masking: what each model is trained to predict — BERT's MLM and NSP, T5's span corruption, GPT-2's next token."""
 import streamlit as st
 
-st.title("masking")
-st.info("This page is being built.")
+from lmviz import objectives, ui
+from lmviz.errors import LmvizError
+from lmviz.viz import masking as vm
+
+OBJECTIVES = {"mlm": "BERT · masked words (MLM)", "nsp": "BERT · next sentence (NSP)",
+              "t5": "T5 · span corruption", "gpt2": "GPT-2 · next token"}
+PRESETS = {
+    "Hamlet": "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the slings and "
+              "arrows of outrageous fortune, or to take arms against a sea of troubles.",
+    "Romeo": "But, soft! what light through yonder window breaks? It is the east, and Juliet is the sun.",
+    "Macbeth": "Tomorrow, and tomorrow, and tomorrow, creeps in this petty pace from day to day.",
+    "Twelfth Night": "If music be the food of love, play on; give me excess of it.",
+}
+DEFAULT = PRESETS["Hamlet"]
+PAIR_MODES = {"true": "the true next speech", "random": "a speech from another play", "own": "my own two sentences"}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _words(name: str, text: str) -> list[str]:
+    return objectives.bert_words(ui.load_model(name), text)
+
+
+@st.cache_data(max_entries=64, show_spinner="BERT is guessing…")
+def _mlm(name: str, text: str, seed: int, rate: float, split: tuple[float, float], chosen: tuple[int, ...] | None):
+    result = objectives.mlm_predict(ui.load_model(name), text, seed, rate, split, chosen)
+    return result, vm.mlm_figure(result), vm.mlm_top5_figure(result)
+
+
+@st.cache_data(max_entries=32, show_spinner="Reading a held-out play…")
+def _nsp_sample(seed: int, true_next: bool) -> tuple[str, str]:
+    return objectives.nsp_sample(seed, true_next)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _nsp(name: str, a: str, b: str):
+    result = objectives.nsp_predict(ui.load_model(name), a, b)
+    return result, vm.nsp_figure(result)
+
+
+@st.cache_data(max_entries=64, show_spinner="T5 is filling in the spans…")
+def _t5(name: str, text: str, seed: int, noise: float, mean_span: float):
+    result = objectives.t5_reconstruct(ui.load_model(name), text, seed, noise, mean_span)
+    return result, vm.t5_figure(result)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _shift(name: str, text: str):
+    table = objectives.gpt2_shift_table(ui.load_model(name), text)
+    return table, vm.shift_figure(table)
+
+
+def seed_control() -> int:
+    """A seed in the URL, and a re-roll button that draws again (dynamic masking: a new draw every time)."""
+    if "w_seed" not in st.session_state:
+        st.session_state["w_seed"] = ui.param("seed", 0, int)
+
+    def reroll() -> None:
+        st.session_state["w_seed"] = (st.session_state["w_seed"] + 1) % 1_000_000
+
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    seed = c1.number_input("Seed (the same seed gives the same draw)", 0, 999_999, key="w_seed", step=1)
+    c2.button("🎲 Re-roll", on_click=reroll, key="reroll", help="A new random draw: BERT and T5 see a new one every epoch.")
+    ui.set_params(seed=int(seed))
+    return int(seed)
+
+
+def mlm_section(name: str, text: str) -> None:
+    st.markdown("BERT learns by filling in blanks (Devlin et al., 2019): **15 %** of the pieces are selected; of those "
+                "**80 %** become `[MASK]`, **10 %** a random token and **10 %** stay as they were — so BERT cannot know which "
+                "visible tokens are genuine, and must keep a good guess for every position. The loss is the "
+                "cross-entropy −ln p(true token) averaged over the selected positions only.")
+    seed = seed_control()
+    c1, c2, c3 = st.columns(3)
+    rate = c1.slider("Selected share", 0.05, 0.5, ui.param("rate", 0.15, float), 0.01, key="w_rate")
+    mask = c2.slider("of which → [MASK]", 0.0, 1.0, ui.param("maskp", 0.8, float), 0.05, key="w_maskp")
+    rand = c3.slider("of which → random token", 0.0, 1.0, ui.param("randp", 0.1, float), 0.05, key="w_randp")
+    if mask + rand > 1.0:
+        st.info(f"[MASK] and random add up to {mask + rand:.0%}; the random share is cut to {1 - mask:.0%}.", icon="ℹ️")
+        rand = round(1.0 - mask, 2)
+    st.caption(f"Of the selected: {mask:.0%} [MASK] · {rand:.0%} random · {1 - mask - rand:.0%} kept.")
+    words = _words(name, text)
+    picked = [int(w) for w in ui.param("words", "").split(",") if w.isdigit() and int(w) < len(words)]
+    chosen = st.multiselect("…or choose the words to mask yourself", range(len(words)), default=picked,
+                            format_func=lambda i: f"{i}: {words[i]}", key="w_words")
+    ui.set_params(rate=rate, maskp=mask, randp=rand, words=",".join(map(str, chosen)) or None)
+    result, strip, top5 = _mlm(name, text, seed, rate, (mask, rand), tuple(chosen) or None)
+    ui.show_notes(result.notes)
+    n = len(result.predictions)
+    hits = sum(p.in_top5 for p in result.predictions)
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Selected positions", n)
+    m2.metric("True token in the top 5", f"{hits} of {n}")
+    m3.metric("MLM loss (nats)", f"{result.loss:.2f}", help="Mean −ln p(true token) over the selected positions.")
+    st.markdown("**What the draw did.** Top row: the pieces of your text; bottom row: what BERT actually reads. "
+                "Hover a coloured piece to see BERT's five best guesses there.")
+    ui.plot(strip, key="mlm_strip")
+    st.markdown("**BERT's five best guesses at each selected position**, most likely first; ✓ and an orange frame mark "
+                "the true piece. A random or kept token still has to be predicted: BERT does not know it was chosen.")
+    ui.plot(top5, key="mlm_top5")
+    with st.expander("The same as a table"):
+        st.dataframe(vm.mlm_rows(result), hide_index=True, width="stretch")
+
+
+def nsp_section(name: str) -> None:
+    st.markdown("BERT's second objective: given `[CLS] A [SEP] B [SEP]`, is B the text that really follows A (**IsNext**) "
+                "or a random one (**NotNext**)? Half of its training pairs are each. The **token_type_ids** (segment "
+                "embeddings) tell BERT which tokens belong to A (0) and which to B (1); the answer is read from `[CLS]`.")
+    mode = st.radio("Sentence B is", list(PAIR_MODES), format_func=PAIR_MODES.get, horizontal=True, key="w_pair",
+                    index=list(PAIR_MODES).index(ui.param("pair", "true", choices=list(PAIR_MODES))))
+    ui.set_params(pair=mode)
+    if mode == "own":
+        a = ui.text_input("a", default="To be, or not to be, that is the question.", label="Sentence A", height=68)
+        b = ui.text_input("b", default="Whether 'tis nobler in the mind to suffer.", label="Sentence B", height=68)
+    else:
+        seed = seed_control()
+        a, b = _nsp_sample(seed, mode == "true")
+        st.caption("A speech from a held-out play (never trained on) and "
+                   + ("the speech that follows it." if mode == "true" else "a speech from another play."))
+        c1, c2 = st.columns(2)
+        c1.text_area("Sentence A", a, disabled=True, height=110)
+        c2.text_area("Sentence B", b, disabled=True, height=110)
+    result, fig = _nsp(name, a, b)
+    ui.show_notes(result.notes)
+    verdict = "IsNext" if result.is_next >= 0.5 else "NotNext"
+    st.metric("BERT's P(IsNext)", f"{result.is_next:.1%}", help="softmax of the NSP head on [CLS]",
+              delta=f"it says {verdict}", delta_color="off")
+    ui.plot(fig, key="nsp_strip")
+
+
+def t5_section(name: str, text: str) -> None:
+    st.markdown("T5 (Raffel et al., 2020) removes random **spans** (15 % of the tokens, 3 tokens long on average) and puts "
+                "one **sentinel** `<extra_id_k>` in place of each; the target is each sentinel followed by the text it hides. "
+                "The decoder writes that target, so T5 learns to reconstruct text, not just single words.")
+    seed = seed_control()
+    c1, c2 = st.columns(2)
+    noise = c1.slider("Noise density (share of tokens hidden)", 0.05, 0.5, ui.param("noise", 0.15, float), 0.01, key="w_noise")
+    span = c2.slider("Mean span length (tokens)", 1.0, 8.0, ui.param("span", 3.0, float), 0.5, key="w_span")
+    ui.set_params(noise=noise, span=span)
+    result, fig = _t5(name, text, seed, noise, span)
+    ui.show_notes(result.notes)
+    correct = sum(f.correct for f in result.fills)
+    m1, m2 = st.columns(2)
+    m1.metric("Spans filled exactly", f"{correct} of {len(result.fills)}")
+    m2.metric("Target loss (nats/token)", f"{result.target_loss:.2f}", help="Teacher-forced cross-entropy of the true target.")
+    st.markdown("Sentinel ⟨k⟩ has the same colour in the input, the target and T5's own greedy output.")
+    ui.plot(fig, key="t5_strip")
+    st.dataframe(vm.t5_rows(result), hide_index=True, width="stretch")
+    c1, c2 = st.columns(2)
+    c1.text_area("The text (truth)", result.original, disabled=True, height=120)
+    c2.text_area("The text with T5's fills put back", result.reconstruction, disabled=True, height=120)
+
+
+def gpt2_section(name: str, text: str) -> None:
+    st.markdown("GPT-2 (Radford et al., 2019) has the simplest objective: every position predicts the **next** token, "
+                "reading only the tokens before it (the causal mask). The targets are the input shifted by one, so one "
+                "text gives a prediction at every position — unlike MLM, which learns from 15 % of them. The loss is "
+                "the mean of −ln p(next token); perplexity is e to that loss.")
+    table, fig = _shift(name, text)
+    ui.show_notes(table.notes)
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Positions predicted", len(table.rows))
+    m2.metric("Loss (nats/token)", f"{table.loss:.2f}")
+    m3.metric("Perplexity", f"{table.perplexity:,.1f}")
+    st.markdown("Bars: the probability GPT-2 gave the true next token. Diamonds: the probability of its own favourite; "
+                "where the two meet, its favourite was right.")
+    ui.plot(fig, key="shift")
+    st.dataframe(vm.shift_rows(table), hide_index=True, width="stretch", height=320)
+
+
+st.title("Masking: what each model is trained to predict")
+st.markdown("A language model learns from text alone by hiding part of it and predicting what was hidden. The three "
+            "models hide it differently, and that choice decides what each is good at.")
+objective = st.radio("Objective", list(OBJECTIVES), format_func=OBJECTIVES.get, horizontal=True, key="w_objective",
+                     index=list(OBJECTIVES).index(ui.param("objective", "mlm", choices=list(OBJECTIVES))))
+ui.set_params(objective=objective)
+kind = {"mlm": "bert", "nsp": "bert", "t5": "t5", "gpt2": "gpt2"}[objective]
+try:
+    loaded = ui.pick_model((kind,), key=f"{kind}_model", label="Model")
+    if loaded is None:
+        st.stop()
+    name = st.session_state[f"w_{kind}_model"]
+    if objective == "nsp":
+        nsp_section(name)
+    else:
+        text = ui.text_input("text", PRESETS, default=DEFAULT, label="Text")
+        if not text.strip():
+            st.info("Type a sentence (or pick a preset) to see what the model is trained to predict in it.", icon="✏️")
+            st.stop()
+        {"mlm": mlm_section, "t5": t5_section, "gpt2": gpt2_section}[objective](name, text)
+except LmvizError as err:
+    ui.error(err)

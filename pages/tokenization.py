@@ -1,4 +1,100 @@
+"""Tokenization: one text through WordPiece (BERT), byte-level BPE (GPT-2) and Unigram (T5), aligned."""
 import streamlit as st
 
-st.title("tokenization")
-st.info("This page is being built.")
+from lmviz import ui
+from lmviz.errors import LmvizError
+from lmviz.inference import label
+from lmviz.tokenizers import explain
+from lmviz.viz import tokens as vt
+
+KINDS = ("bert", "gpt2", "t5")
+PRESETS = {
+    "A long rare word": "Thou art not for the fashion of these times: honorificabilitudinitatibus!",
+    "Contractions": "'Tis true, o'er the hills I'll go; ne'er shall we meet, and we'll say 't was so.",
+    "Names": "Enter Coriolanus, Menenius Agrippa, Volumnia and Sicinius Velutus.",
+    "Numbers": "In 1599 the Globe held 3,000 people; a ticket cost 1d, or 0.4% of a day's wage.",
+    "Emoji": "Love 😍 and a family 👨‍👩‍👧 with a thumbs-up 👍🏽!",
+    "Accents": "Café, naïve façade — the señor's fiancée in Verona.",
+    "Other scripts": "Быть или не быть · 生存还是毁灭 · أكون أو لا أكون · Ἐν ἀρχῇ",
+    "Markup and special tokens": "<b>bold</b> **not bold** $x^2$ [MASK] </s> <extra_id_0> <|endoftext|>",
+}
+PAIRS = {"The next line (for BERT's sentence pair)": "Whether 'tis nobler in the mind to suffer."}
+DEFAULT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer."
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _explain_all(text: str, pair: str | None) -> dict:
+    out = {}
+    for kind in KINDS:
+        try:
+            tok = ui.load_model(kind).tokenizer
+        except LmvizError:
+            continue  # the sidebar says why
+        out[kind] = explain(kind, tok, text, pair if kind == "bert" else None)
+    return out
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _figure(text: str, pair: str | None, width: int):
+    return vt.aligned_rows(text, _explain_all(text, pair), pair, width=width)
+
+
+def _piece_rows(exp) -> list[dict]:
+    return [{"piece": label(p.display), "id": p.id, "characters": f"{p.start}–{p.end}" if p.end > p.start else "",
+             "bytes": " ".join(f"{b:02X}" for b in p.raw_bytes) if p.raw_bytes is not None else "",
+             "kind": "template" if p.special and p.start == p.end else "unknown" if p.unknown else
+             "special (typed)" if p.special else "continues a word" if p.continues_word else "starts a word",
+             "segment": "AB"[min(p.sequence, 1)]} for p in exp.pieces]
+
+
+st.title("Tokenization: how each model cuts text into pieces")
+st.markdown("A model never sees letters: a **tokenizer** cuts the text into pieces from a fixed vocabulary and gives each "
+            "an id. Each of our models learnt its own vocabulary from the same plays: BERT's **WordPiece** "
+            "(lower-case, `##` marks a piece that continues a word), GPT-2's **byte-level BPE** (merges of bytes, so any "
+            "text can be written), and T5's **Unigram** (SentencePiece-style, `▁` marks the start of a word).")
+
+text = ui.text_input("text", PRESETS, default=DEFAULT, label="Text")
+with st.expander("Sentence B (BERT reads a pair as [CLS] A [SEP] B [SEP])", expanded=bool(ui.param("pair", ""))):
+    pair = ui.text_input("pair", PAIRS, default="", label="Sentence B (optional)", height=68)
+width = st.slider("Characters per line", 30, 100, ui.param("width", 56, int, range(30, 101)), step=2, key="w_width")
+ui.set_params(width=width)
+pair = pair if pair.strip() else None
+
+if not text.strip():
+    st.info("Type some text (or pick a preset) to see how each tokenizer cuts it.", icon="✏️")
+    st.stop()
+
+explained = _explain_all(text, pair)
+if not explained:
+    ui.error(LmvizError("No tokenizer is available; see the sidebar for why."))
+    st.stop()
+
+st.subheader("The pieces, aligned under the text")
+st.markdown("Each row is one tokenizer. A box sits under the characters it came from; hover it for its **id**, its "
+            "character span (the source is underlined) and, for BPE, its **bytes**. Grey boxes are added by the "
+            "model's template (`[CLS]`, `[SEP]`, `</s>`), black ones are unknown (`[UNK]`), hatched ones are single bytes "
+            "of a character that BPE has no piece for.")
+if len(text) > vt.MAX_SHOWN or (pair and len(pair) > vt.MAX_SHOWN):
+    st.info(f"The text is {len(text):,} characters: the figure draws the first {vt.MAX_SHOWN}; "
+            "the counts below cover all of it.", icon="ℹ️")
+ui.plot(_figure(text, pair, width), key="aligned")
+
+st.subheader("How many pieces?")
+st.markdown("Fewer pieces per text means each piece carries more: **characters per token** is how much text one "
+            "position of the model's context holds.")
+st.dataframe(vt.token_counts(explained), hide_index=True, width="stretch")
+
+st.subheader("Characters the vocabulary never saw")
+story = vt.unk_story(explained)
+if story:
+    for line in story:
+        st.markdown("- " + ui.plain(line))
+else:
+    st.markdown("Every character here is in all three vocabularies. Try the **Emoji** or **Other scripts** preset: WordPiece "
+                "and Unigram fall back to their unknown token, byte-level BPE spells the character out in bytes.")
+
+st.subheader("Every piece, with its id")
+kind = st.radio("Tokenizer", list(explained), format_func=vt.LONG.get, horizontal=True, key="w_tok",
+                index=list(explained).index(ui.param("tok", list(explained)[0], choices=list(explained))))
+ui.set_params(tok=kind)
+st.dataframe(_piece_rows(explained[kind]), hide_index=True, width="stretch", height=300)

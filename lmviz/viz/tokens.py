@@ -238,3 +238,54 @@ def unk_story(explanations: dict[str, Explanation]) -> list[str]:
         out.append(f"Byte-level BPE never gives up: characters it has not learned become their UTF-8 bytes "
                    f"({len(partial)} byte pieces here, hatched), so every text can be read back exactly.")
     return out
+
+
+# --- coloured token strips ---------------------------------------------------------------------------
+
+@dataclass
+class Cell:
+    """One token in a strip: its label (already escaped), fill colour and hover (already escaped)."""
+
+    text: str
+    colour: str
+    hover: str
+    text_colour: str = "#111111"
+    pattern: str = ""
+
+
+def token_strip(rows: list[tuple[str, list[Cell]]], per_line: int = 14, height_per_row: int = 42,
+                aligned: bool = True) -> go.Figure:
+    """Rows of equal-width token boxes wrapped every ``per_line`` tokens, so 128 tokens stay readable;
+    ``rows`` = (name, cells). ``aligned``: row ``i`` token ``t`` sits above row ``i+1`` token ``t`` (the rows are
+    views of one sequence); otherwise each row is drawn whole, one after the other (different sequences)."""
+    n = max((len(cells) for _, cells in rows), default=0)
+    bands = max(1, -(-n // per_line))
+    lines: list[tuple[float, str, int, list[Cell]]] = []  # (y, row name, first position, cells)
+    if aligned:
+        for band in range(bands):
+            for r, (name, cells) in enumerate(rows):
+                lines.append((-(band * (len(rows) + 0.6) + r), name, band * per_line, cells[band * per_line:(band + 1) * per_line]))
+    else:
+        y = 0.0
+        for name, cells in rows:
+            for start in range(0, max(len(cells), 1), per_line):
+                lines.append((y, name, start, cells[start:start + per_line]))
+                y -= 1
+            y -= 0.6
+    fig = go.Figure()
+    for name, _ in rows:
+        boxes = [Box(slot + 0.04, slot + 0.96, y, c.text, c.colour, c.hover, c.text_colour, c.pattern)
+                 for y, row, _, cells in lines if row == name for slot, c in enumerate(cells)]
+        add_boxes(fig, boxes, escape(name))
+    for y, row, start, cells in lines:
+        if aligned and start and cells and row == rows[0][0]:  # where each wrapped line starts, so a student can count
+            fig.add_annotation(x=0, y=y + ROW / 2 + 0.05, text=str(start), showarrow=False, xanchor="left", yanchor="bottom",
+                               font=dict(size=12, color="#666666"))
+    bottom = min(y for y, *_ in lines)
+    fig.update_yaxes(tickvals=[y for y, *_ in lines], ticktext=[escape(name) for _, name, *_ in lines], showgrid=False,
+                     zeroline=False, range=[bottom - 0.6, 0.6], fixedrange=True)
+    fig.update_xaxes(visible=False, range=[0, per_line], fixedrange=True)
+    base_layout(fig, None, height=int((1.2 - bottom) * height_per_row + 60))
+    fig.update_layout(barmode="overlay", bargap=0, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0),
+                      margin=dict(l=10, r=10, t=40, b=10), hoverlabel=dict(font_family=FONT["family"]))
+    return fig

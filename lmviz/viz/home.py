@@ -1,0 +1,402 @@
+"""The Home page's figures: the three architectures, our sizes beside the originals, training curves, evaluation.
+
+Every number comes from a checkpoint: ``sizes_of`` reads the loaded model's config and counts its
+parameters, ``training_curves`` reads its ``train_log.json``, ``evaluation_rows`` reads the
+``evaluation.json`` that ``python -m lmviz evaluate`` writes (defensively: a missing or renamed
+figure drops its row, it never breaks the page).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from lmviz.viz.style import MODEL_COLOURS, PALETTE, base_layout, escape
+from lmviz.viz.tokens import tint
+
+TITLES = {"bert": "BERT · encoder", "gpt2": "GPT-2 · decoder", "t5": "T5 · encoder-decoder"}
+PURPOSE = {
+    "bert": "reads the whole text at once, every word seeing every other, to understand it: it fills in masked words "
+            "and judges whether sentence B follows sentence A.",
+    "gpt2": "reads left to right and predicts the next token, so it can write: each word sees only the words before it.",
+    "t5": "turns one text into another: an encoder reads the input, a decoder writes the output while looking back "
+          "at the encoder (here: filling in the spans hidden behind sentinels).",
+}
+# Published parameter counts (Devlin et al. 2019; Radford et al. 2019; Brown et al. 2020; Raffel et al. 2020).
+ORIGINALS: list[tuple[str, str, float]] = [
+    ("bert", "BERT-base", 110e6), ("bert", "BERT-large", 340e6),
+    ("gpt2", "GPT-2 small", 117e6), ("gpt2", "GPT-2 medium", 345e6), ("gpt2", "GPT-2 large", 762e6),
+    ("gpt2", "GPT-2 XL", 1.5e9), ("gpt2", "GPT-3", 175e9),
+    ("t5", "T5-small", 60e6), ("t5", "T5-base", 220e6), ("t5", "T5-large", 770e6), ("t5", "T5-3B", 3e9),
+    ("t5", "T5-11B", 11e9),
+]
+
+
+def human(n: float) -> str:
+    """A parameter count as people say it: 2.67 M, 1.5 B."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            v = n / size
+            return f"{v:.3g} {unit}" if v < 100 else f"{v:.0f} {unit}"
+    return f"{n:.0f}"
+
+
+# --- sizes -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sizes:
+    """One model's shape, as the checkpoint says."""
+
+    kind: str
+    layers: int  # T5: encoder layers
+    decoder_layers: int  # T5 only; 0 otherwise
+    heads: int
+    hidden: int
+    ffn: int
+    context: int  # tokens the model reads at most (T5: what lmviz gives its encoder)
+    vocab: int
+    params: int
+
+    @property
+    def layer_text(self) -> str:
+        return f"{self.layers} + {self.decoder_layers}" if self.decoder_layers else str(self.layers)
+
+
+def sizes_from_config(kind: str, config: dict, params: int, context: int | None = None) -> Sizes:
+    """``Sizes`` from a Hugging Face ``config.json`` dict (``model.config.to_hf()``) and a parameter count."""
+    if kind == "bert":
+        return Sizes(kind, config["num_hidden_layers"], 0, config["num_attention_heads"], config["hidden_size"],
+                     config["intermediate_size"], context or config["max_position_embeddings"], config["vocab_size"], params)
+    if kind == "gpt2":
+        return Sizes(kind, config["n_layer"], 0, config["n_head"], config["n_embd"], config.get("n_inner") or 4 * config["n_embd"],
+                     context or config["n_positions"], config["vocab_size"], params)
+    return Sizes(kind, config["num_layers"], config.get("num_decoder_layers") or config["num_layers"], config["num_heads"],
+                 config["d_model"], config["d_ff"], context or config.get("n_positions", 512), config["vocab_size"], params)
+
+
+def sizes_of(loaded) -> Sizes:
+    """The loaded model's ``Sizes``: its config and its real parameter count (tied weights counted once)."""
+    from lmviz.inference import context_limit
+
+    params = sum(p.numel() for p in loaded.model.parameters())
+    return sizes_from_config(loaded.kind, loaded.model.config.to_hf(), params, context_limit(loaded))
+
+
+def sizes_table(sizes: list[Sizes]) -> list[dict]:
+    """One row per model for a table under the diagrams."""
+    return [{"model": TITLES[s.kind], "layers": s.layer_text, "heads": s.heads, "hidden size": s.hidden,
+             "feed-forward": s.ffn, "context (tokens)": s.context, "vocabulary": f"{s.vocab:,}",
+             "parameters": f"{s.params:,} ({human(s.params)})"} for s in sizes]
+
+
+# --- architecture diagrams ----------------------------------------------------------------------------
+
+W = 10.0  # the drawing's width in its own units
+
+
+def _box(fig: go.Figure, x0, y0, x1, y1, text: str, colour: str, size: int = 15, fill: float = 0.75, bold: bool = False) -> None:
+    fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color=colour, width=2),
+                  fillcolor=tint(colour, fill), layer="below")
+    if text:
+        fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=f"<b>{text}</b>" if bold else text, showarrow=False,
+                           font=dict(size=size, color="#111111"), align="center")
+
+
+def _arrow(fig: go.Figure, x0, y0, x1, y1, colour: str = "#444444") -> None:
+    fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", text="", showarrow=True,
+                       arrowhead=2, arrowsize=1.3, arrowwidth=2, arrowcolor=colour)
+
+
+def _mask_glyph(fig: go.Figure, x0: float, y0: float, size: float, causal: bool, colour: str, n: int = 5) -> None:
+    """A tiny attention mask: filled cells may be attended to (all of them, or the lower triangle)."""
+    c = size / n
+    for q in range(n):
+        for k in range(n):
+            on = k <= q or not causal
+            fig.add_shape(type="rect", x0=x0 + k * c, x1=x0 + (k + 1) * c, y0=y0 + (n - 1 - q) * c, y1=y0 + (n - q) * c,
+                          line=dict(color="white", width=1), fillcolor=colour if on else "#E8E8E8")
+
+
+def _stack(fig: go.Figure, x0: float, x1: float, y0: float, sublayers: list[str], count: int, colour: str,
+           title: str | None = None) -> float:
+    """A Transformer stack: one outlined block holding its sub-layers (bottom first), repeated ``count`` times
+    (``× count`` to its right, or after ``title`` above it); returns its top."""
+    h = 1.05
+    top = y0 + 0.35 + h * len(sublayers) + (0.7 if title else 0.2)
+    # two shadow outlines say "this block repeats"
+    for d in (0.24, 0.12):
+        fig.add_shape(type="rect", x0=x0 + d, y0=y0 + d, x1=x1 + d, y1=top + d, line=dict(color=colour, width=1.5),
+                      fillcolor="white", layer="below")
+    fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=top, line=dict(color=colour, width=2.5), fillcolor=tint(colour, 0.93),
+                  layer="below")
+    y = y0 + 0.3
+    for name in sublayers:
+        _box(fig, x0 + 0.25, y, x1 - 0.25, y + h - 0.2, name, colour, size=14, fill=0.7)
+        y += h
+    if title:
+        fig.add_annotation(x=x0 + 0.25, y=top - 0.08, text=f"<b>{title} × {count}</b>", showarrow=False, xanchor="left",
+                           yanchor="top", font=dict(size=16, color=colour))
+    else:
+        fig.add_annotation(x=x1 + 0.35, y=(y0 + top) / 2, text=f"<b>× {count}</b>", showarrow=False, xanchor="left",
+                           font=dict(size=18, color=colour))
+    return top
+
+
+def architecture_diagram(s: Sizes) -> go.Figure:
+    """One model's blocks, bottom (tokens in) to top (prediction out), labelled with its real sizes."""
+    colour = MODEL_COLOURS[s.kind]
+    fig = go.Figure()
+    heads = f"{s.heads} heads"
+    if s.kind in ("bert", "gpt2"):
+        x0, x1 = 1.8, 7.8
+        mid = (x0 + x1) / 2
+        pos = "token + segment + position" if s.kind == "bert" else "token + position"
+        _box(fig, x0, 0.2, x1, 1.2, f"tokens in (≤ {s.context})", "#666666", fill=0.85)
+        _arrow(fig, mid, 1.2, mid, 1.65)
+        _box(fig, x0, 1.65, x1, 3.0, f"{pos}<br>embeddings, {s.vocab:,} × {s.hidden}", colour, size=14)
+        _arrow(fig, mid, 3.0, mid, 3.45)
+        attn = (f"self-attention, {heads}<br>(every token sees all)" if s.kind == "bert"
+                else f"masked self-attention, {heads}<br>(sees only the past)")
+        top = _stack(fig, x0, x1, 3.45, [attn, f"feed-forward {s.hidden}→{s.ffn}→{s.hidden}"], s.layers, colour)
+        _mask_glyph(fig, 0.3, (3.45 + top) / 2 - 0.45, 1.3, causal=s.kind == "gpt2", colour=colour)
+        fig.add_annotation(x=0.95, y=(3.45 + top) / 2 - 0.55, text="mask", showarrow=False, yanchor="top",
+                           font=dict(size=14, color="#444"))
+        _arrow(fig, mid, top + 0.25, mid, top + 0.75)
+        head = ("MLM head: the word under [MASK]<br>NSP head: does B follow A?" if s.kind == "bert"
+                else "LM head: the next token<br>(a softmax over the vocabulary)")
+        _box(fig, x0, top + 0.75, x1, top + 2.15, head, colour, size=14, fill=0.6)
+        ymax = top + 2.35
+    else:
+        ex0, ex1, dx0, dx1 = 0.1, 4.3, 5.5, 9.7
+        _box(fig, ex0, 0.2, ex1, 1.2, f"input (≤ {s.context} tokens)", "#666666", fill=0.85, size=14)
+        _box(fig, dx0, 0.2, dx1, 1.2, "output so far, shifted", "#666666", fill=0.85, size=14)
+        for a, b in ((ex0, ex1), (dx0, dx1)):
+            _arrow(fig, (a + b) / 2, 1.2, (a + b) / 2, 1.65)
+        _box(fig, ex0, 1.65, dx1, 3.0, f"shared token embeddings, {s.vocab:,} × {s.hidden}<br>relative position bias in attention",
+             colour, size=14)
+        for a, b in ((ex0, ex1), (dx0, dx1)):
+            _arrow(fig, (a + b) / 2, 3.0, (a + b) / 2, 3.45)
+        etop = _stack(fig, ex0, ex1 - 0.3, 3.45, [f"self-attention<br>{heads}", "feed-forward"], s.layers, colour, "encoder")
+        dtop = _stack(fig, dx0, dx1 - 0.3, 3.45, [f"masked self-attn.<br>{heads}", f"cross-attention<br>{heads}", "feed-forward"],
+                      s.decoder_layers, colour, "decoder")
+        # the encoder's output feeds every decoder layer's cross-attention
+        cross_y = 3.45 + 0.3 + 1.05 + 0.425
+        out_x, turn = ex1 - 0.9, (ex1 + dx0) / 2
+        fig.add_shape(type="path", path=f"M {out_x} {etop + 0.24} L {out_x} {etop + 1.1} L {turn} {etop + 1.1} L {turn} {cross_y}",
+                      line=dict(color="#444444", width=2.5))
+        _arrow(fig, turn, cross_y, dx0 + 0.25, cross_y)
+        dmid = (dx0 + dx1 - 0.3) / 2
+        _arrow(fig, dmid, dtop + 0.25, dmid, dtop + 0.75)
+        _box(fig, dx0, dtop + 0.75, dx1, dtop + 2.15, "LM head: the next<br>output token", colour, size=14, fill=0.6)
+        ymax = dtop + 2.35
+    n_layers = f"{s.layers}+{s.decoder_layers} layers" if s.decoder_layers else f"{s.layers} layers"
+    title = (f"<b>{TITLES[s.kind]}</b><br><span style='font-size:15px'>{n_layers} · {s.heads} heads · d {s.hidden} · "
+             f"{human(s.params)} parameters</span>")
+    fig.update_yaxes(range=[0, ymax], visible=False, fixedrange=True)
+    fig.update_xaxes(range=[0, W], visible=False, fixedrange=True)
+    base_layout(fig, None, height=int(ymax * 46 + 90))
+    fig.update_layout(title=dict(text=title, x=0.5, xanchor="center", y=0.97, yanchor="top", yref="container", automargin=True, font=dict(size=18, color=colour)),
+                      margin=dict(l=5, r=5, t=85, b=5), showlegend=False, plot_bgcolor="white")
+    return fig
+
+
+# --- our sizes beside the originals -----------------------------------------------------------------
+
+def size_chart(ours: dict[str, int]) -> go.Figure:
+    """Parameter counts on a log scale: ours (``{kind: params}``) beside the published models of each family."""
+    rows = []
+    for kind in ("bert", "gpt2", "t5"):
+        if kind in ours:
+            rows.append((kind, f"our {TITLES[kind].split(' ·')[0]}", float(ours[kind]), True))
+        rows += [(k, name, n, False) for k, name, n in ORIGINALS if k == kind]
+    names = [escape(r[1]) for r in rows]
+    fig = go.Figure(go.Bar(
+        orientation="h", y=names, x=[r[2] for r in rows], text=[human(r[2]) for r in rows], textposition="outside",
+        marker=dict(color=[MODEL_COLOURS[r[0]] if r[3] else tint(MODEL_COLOURS[r[0]], 0.55) for r in rows],
+                    pattern=dict(shape=["" if r[3] else "/" for r in rows], fgcolor="white", size=8, solidity=0.2)),
+        hovertemplate="%{y}: %{x:,.0f} parameters<extra></extra>", cliponaxis=False,
+    ))
+    top = max(r[2] for r in rows)
+    fig.update_xaxes(type="log", title="parameters (log scale: each grid line is 10× more)",
+                     range=[math.log10(min(r[2] for r in rows)) - 0.5, math.log10(top) + 0.9],
+                     tickvals=[10 ** e for e in range(6, 13)], ticktext=["1 M", "10 M", "100 M", "1 B", "10 B", "100 B", "1 T"])
+    fig.update_yaxes(autorange="reversed", tickfont=dict(size=15))
+    base_layout(fig, None, height=34 * len(rows) + 90)
+    fig.update_layout(margin=dict(l=10, r=30, t=10, b=10), showlegend=False, bargap=0.25)
+    return fig
+
+
+# --- training curves ---------------------------------------------------------------------------------
+
+HELD_OUT_LOSS = ("mlm_loss", "loss")  # the held-out loss in an eval entry, first present wins
+FIGURE_NAMES = {"mlm_top1": "MLM top-1 accuracy", "mlm_top5": "MLM top-5 accuracy", "nsp_acc": "NSP accuracy",
+                "content_acc": "span-token accuracy", "bits_per_char": "bits per character", "loss": "held-out loss",
+                "mlm_loss": "held-out MLM loss"}
+
+
+@dataclass
+class Phase:
+    name: str
+    train: list[dict]
+    evals: list[dict]
+    offset: int  # tokens seen before this phase began
+
+
+def phases(log: dict) -> list[Phase]:
+    """The log's training phases in order: the ``init`` run (if the model started from another's weights), then this one."""
+    out: list[Phase] = []
+    init = log.get("init") if isinstance(log, dict) else None
+    first = init.get("log") if isinstance(init, dict) and "log" in init else init
+    offset = 0
+    if isinstance(first, dict) and (first.get("train") or first.get("evals")):
+        name = f"phase 1 ({first.get('device', '?')})"
+        out.append(Phase(name, _entries(first.get("train")), _entries(first.get("evals")), 0))
+        offset = max((e["tokens"] for e in out[0].train + out[0].evals), default=0)
+    name = f"phase {len(out) + 1} ({log.get('device', '?')})" if out else f"training ({log.get('device', '?')})"
+    out.append(Phase(name, _entries(log.get("train")), _entries(log.get("evals")), offset))
+    return out
+
+
+def _entries(rows) -> list[dict]:
+    """Entries that have a token count, sorted by it (anything malformed is skipped)."""
+    if not isinstance(rows, list):
+        return []
+    good = [r for r in rows if isinstance(r, dict) and isinstance(r.get("tokens"), (int, float))]
+    return sorted(good, key=lambda r: r["tokens"])
+
+
+def _held_loss_key(evals: list[dict]) -> str | None:
+    return next((k for k in HELD_OUT_LOSS if any(isinstance(e.get(k), (int, float)) for e in evals)), None)
+
+
+def training_curves(kind: str, log: dict | None) -> go.Figure:
+    """Left: training and held-out loss (nats per predicted token) against tokens seen.
+    Right: the other held-out figures (accuracies, bits per character). Phases are drawn one after the other."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("loss (nats per predicted token)", "held-out figures"))
+    colour = MODEL_COLOURS[kind]
+    parts = phases(log or {})
+    metric_colours: dict[str, str] = {}
+    seen_legend: set[str] = set()
+    for n, ph in enumerate(parts):
+        dash = "dot" if n < len(parts) - 1 else "solid"
+        suffix = f" · {ph.name}" if len(parts) > 1 else ""
+        if ph.train:
+            ys = [r.get("loss") for r in ph.train]
+            fig.add_trace(go.Scatter(x=[r["tokens"] + ph.offset for r in ph.train], y=ys, mode="lines",
+                                     name=f"training loss{suffix}", line=dict(color=tint(colour, 0.35), width=2, dash=dash),
+                                     hovertemplate="%{x:.3s} tokens<br>training loss %{y:.3f}<extra></extra>"), 1, 1)
+        key = _held_loss_key(ph.evals)
+        if key:
+            rows = [e for e in ph.evals if isinstance(e.get(key), (int, float))]
+            fig.add_trace(go.Scatter(x=[e["tokens"] + ph.offset for e in rows], y=[e[key] for e in rows], mode="lines+markers",
+                                     name=f"held-out loss{suffix}", line=dict(color=colour, width=3, dash=dash),
+                                     marker=dict(size=7), hovertemplate="%{x:.3s} tokens<br>held-out loss %{y:.3f}<extra></extra>"), 1, 1)
+        others = sorted({k for e in ph.evals for k, v in e.items() if isinstance(v, (int, float))} -
+                        {"step", "seconds", "tokens", "train_loss", *HELD_OUT_LOSS})
+        for k in others:
+            metric_colours.setdefault(k, PALETTE[(len(metric_colours) + 1) % len(PALETTE)])
+            rows = [e for e in ph.evals if isinstance(e.get(k), (int, float))]
+            name = FIGURE_NAMES.get(k, k.replace("_", " "))
+            fig.add_trace(go.Scatter(x=[e["tokens"] + ph.offset for e in rows], y=[e[k] for e in rows], mode="lines+markers",
+                                     name=escape(name), legendgroup=k, showlegend=k not in seen_legend,
+                                     line=dict(color=metric_colours[k], width=2.5, dash=dash), marker=dict(size=6),
+                                     hovertemplate=f"%{{x:.3s}} tokens<br>{escape(name)} %{{y:.3f}}<extra></extra>"), 1, 2)
+            seen_legend.add(k)
+        if n and ph.offset:
+            for col in (1, 2):
+                fig.add_vline(x=ph.offset, line=dict(color="#666666", dash="dash", width=1.5), row=1, col=col)
+            fig.add_annotation(x=ph.offset, y=1, yref="y domain", text=f" {escape(ph.name)} starts", showarrow=False,
+                               xanchor="left", yanchor="top", font=dict(size=13, color="#444"), row=1, col=1)
+    if not any(ph.train or ph.evals for ph in parts):
+        fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=16),
+                           text="This checkpoint has no train_log.json, so there is no curve to draw.")
+    fig.update_xaxes(title="tokens seen", tickformat=".2s")
+    base_layout(fig, None, height=400)
+    fig.update_layout(legend=dict(orientation="h", y=-0.25, x=0, font=dict(size=14)), margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_annotations(font_size=15, selector=dict(text="loss (nats per predicted token)"))
+    fig.update_annotations(font_size=15, selector=dict(text="held-out figures"))
+    return fig
+
+
+def training_summary(log: dict | None) -> str:
+    """One line: steps, tokens, time and device of the (last phase of the) run."""
+    if not isinstance(log, dict):
+        return "No training log."
+    parts = phases(log)
+    last = (parts[-1].train or parts[-1].evals or [{}])[-1]
+    total = last.get("tokens", 0) + parts[-1].offset
+    secs = sum(((p.train or p.evals or [{}])[-1].get("seconds") or 0) for p in parts)
+    devices = " then ".join(p.name.split("(")[-1].rstrip(")") for p in parts)
+    return (f"{last.get('step', '?')} steps{' in the last phase' if len(parts) > 1 else ''}, {human(total)} tokens seen "
+            f"in all, {secs / 60:.1f} minutes of training on {devices}.")
+
+
+# --- the evaluation table ----------------------------------------------------------------------------
+
+def _num(x) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _dig(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def _fmt(x: float | None) -> str:
+    return f"{x:.3f}" if x is not None else ""
+
+
+# (model kind, figure key, what it is, better when, baselines as (label, path in "baselines"))
+EVAL_ROWS = [
+    ("gpt2", "loss", "next-token loss (nats/token)", "lower", [("unigram", ("unigram", "loss")), ("bigram", ("bigram", "loss"))]),
+    ("gpt2", "bits_per_char", "bits per character", "lower",
+     [("unigram", ("unigram", "bits_per_char")), ("bigram", ("bigram", "bits_per_char"))]),
+    ("bert", "mlm_loss", "MLM loss (nats/masked token)", "lower", []),
+    ("bert", "mlm_top1", "MLM top-1 accuracy", "higher", [("most frequent token", ("most_frequent_top1",))]),
+    ("bert", "mlm_top5", "MLM top-5 accuracy", "higher", []),
+    ("bert", "nsp_acc", "NSP accuracy", "higher", [("chance", ("nsp_chance",))]),
+    ("t5", "loss", "span loss (nats/target token)", "lower", []),
+    ("t5", "content_acc", "span-token accuracy", "higher", [("most frequent token", ("most_frequent_acc",))]),
+]
+MODEL_NAMES = {"bert": "BERT", "gpt2": "GPT-2", "t5": "T5"}
+
+
+def evaluation_rows(data) -> list[dict]:
+    """The rows of ``evaluation.json``: model, figure, ours, baselines. Unknown figures get a plain row;
+    anything missing or malformed is left out rather than failing."""
+    rows: list[dict] = []
+    if not isinstance(data, dict):
+        return rows
+    for kind in ("gpt2", "bert", "t5"):
+        entry = data.get(kind)
+        figures = _dig(entry, "figures")
+        if not isinstance(figures, dict):
+            continue
+        baselines = _dig(entry, "baselines") or {}
+        done = set()
+        for k, key, name, better, bases in EVAL_ROWS:
+            if k != kind or _num(figures.get(key)) is None:
+                continue
+            done.add(key)
+            base = [f"{lab} {_fmt(_num(_dig(baselines, *path)))}" for lab, path in bases if _num(_dig(baselines, *path)) is not None]
+            rows.append({"model": MODEL_NAMES[kind], "figure": name, "ours": round(_num(figures[key]), 4),
+                         "baselines": " · ".join(base), "better": better})
+        for key, value in figures.items():
+            if key not in done and _num(value) is not None:
+                rows.append({"model": MODEL_NAMES[kind], "figure": escape(str(key).replace("_", " ")), "ours": round(_num(value), 4),
+                             "baselines": "", "better": ""})
+    return rows
+
+
+def device_text(device_line: str, logs: dict[str, dict | None]) -> str:
+    """Where this app runs, and where each model was trained."""
+    trained = {MODEL_NAMES[k]: v.get("device") for k, v in logs.items() if isinstance(v, dict) and v.get("device")}
+    where = ", ".join(f"{m} on {d}" for m, d in trained.items())
+    return f"This app runs the models on **{device_line}**." + (f" They were trained with {where}." if where else "")
+
