@@ -182,4 +182,6 @@ def _tied_names(model: torch.nn.Module) -> set[str]:
 
 
 def shipped(kind: str) -> Path:
-    return ASSETS / kind
+    """The shipped model folder of ``kind``; ``LMVIZ_ASSETS=DIR`` points at a copy (tests, a lab's own set)."""
+    root = os.environ.get("LMVIZ_ASSETS")
+    return (Path(root) if root else ASSETS) / kind

@@ -226,7 +226,10 @@ class T5ForConditionalGeneration(nn.Module):
         nn.init.normal_(self.shared.weight, std=1.0)
         for name, p in self.named_parameters():
             if p.dim() == 2 and "shared" not in name and "relative_attention_bias" not in name:
-                nn.init.normal_(p, std=p.shape[1] ** -0.5)
+                # T5 has no 1/sqrt(d) in attention, so the query takes it at init instead (as Mesh TensorFlow
+                # and transformers do); without it the first softmaxes saturate and attention never learns.
+                extra = cfg.d_kv ** -0.5 if name.endswith((".q.weight",)) else 1.0
+                nn.init.normal_(p, std=extra * p.shape[1] ** -0.5)
 
     def encode(self, input_ids, attention_mask=None, want: Want | None = None, record: AttentionRecord | None = None):
         """Encoder states ``[B, S, D]`` and the additive padding mask ``[B, 1, 1, S]`` for cross-attention."""
