@@ -54,7 +54,7 @@ DEFAULTS: dict[str, TrainConfig] = {
                         weight_decay=0.01, save_every=1000,
                         model=dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
                                    max_position_embeddings=128, dropout=0.1)),
-    "t5": TrainConfig("t5", steps=2534, batch_size=128, lr=5e-4, warmup=500, seq_len=128, short_seq_len=64, short_frac=0.3,
+    "t5": TrainConfig("t5", steps=1521, batch_size=128, lr=1e-3, warmup=300, seq_len=128, short_seq_len=64, short_frac=0.3,
                       weight_decay=0.01, save_every=1000,
                       model=dict(d_model=192, d_kv=48, d_ff=768, num_layers=4, num_decoder_layers=4, num_heads=4, dropout=0.1)),
 }
