@@ -12,6 +12,8 @@ text, and a branch (a token forced at step ``k``) leaves every step before ``k``
 """
 from __future__ import annotations
 
+import csv
+import io
 import math
 import statistics
 import time
@@ -380,14 +382,17 @@ class Decoding:
         self.use_cache, self.measure = use_cache, measure
         self.ids = list(self.dec.start)
         self.cache = None
+        checked = self._check_forced(forced or {})
         self.gen = Generation(loaded.kind, strategy, int(seed), [self.dec.label(i) for i in self.dec.start], self.dec.source,
-                              notes=self.dec.notes + notes, forced=self._check_forced(forced or {}))
+                              notes=self.dec.notes + notes, forced=checked)
 
     def _check_forced(self, forced: dict[int, int]) -> dict[int, int]:
-        bad = {k: v for k, v in forced.items() if not 0 <= int(v) < self.dec.vocab_size}
-        if bad:
-            raise LmvizError(f"Token id {next(iter(bad.values()))} is outside the vocabulary (0–{self.dec.vocab_size - 1}).")
-        return {int(k): int(v) for k, v in forced.items() if 0 <= int(k) < self.max_steps}
+        """Branch choices that exist: a token outside the vocabulary or a step past the limit is dropped, with a note."""
+        keep = {int(k): int(v) for k, v in forced.items() if 0 <= int(v) < self.dec.vocab_size and 0 <= int(k) < self.max_steps}
+        if len(keep) < len(forced):
+            self.dec.notes.append(f"{len(forced) - len(keep)} branch choice(s) name a token outside the vocabulary "
+                                  f"(0–{self.dec.vocab_size - 1}) or a step past the limit, so they were ignored.")
+        return keep
 
     @property
     def done(self) -> bool:
@@ -424,7 +429,7 @@ class Decoding:
         self.ids.append(chosen)
         gen.text = self._text()
         if chosen == dec.eos:
-            gen.stop_reason = f"the end-of-text token {step.chosen.token}"
+            gen.stop_reason = f"the model chose the end-of-text token {step.chosen.token}"
         return step
 
     def run(self, n: int) -> Generation:
@@ -497,7 +502,8 @@ def beam_search(loaded: Loaded, text: str, strategy: Strategy, max_steps: int = 
         gen.beams.append(nxt)
         live = [b for b in nxt if not b.finished]
         if len(gen.finished) >= width or not live:
-            gen.stop_reason = "every beam wrote the end-of-text token" if not live else f"{width} beams finished"
+            gen.stop_reason = ("every beam ended with the end-of-text token" if not live
+                               else f"{width} beams ended with the end-of-text token")
             break
         cache = dec.reorder(out.cache, torch.tensor(parents, device=dec.device))
     else:
@@ -546,6 +552,24 @@ def branch(loaded: Loaded, gen: Generation, text: str, at: int, token_id: int, s
     return generate(loaded, text, gen.strategy, max(steps or len(gen.steps), at + 1), gen.seed, forced)
 
 
+def parse_forced(text: str) -> tuple[dict[int, int], str | None]:
+    """A link's branch choices, ``"4:812,7:93"`` (step:token id), and a note if part of it could not be read."""
+    forced, bad = {}, []
+    for part in filter(None, (text or "").split(",")):
+        try:
+            k, v = (int(x) for x in part.split(":"))
+            if k < 0 or v < 0:
+                raise ValueError
+            forced[k] = v
+        except ValueError:
+            bad.append(part)
+    return forced, (f"The link's branch choice {bad[0][:40]!r} is not step:token, so it was ignored." if bad else None)
+
+
+def format_forced(forced: dict[int, int]) -> str | None:
+    return ",".join(f"{k}:{v}" for k, v in sorted(forced.items())) or None
+
+
 def clamp_step(gen: Generation, step: int) -> tuple[int, str | None]:
     """A step index that exists in ``gen`` and, if it had to move, a note saying so (an old link's step)."""
     last = len(gen.steps) - 1
@@ -578,6 +602,16 @@ def view_data(gen: Generation, step: int, layer: int, head: int | None) -> dict:
             "head": "mean" if head is None else head, "query": s.query, "reason": s.reason,
             "candidates": step_table(gen, step), "attention": att, "attention_keys": {"causal": gen.context(step), "cross": gen.source},
             "kv_cache": s.cache, "ms_cached": s.ms_cached, "ms_recompute": s.ms_recompute}
+
+
+def csv_text(rows: list[dict]) -> str:
+    """Rows of plain values as CSV text (the download button's data)."""
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
 
 
 @torch.inference_mode()

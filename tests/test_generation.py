@@ -8,7 +8,7 @@ import torch
 from lmviz import checkpoints
 from lmviz.errors import LmvizError
 from lmviz.generation import (MAX_STEPS, MIN_TEMPERATURE, Strategy, branch, clamp_step, generate, pick, shape, step_rng,
-                              step_table, step_timing, view_data)
+                              step_table, step_timing, view_data, parse_forced, format_forced, csv_text)
 
 PROMPT = "ROMEO: But soft, what light through yonder window"
 T5_INPUT = "To be or not to <extra_id_0>, that is the <extra_id_1>."
@@ -220,9 +220,16 @@ def test_an_old_links_step_past_the_end_is_clamped(gpt2):
     assert clamp_step(gen, 1) == (1, None) and clamp_step(gen, -4)[0] == 0
 
 
-def test_a_forced_token_outside_the_vocabulary_is_an_lmviz_error(gpt2):
-    with pytest.raises(LmvizError):
-        generate(gpt2, PROMPT, Strategy("greedy"), 3, forced={1: 10 ** 7})
+def test_a_branch_choice_outside_the_vocabulary_is_dropped_and_stated(gpt2):
+    gen = generate(gpt2, PROMPT, Strategy("greedy"), 3, forced={1: 10 ** 7, 2: 5}, measure=False)
+    assert gen.forced == {2: 5} and gen.steps[2].chosen.id == 5 and any("ignored" in n for n in gen.notes)
+
+
+def test_branch_choices_survive_a_link():
+    assert parse_forced("4:812,7:93") == ({4: 812, 7: 93}, None)
+    assert format_forced({7: 93, 4: 812}) == "4:812,7:93" and format_forced({}) is None
+    forced, note = parse_forced("4:812,<script>,-1:3")
+    assert forced == {4: 812} and "ignored" in note
 
 
 def test_an_encoder_cannot_generate():
@@ -271,3 +278,38 @@ def test_t5_beam_search_draws_a_tree(t5):
 def test_t5_empty_input_is_an_lmviz_error(t5):
     with pytest.raises(LmvizError, match="empty"):
         generate(t5, "  ", Strategy("greedy"), 3)
+
+
+# --- the figures ------------------------------------------------------------------------------------
+
+def test_figures_of_a_run(gpt2, t5):
+    import plotly.graph_objects as go
+
+    from lmviz.viz.generation import (attention_row_figure, attention_steps_figure, beam_tree, cache_figure,
+                                      candidates_figure, strategy_figure)
+
+    for strategy in (Strategy("top_p", top_p=0.8, temperature=0.7), Strategy("top_k", top_k=4), Strategy("greedy")):
+        gen = generate(gpt2, "<b>**x**</b>", strategy, 4, seed=2)
+        s = gen.steps[2]
+        bars = candidates_figure(s, strategy)
+        assert len(bars.data) == 2
+        assert any("◀ chosen" in y for y in bars.data[0].y)
+        curve = strategy_figure(s, strategy)
+        assert isinstance(curve, go.Figure) and any(t.name == "chosen" for t in curve.data)
+        row = attention_row_figure(s, gen.context(2), "causal", 1, None)
+        assert len(row.data[0].y) == len(gen.context(2))
+        steps = attention_steps_figure(gen, 3, "causal", 0, 2)
+        assert np.asarray(steps.data[0].z).shape == (4, len(gen.context(3)))
+        cache = cache_figure(gen, 3)
+        assert list(cache.data[0].y) == [x.cache_positions() for x in gen.steps]
+    beam = generate(t5, T5_INPUT, Strategy("beam", beam_width=3), 4)
+    tree = beam_tree(beam)
+    assert sum(len(level) for level in beam.beams) == len(tree.data[2].x)
+    assert attention_row_figure(beam.steps[0], beam.source, "cross", 0, 1).data[0].y.shape == (len(beam.source),)
+
+
+def test_csv_export_of_a_step(gpt2):
+    gen = generate(gpt2, PROMPT, Strategy("greedy"), 2, measure=False)
+    text = csv_text(step_table(gen, 1))
+    assert text.splitlines()[0] == "step,rank,token,id,prob,after_temperature,after_strategy,chosen"
+    assert len(text.splitlines()) == len(gen.steps[1].candidates) + 1

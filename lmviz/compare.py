@@ -1,0 +1,134 @@
+"""One sentence through an encoder, a decoder and an encoder-decoder, and numbers that tell them apart.
+
+Per layer, averaged over heads (or for one head) and over query positions:
+
+- entropy: ``−Σ p log p`` of a query's attention row, in nats (0 = all on one token; ``log K`` = uniform);
+- distance: ``Σ_j p_ij |i − j|``, how many positions away a query looks on average, and ``offset``,
+  ``Σ_j p_ij (j − i)``: negative looks back, positive forward (a causal decoder can only look back);
+- special: the share of attention on special tokens (``[CLS]``, ``[SEP]``, ``</s>``, ``<pad>``…);
+- self: the share a token puts on itself.
+
+Cross-attention (T5's decoder reading the encoder) has no self and no distance: queries and keys
+are different sequences, so those two are NaN there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lmviz.checkpoints import Loaded
+from lmviz.errors import LmvizError
+from lmviz.inference import attention_run
+
+METRICS = {"entropy": "entropy (nats)", "distance": "mean distance (tokens)", "special": "share to special tokens",
+           "self": "share to itself"}
+SERIES_NAMES = {("bert", "self"): "BERT (bidirectional)", ("gpt2", "causal"): "GPT-2 (causal)",
+                ("t5", "self"): "T5 encoder (bidirectional)", ("t5", "causal"): "T5 decoder (causal)",
+                ("t5", "cross"): "T5 cross (decoder → encoder)"}
+
+
+@dataclass
+class View:
+    """One model's attention of one kind: ``probs [L, H, Q, K]`` with its token labels."""
+
+    model: str  # bert | gpt2 | t5
+    kind: str  # self | causal | cross
+    queries: list[str]
+    keys: list[str]
+    probs: np.ndarray
+    special_keys: list[bool]
+
+    @property
+    def name(self) -> str:
+        return SERIES_NAMES[(self.model, self.kind)]
+
+    @property
+    def layers(self) -> int:
+        return self.probs.shape[0]
+
+    @property
+    def heads(self) -> int:
+        return self.probs.shape[1]
+
+    def matrix(self, layer: int, head: int | None) -> np.ndarray:
+        """``[Q, K]`` of one layer, for one head or the mean of the heads; out-of-range indices are clamped."""
+        a = self.probs[min(max(layer, 0), self.layers - 1)]
+        return a.mean(0) if head is None else a[min(max(head, 0), self.heads - 1)]
+
+
+def attention_stats(probs: np.ndarray, special_keys: list[bool] | np.ndarray, same_sequence: bool,
+                    head: int | None = None) -> dict[str, np.ndarray]:
+    """``probs [L, H, Q, K]`` → ``{metric: [L]}`` (see the module docstring); ``head=None`` averages the heads."""
+    p = np.asarray(probs, dtype=np.float64)
+    if head is not None:
+        p = p[:, head: head + 1]
+    L, _, Q, K = p.shape
+    logp = np.log(np.where(p > 0, p, 1.0))
+    out = {"entropy": -(p * logp).sum(-1).mean((1, 2)),
+           "special": p[..., np.asarray(special_keys, dtype=bool)].sum(-1).mean((1, 2))}
+    if same_sequence:
+        offset = np.arange(K)[None, :] - np.arange(Q)[:, None]  # j − i
+        out["distance"] = (p * np.abs(offset)).sum(-1).mean((1, 2))
+        out["offset"] = (p * offset).sum(-1).mean((1, 2))
+        out["self"] = np.einsum("lhqq->lhq", p[..., :Q]).mean((1, 2)) if K >= Q else np.full(L, np.nan)
+    else:
+        out["distance"] = out["offset"] = out["self"] = np.full(L, np.nan)
+    return out
+
+
+@dataclass
+class Comparison:
+    text: str
+    views: list[View]
+    notes: list[str] = field(default_factory=list)
+
+    def view(self, model: str, kind: str) -> View | None:
+        return next((v for v in self.views if v.model == model and v.kind == kind), None)
+
+    def stats(self, head: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """``{series name: {metric: [L]}}``; a head beyond a model's heads falls back to the mean of its heads."""
+        return {v.name: attention_stats(v.probs, v.special_keys, v.kind != "cross",
+                                        head if head is not None and head < v.heads else None) for v in self.views}
+
+    def table(self, head: int | None = None) -> list[dict]:
+        """The stats as rows (model, attention, layer, metric values): the CSV export."""
+        rows = []
+        for v in self.views:
+            s = attention_stats(v.probs, v.special_keys, v.kind != "cross", head if head is not None and head < v.heads else None)
+            for layer in range(v.layers):
+                rows.append({"series": v.name, "model": v.model, "attention": v.kind, "layer": layer,
+                             **{m: (None if np.isnan(s[m][layer]) else round(float(s[m][layer]), 6)) for m in (*METRICS, "offset")}})
+        return rows
+
+
+def compare(models: dict[str, Loaded], text: str) -> Comparison:
+    """Run ``text`` through each of ``models`` (keyed ``bert``, ``gpt2``, ``t5``; any may be missing).
+
+    T5's decoder reads the same sentence (teacher-forced, after its start token), so its causal
+    triangle and its cross-attention are over the student's words, not over what T5 would write.
+    """
+    if not (text or "").strip():
+        raise LmvizError("The text is empty: type a sentence to compare how the models attend to it.")
+    views, notes = [], []
+    for kind in ("bert", "gpt2", "t5"):
+        loaded = models.get(kind)
+        if loaded is None:
+            notes.append(f"No {kind} model is loaded, so it is left out.")
+            continue
+        run = attention_run(loaded, text, target=text if kind == "t5" else None)
+        for note in run.notes:
+            notes.append(f"{kind.upper() if kind != 'gpt2' else 'GPT-2'}: {note}")
+        for att in run.record.kinds:
+            queries, keys = run.axes(att)
+            special = run.special["decoder" if att == "causal" else "encoder"]
+            views.append(View(kind, att, queries, keys, run.record.stacked(att).numpy(), list(special)))
+    return Comparison(text, views, notes)
+
+
+def view_data(comparison: Comparison, layer: int, head: int | None) -> dict:
+    """The current view as plain data (the JSON export): each model's tokens, its matrix at ``layer``/``head``, the stats."""
+    return {"text": comparison.text, "layer": layer, "head": "mean" if head is None else head,
+            "views": [{"series": v.name, "queries": v.queries, "keys": v.keys,
+                       "attention": v.matrix(layer, head).round(6).tolist()} for v in comparison.views],
+            "stats": comparison.table(head)}

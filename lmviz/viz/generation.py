@@ -1,0 +1,166 @@
+"""Figures of one decoding run: the candidates, what the strategy does to them, attention rows, the KV cache, beams."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from lmviz.generation import STRATEGY_NAMES, Generation, Step, Strategy
+from lmviz.viz.attention import attention_heatmap
+from lmviz.viz.style import PALETTE, SEQUENTIAL, base_layout, escape, ticks
+
+MODEL_C, AFTER_C, CHOSEN_C, CUT_C = PALETTE[4], PALETTE[0], PALETTE[5], "#BBBBBB"
+
+
+def candidates_figure(step: Step, strategy: Strategy) -> go.Figure:
+    """The most likely next tokens: the model's probability beside what the strategy draws from; the chosen one outlined."""
+    cands = step.candidates
+    y = [f"{c.rank}. {escape(c.token)}" + ("  ◀ chosen" if c.id == step.chosen.id else "") for c in cands]
+    after = "after " + STRATEGY_NAMES[strategy.name] if strategy.name != "beam" else "greedy pick (beam search ranks whole beams)"
+    line = [3 if c.id == step.chosen.id else 0 for c in cands]
+    fig = go.Figure([
+        go.Bar(y=y, x=[c.prob for c in cands], orientation="h", name="the model's probability", marker_color=MODEL_C,
+               marker_line=dict(width=line, color=CHOSEN_C), hovertemplate="%{y}<br>model p = %{x:.4f}<extra></extra>"),
+        go.Bar(y=y, x=[c.final for c in cands], orientation="h", name=after,
+               marker_color=[AFTER_C if c.kept else CUT_C for c in cands], marker_line=dict(width=line, color=CHOSEN_C),
+               hovertemplate="%{y}<br>after the strategy p = %{x:.4f}<extra></extra>"),
+    ])
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.12), bargap=0.25)
+    fig.update_yaxes(autorange="reversed", title=None)
+    fig.update_xaxes(title="probability", range=[0, 1.02])
+    return base_layout(fig, f"Step {step.index}: after «{step.query}», the next token", 90 + 34 * len(cands) + 80)
+
+
+def strategy_figure(step: Step, strategy: Strategy) -> go.Figure:
+    """Probabilities sorted from most to least likely (log rank): the model's, the reshaped ones, the cumulative
+    curve, and where top-k or top-p cut the tail."""
+    n = len(step.curve_raw)
+    rank = np.arange(1, n + 1)
+    raw, temp = np.array(step.curve_raw), np.array(step.curve_tempered)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=rank, y=raw, name="the model (T = 1)", line=dict(color=MODEL_C, width=3),
+                             hovertemplate="rank %{x}: p = %{y:.4f}<extra></extra>"))
+    if strategy.name in ("temperature", "top_k", "top_p") and strategy.temperature != 1:
+        fig.add_trace(go.Scatter(x=rank, y=temp, name=f"reshaped, T = {strategy.temperature:g}",
+                                 line=dict(color=AFTER_C, width=3, dash="dash"),
+                                 hovertemplate="rank %{x}: p = %{y:.4f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=rank, y=np.cumsum(temp), name="cumulative", line=dict(color=PALETTE[2], width=2, dash="dot"),
+                             hovertemplate="top %{x} tokens hold %{y:.3f}<extra></extra>"), secondary_y=True)
+    if strategy.name in ("top_k", "top_p", "greedy", "beam"):
+        cut = min(step.kept, n)
+        fig.add_vrect(x0=0.8, x1=cut + 0.4, fillcolor=AFTER_C, opacity=0.10, line_width=0)
+        label = {"top_k": f"top-k: {step.kept} kept", "top_p": f"top-p: {step.kept} kept",
+                 "greedy": "greedy: rank 1", "beam": "best next token of this beam"}[strategy.name]
+        fig.add_vline(x=cut + 0.4, line=dict(color=CHOSEN_C, width=2),
+                      annotation=dict(text=label, font=dict(size=15), xanchor="left"))
+    if strategy.name == "top_p":
+        fig.add_hline(y=strategy.top_p, line=dict(color=PALETTE[2], width=1.5, dash="dash"), secondary_y=True,
+                      annotation=dict(text=f"p = {strategy.top_p:g}", font=dict(size=15), xanchor="right", x=1))
+    fig.add_trace(go.Scatter(x=[step.chosen.rank], y=[step.chosen.prob], mode="markers", name="chosen",
+                             marker=dict(color=CHOSEN_C, size=14, symbol="star"),
+                             hovertemplate=f"chosen: {escape(step.chosen.token)} (rank %{{x}})<extra></extra>"))
+    fig.update_xaxes(type="log", title="rank (1 = most likely), log scale")
+    fig.update_yaxes(title="probability", secondary_y=False, rangemode="tozero")
+    fig.update_yaxes(title="cumulative", range=[0, 1.05], secondary_y=True, showgrid=False)
+    fig.update_layout(legend=dict(orientation="h", y=-0.25))
+    return base_layout(fig, "What the strategy does to the distribution", 430)
+
+
+def _row(step: Step, kind: str, layer: int, head: int | None) -> np.ndarray:
+    rows = step.attention[kind][layer]
+    return rows.mean(0) if head is None else rows[head]
+
+
+def attention_row_figure(step: Step, keys: list[str], kind: str, layer: int, head: int | None) -> go.Figure:
+    """The query's attention row over ``keys`` as bars (the new token's view of its context, or of the input)."""
+    w = _row(step, kind, layer, head)
+    x = list(range(len(keys)))
+    hover = [f"{i}: {escape(k)}" for i, k in enumerate(keys)]
+    fig = go.Figure(go.Bar(x=x, y=w, customdata=hover, marker_color=AFTER_C if kind == "causal" else PALETTE[2],
+                           hovertemplate="%{customdata}<br>weight %{y:.3f}<extra></extra>"))
+    xi, xt = ticks(keys)
+    fig.update_xaxes(tickvals=xi, ticktext=xt, tickangle=-60, title="input token" if kind == "cross" else "context token")
+    fig.update_yaxes(title="attention weight", rangemode="tozero")
+    who = "mean of the heads" if head is None else f"head {head}"
+    what = "cross-attention over the input" if kind == "cross" else "attention over the context"
+    return base_layout(fig, f"«{step.query}» → {what} (layer {layer}, {who})", 360)
+
+
+def attention_steps_figure(gen: Generation, upto: int, kind: str, layer: int, head: int | None) -> go.Figure:
+    """Each step's query row stacked (rows: steps 0…``upto``): the decoder's attention as it wrote."""
+    steps = gen.steps[: upto + 1]
+    keys = gen.source if kind == "cross" else gen.context(upto)
+    z = np.zeros((len(steps), len(keys)))
+    for i, s in enumerate(steps):
+        r = _row(s, kind, layer, head)
+        z[i, : len(r)] = r
+    queries = [f"step {s.index}: {s.query}" for s in steps]
+    who = "mean of the heads" if head is None else f"head {head}"
+    title = f"{'Cross-attention' if kind == 'cross' else 'Attention'} of every step so far (layer {layer}, {who})"
+    return attention_heatmap(z, queries, keys, title=title, height=max(320, min(800, 30 * len(steps) + 220)))
+
+
+def cache_figure(gen: Generation, upto: int) -> go.Figure:
+    """Left: the KV cache's size after each step; right: each step's time with the cache beside a full recompute."""
+    steps = gen.steps[: upto + 1]
+    x = [s.index for s in steps]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("KV cache: positions held per layer", "time of the step (ms)"),
+                        horizontal_spacing=0.12)
+    fig.add_trace(go.Bar(x=x, y=[s.cache_positions() for s in steps], name="cached positions", marker_color=MODEL_C,
+                         customdata=[_shape_text(s) for s in steps],
+                         hovertemplate="step %{x}: %{y} positions<br>%{customdata}<extra></extra>"), 1, 1)
+    for key, name, colour in (("ms_cached", "with the KV cache", AFTER_C), ("ms_recompute", "recompute everything", CHOSEN_C)):
+        y = [getattr(s, key) for s in steps]
+        if any(v is not None for v in y):
+            fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers", line=dict(color=colour, width=3),
+                                     hovertemplate=f"{name}<br>step %{{x}}: %{{y:.1f}} ms<extra></extra>"), 1, 2)
+    fig.update_xaxes(title="step")
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_layout(legend=dict(orientation="h", y=-0.3))
+    return base_layout(fig, None, 380)
+
+
+def _shape_text(step: Step) -> str:
+    first = step.cache[0]
+    parts = [f"K and V each {list(first['self'])}"]
+    if "cross" in first:
+        parts.append(f"cross K and V each {list(first['cross'])}")
+    return " · ".join(parts) + f" × {len(step.cache)} layers"
+
+
+def beam_tree(gen: Generation) -> go.Figure:
+    """The beams after each step as a tree: a node per kept token, an edge to the beam it extends,
+    colour the summed log-probability, squares the beams that ended; the best beam drawn thick."""
+    pos: list[list[float]] = []  # y of each node, per step
+    best_ids = [s.chosen.id for s in gen.steps]
+    ex, ey, bx, by = [], [], [], []
+    nx, ny, text, score, hover, symbol = [], [], [], [], [], []
+    for t, level in enumerate(gen.beams):
+        prev_live = [i for i, b in enumerate(gen.beams[t - 1]) if not b.finished] if t else [0]
+        ys = [float(i) for i in range(len(level))]
+        pos.append(ys)
+        for i, b in enumerate(level):
+            py = pos[t - 1][prev_live[b.parent]] if t else (len(level) - 1) / 2
+            on_best = b.ids == best_ids[: len(b.ids)]
+            (bx if on_best else ex).extend([t - 1, t, None])
+            (by if on_best else ey).extend([py, ys[i], None])
+            nx.append(t)
+            ny.append(ys[i])
+            text.append(escape(b.tokens[-1])[:12])
+            score.append(b.score)
+            symbol.append("square" if b.finished else "circle")
+            hover.append(f"step {t}: {escape(''.join(b.tokens))[-60:]}<br>Σ log p = {b.score:.3f}"
+                         + ("<br>ended" if b.finished else ""))
+    fig = go.Figure([
+        go.Scatter(x=ex, y=ey, mode="lines", line=dict(color=CUT_C, width=1.5), hoverinfo="skip", showlegend=False),
+        go.Scatter(x=bx, y=by, mode="lines", line=dict(color=CHOSEN_C, width=4), hoverinfo="skip", name="best beam"),
+        go.Scatter(x=nx, y=ny, mode="markers+text", text=text, textposition="top center", textfont=dict(size=14),
+                   marker=dict(size=16, color=score, colorscale=SEQUENTIAL, symbol=symbol, colorbar=dict(title="Σ log p"),
+                               line=dict(width=1, color="#333")),
+                   hovertext=hover, hoverinfo="text", showlegend=False),
+    ])
+    fig.update_xaxes(title="step", dtick=1, range=[-1.4, max(1, len(gen.beams)) - 0.4])
+    fig.update_yaxes(title="beam", autorange="reversed", showticklabels=False)
+    fig.update_layout(legend=dict(orientation="h", y=-0.18))
+    width = max((len(level) for level in gen.beams), default=1)
+    return base_layout(fig, "Beam search: the beams kept at each step", 200 + 60 * width)
