@@ -110,8 +110,9 @@ try:
     if walk.open is not False:
         with walk:
             arith = head_arithmetic(rec, kind, layer, head, query)
-            scale = ("T5 does **not** divide by √d; it adds a learned relative position bias instead"
-                     if arith.position_bias is not None else f"then divides by √d = √{arith.d_head}")
+            scale = (f"then divides by √d = √{arith.d_head}" if arith.scale != 1.0 else
+                     "T5 does **not** divide by √d; it adds a learned relative position bias instead"
+                     if arith.position_bias is not None else "T5 does **not** divide by √d (and cross-attention adds no position bias)")
             st.write(f"How query **{query}: {queries[query]}** (layer {layer}, head {head}) gets its weights. The model "
                      f"projects each token to a query vector q, a key vector k and a value vector v (d = {arith.d_head} "
                      f"numbers each). It takes the dot product of q with every k, {scale}, adds the mask (−∞ where the "

@@ -35,6 +35,15 @@ def vectors_figure(a: HeadArithmetic, keys: list[str], query: str) -> go.Figure:
     return base_layout(fig, None, max(260, min(700, 16 * len(y) + 120)))
 
 
+def second_step(a: HeadArithmetic) -> str:
+    """What happens between the dot products and the mask for this head."""
+    if a.position_bias is not None:
+        return "+ relative position bias (T5: no ÷√d)"
+    if a.scale == 1.0:
+        return "unchanged (T5: no ÷√d, and cross-attention has no position bias)"
+    return f"× 1/√d = × {a.scale:.4f}"
+
+
 WALKTHROUGH = ("dots", "scaled", "masked", "probs")
 MASK_EFFECT = ("scores", "masked", "probs")
 
@@ -51,8 +60,7 @@ def steps_figure(a: HeadArithmetic, keys: list[str], steps: tuple[str, ...] = WA
     t5 = a.position_bias is not None
     catalogue = {
         "dots": ("q · k  (dot products)", a.dots, PALETTE[0]),
-        "scaled": ("+ relative position bias (T5: no ÷√d)" if t5 else f"× 1/√d = × {a.scale:.4f}",
-                   a.scores if t5 else a.scaled, PALETTE[4]),
+        "scaled": (second_step(a), a.scores, PALETTE[4]),
         "scores": ("scores before the mask", a.scores, PALETTE[0]),
         "masked": ("+ mask (grey: −∞, hidden)", masked, PALETTE[1]),
         "probs": ("softmax: the weights (one row of the heatmap)", a.probs, PALETTE[2]),
