@@ -152,34 +152,32 @@ def architecture_diagram(s: Sizes) -> go.Figure:
     if s.kind in ("bert", "gpt2"):
         x0, x1 = 1.8, 7.8
         mid = (x0 + x1) / 2
-        pos = "token + segment + position" if s.kind == "bert" else "token + position"
+        pos = "token + segment<br>+ position" if s.kind == "bert" else "token + position"
         _box(fig, x0, 0.2, x1, 1.2, f"tokens in (≤ {s.context})", "#666666", fill=0.85)
         _arrow(fig, mid, 1.2, mid, 1.65)
-        _box(fig, x0, 1.65, x1, 3.0, f"{pos}<br>embeddings, {s.vocab:,} × {s.hidden}", colour, size=14)
+        _box(fig, x0, 1.65, x1, 3.0, f"{pos}<br>embeddings {s.vocab:,}×{s.hidden}", colour, size=14)
         _arrow(fig, mid, 3.0, mid, 3.45)
-        attn = (f"self-attention, {heads}<br>(every token sees all)" if s.kind == "bert"
-                else f"masked self-attention, {heads}<br>(sees only the past)")
-        top = _stack(fig, x0, x1, 3.45, [attn, f"feed-forward {s.hidden}→{s.ffn}→{s.hidden}"], s.layers, colour)
+        attn = f"self-attention<br>{heads}, sees all" if s.kind == "bert" else f"masked self-attn.<br>{heads}, past only"
+        top = _stack(fig, x0, x1, 3.45, [attn, f"feed-forward<br>{s.hidden}→{s.ffn}→{s.hidden}"], s.layers, colour)
         _mask_glyph(fig, 0.3, (3.45 + top) / 2 - 0.45, 1.3, causal=s.kind == "gpt2", colour=colour)
         fig.add_annotation(x=0.95, y=(3.45 + top) / 2 - 0.55, text="mask", showarrow=False, yanchor="top",
                            font=dict(size=14, color="#444"))
         _arrow(fig, mid, top + 0.25, mid, top + 0.75)
-        head = ("MLM head: the word under [MASK]<br>NSP head: does B follow A?" if s.kind == "bert"
-                else "LM head: the next token<br>(a softmax over the vocabulary)")
+        head = "MLM head: fill [MASK]<br>NSP head: B after A?" if s.kind == "bert" else "LM head:<br>the next token"
         _box(fig, x0, top + 0.75, x1, top + 2.15, head, colour, size=14, fill=0.6)
         ymax = top + 2.35
     else:
         ex0, ex1, dx0, dx1 = 0.1, 4.3, 5.5, 9.7
-        _box(fig, ex0, 0.2, ex1, 1.2, f"input (≤ {s.context} tokens)", "#666666", fill=0.85, size=14)
-        _box(fig, dx0, 0.2, dx1, 1.2, "output so far, shifted", "#666666", fill=0.85, size=14)
+        _box(fig, ex0, 0.2, ex1, 1.2, f"input ≤ {s.context}", "#666666", fill=0.85, size=14)
+        _box(fig, dx0, 0.2, dx1, 1.2, "output so far", "#666666", fill=0.85, size=14)
         for a, b in ((ex0, ex1), (dx0, dx1)):
             _arrow(fig, (a + b) / 2, 1.2, (a + b) / 2, 1.65)
-        _box(fig, ex0, 1.65, dx1, 3.0, f"shared token embeddings, {s.vocab:,} × {s.hidden}<br>relative position bias in attention",
+        _box(fig, ex0, 1.65, dx1, 3.0, f"shared embeddings {s.vocab:,}×{s.hidden}<br>relative position bias",
              colour, size=14)
         for a, b in ((ex0, ex1), (dx0, dx1)):
             _arrow(fig, (a + b) / 2, 3.0, (a + b) / 2, 3.45)
-        etop = _stack(fig, ex0, ex1 - 0.3, 3.45, [f"self-attention<br>{heads}", "feed-forward"], s.layers, colour, "encoder")
-        dtop = _stack(fig, dx0, dx1 - 0.3, 3.45, [f"masked self-attn.<br>{heads}", f"cross-attention<br>{heads}", "feed-forward"],
+        etop = _stack(fig, ex0, ex1 - 0.3, 3.45, [f"self-<br>attention", "feed-<br>forward"], s.layers, colour, "encoder")
+        dtop = _stack(fig, dx0, dx1 - 0.3, 3.45, [f"masked self-<br>attention", f"cross-<br>attention", "feed-<br>forward"],
                       s.decoder_layers, colour, "decoder")
         # the encoder's output feeds every decoder layer's cross-attention
         cross_y = 3.45 + 0.3 + 1.05 + 0.425
@@ -189,16 +187,16 @@ def architecture_diagram(s: Sizes) -> go.Figure:
         _arrow(fig, turn, cross_y, dx0 + 0.25, cross_y)
         dmid = (dx0 + dx1 - 0.3) / 2
         _arrow(fig, dmid, dtop + 0.25, dmid, dtop + 0.75)
-        _box(fig, dx0, dtop + 0.75, dx1, dtop + 2.15, "LM head: the next<br>output token", colour, size=14, fill=0.6)
+        _box(fig, dx0, dtop + 0.75, dx1, dtop + 2.15, "LM head:<br>next token", colour, size=14, fill=0.6)
         ymax = dtop + 2.35
     n_layers = f"{s.layers}+{s.decoder_layers} layers" if s.decoder_layers else f"{s.layers} layers"
-    title = (f"<b>{TITLES[s.kind]}</b><br><span style='font-size:15px'>{n_layers} · {s.heads} heads · d {s.hidden} · "
+    title = (f"<b>{TITLES[s.kind]}</b><br><span style='font-size:15px'>{n_layers} · {s.heads} heads · d {s.hidden}<br>"
              f"{human(s.params)} parameters</span>")
     fig.update_yaxes(range=[0, ymax], visible=False, fixedrange=True)
     fig.update_xaxes(range=[0, W], visible=False, fixedrange=True)
     base_layout(fig, None, height=int(ymax * 46 + 90))
     fig.update_layout(title=dict(text=title, x=0.5, xanchor="center", y=0.97, yanchor="top", yref="container", automargin=True, font=dict(size=18, color=colour)),
-                      margin=dict(l=5, r=5, t=85, b=5), showlegend=False, plot_bgcolor="white")
+                      margin=dict(l=5, r=5, t=105, b=5), showlegend=False, plot_bgcolor="white")
     return fig
 
 

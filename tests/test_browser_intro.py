@@ -1,0 +1,77 @@
+"""Home, Tokenization and Masking in a real browser: the page loads, figures render, a control changes them,
+no error box, no dialog, nothing leaves localhost."""
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+
+from browser import error_boxes, screenshot, wait_for_app
+
+pytestmark = pytest.mark.browser
+
+
+def _open(page, url: str) -> None:
+    page.goto(url)
+    wait_for_app(page)
+    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+
+
+def _shot(page, name: str, nth: int = 0) -> None:
+    """A screenshot with the ``nth`` figure scrolled into view (Streamlit scrolls inside its own container)."""
+    page.locator(".js-plotly-plot").nth(nth).scroll_into_view_if_needed()
+    screenshot(page, name)
+
+
+def _changes(page, before: str) -> None:
+    page.wait_for_function("b => document.querySelector('.js-plotly-plot').innerText !== b", arg=before, timeout=30_000)
+
+
+def _clean(page, rec) -> None:
+    assert not error_boxes(page)
+    assert not rec.foreign_requests(), rec.foreign_requests()
+    assert not rec.dialogs
+
+
+def test_home_renders_the_diagrams_and_curves(app_server, browser_page):
+    page, rec = browser_page
+    _open(page, app_server)
+    assert page.locator(".js-plotly-plot").count() >= 5
+    assert page.get_by_text("encoder-decoder").count() >= 1
+    _shot(page, "home")
+    _shot(page, "home_curves", 4)
+    _clean(page, rec)
+
+
+def test_tokenization_changes_with_the_text_and_never_renders_markup(app_server, browser_page):
+    page, rec = browser_page
+    _open(page, f"{app_server}/tokenization?text={quote('<img src=x onerror=alert(1)> love 😍')}")
+    before = page.locator(".js-plotly-plot").first.inner_text()
+    screenshot(page, "tokenization_markup")
+    box = page.locator("textarea").first
+    box.fill("'Tis true, o'er the hills: honorificabilitudinitatibus")
+    box.press("Control+Enter")
+    wait_for_app(page)
+    _changes(page, before)
+    assert "honor" in page.locator(".js-plotly-plot").first.inner_text()
+    assert page.locator("img[src='x']").count() == 0
+    _shot(page, "tokenization")
+    _clean(page, rec)
+
+
+def test_masking_reroll_and_objectives(app_server, browser_page):
+    page, rec = browser_page
+    _open(page, f"{app_server}/masking")
+    before = page.locator(".js-plotly-plot").first.inner_text()
+    page.get_by_role("button", name="Re-roll").click()
+    wait_for_app(page)
+    assert "seed=1" in page.url
+    _changes(page, before)  # seed 0 and seed 1 mask different positions of the preset
+    _shot(page, "masking_mlm")
+    for label, shot in (("T5 · span corruption", "masking_t5"), ("GPT-2 · next token", "masking_gpt2"),
+                        ("BERT · next sentence (NSP)", "masking_nsp")):
+        page.get_by_text(label).click()
+        wait_for_app(page)
+        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+        _shot(page, shot)
+    _clean(page, rec)
