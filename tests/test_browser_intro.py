@@ -68,10 +68,11 @@ def test_masking_reroll_and_objectives(app_server, browser_page):
     assert "seed=1" in page.url
     _changes(page, before)  # seed 0 and seed 1 mask different positions of the preset
     _shot(page, "masking_mlm")
-    for label, shot in (("T5 · span corruption", "masking_t5"), ("GPT-2 · next token", "masking_gpt2"),
-                        ("BERT · next sentence (NSP)", "masking_nsp")):
-        page.get_by_text(label).click()
+    for label, key in (("T5 · span corruption", "t5"), ("GPT-2 · next token", "gpt2"), ("BERT · next sentence (NSP)", "nsp")):
+        page.get_by_text(label, exact=True).click()
+        page.wait_for_url(f"**objective={key}**", timeout=30_000)
         wait_for_app(page)
+        shot = f"masking_{key}"
         page.wait_for_selector(".js-plotly-plot", timeout=60_000)
         _shot(page, shot)
     _clean(page, rec)
