@@ -1,10 +1,33 @@
 """``python -m lmviz evaluate``: held-out figures beside honest baselines, and the probes the pages point at.
 
-Everything is measured on the held-out plays (``lmviz.corpus.HELD_OUT``). The result is printed as
-one table and written to ``assets/models/evaluation.json`` for the Home and Attention pages.
+Everything is measured on the held-out plays (``lmviz.corpus.HELD_OUT``) with fixed seeds; ``--quick``
+uses the slice that training evaluates on (the ``evals`` rows of ``train_log.json``), the full run
+every held-out window (GPT-2) or 32 batches of 32 (BERT, T5). The result is printed as one table
+and written to ``assets/models/evaluation.json``, which the Home and Attention pages read. Its keys
+are stable::
+
+    {"held_out": [play, ...], "quick": bool,
+     "gpt2": {"figures": {"loss": nats/token, "bits_per_char": float},
+              "baselines": {"unigram": {"loss", "bits_per_char"}, "bigram": {"loss", "bits_per_char", "lambda"}},
+              "probes": {"greedy": {prompt: continuation},
+                         "previous_token_head": [layer, head, mean attention to i-1],
+                         "induction_head": [layer, head, mean attention to the token after the earlier copy],
+                         "previous_token_scores": [[per head] per layer], "induction_scores": [[...]]}, ...},
+     "bert": {"figures": {"mlm_loss", "mlm_top1", "mlm_top5", "nsp_acc"},
+              "baselines": {"most_frequent_top1", "most_frequent_top5", "unigram_loss", "nsp_chance"},
+              "probes": {"cloze": {sentence: [[token, probability] x5]},
+                         "sink_heads": [[layer, head, share to [CLS]/[SEP]] x3], "special_share": [[per head] per layer]}, ...},
+     "t5":   {"figures": {"loss": nats/target token, "content_acc": accuracy on non-sentinel targets},
+              "baselines": {"most_frequent_acc", "unigram_loss"},
+              "probes": {"restore": [{"input", "truth", "model"}]}, ...}}
+
+and in each model's entry also ``steps`` (the kept step), ``params``, ``train_seconds``, ``device``
+and ``claimed`` (``train_log.json``'s ``best`` row, for comparison). Running only some models
+(``evaluate_all(kinds=["t5"])``) keeps the other entries of an existing file.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import replace
@@ -16,6 +39,7 @@ import torch
 from lmviz import checkpoints
 from lmviz.corpus import HELD_OUT
 from lmviz.device import pick_device
+from lmviz.errors import LmvizError
 from lmviz.models.record import Want
 from lmviz.tasks import EVAL_SEED, TASKS, char_count
 from lmviz.training import DEFAULTS
@@ -70,30 +94,48 @@ def most_frequent_token(task, exclude: set[int]) -> int:
     return 0
 
 
-def bert_frequent_guess(task) -> float:
-    """MLM top-1 of always guessing the most frequent training token, on the same masked positions."""
-    stream = np.concatenate([np.asarray(s) for d in task.train_sentences for s in d])
-    top = int(np.bincount(stream).argmax())
-    hit = n = 0
-    for b in task.held_batches(quick=False):
+def bert_baselines(task, quick: bool) -> dict:
+    """On the same masked positions as ``task.evaluate``: always guessing the most frequent training
+    token (top-1) or the five most frequent (top-5), and the loss of the add-one unigram model."""
+    counts = np.bincount(np.concatenate([np.asarray(s) for d in task.train_sentences for s in d]),
+                         minlength=task.tok.get_vocab_size())
+    top5 = torch.from_numpy(np.argsort(-counts, kind="stable")[:5].copy())
+    log_uni = torch.from_numpy(np.log((counts + 1.0) / (counts.sum() + len(counts))))
+    hit1 = hit5 = n = 0
+    nats = 0.0
+    for b in task.held_batches(quick=quick):
         gold = b["labels"][b["labels"] != -100]
-        hit += int((gold == top).sum())
+        hit1 += int((gold == top5[0]).sum())
+        hit5 += int(torch.isin(gold, top5).sum())
+        nats -= float(log_uni[gold].sum())
         n += gold.numel()
-    return hit / n
+    return {"most_frequent_top1": hit1 / n, "most_frequent_top5": hit5 / n, "unigram_loss": nats / n, "nsp_chance": 0.5}
 
 
-def t5_frequent_guess(task) -> float:
-    rng = np.random.default_rng(EVAL_SEED)
-    sentinels = set(task.special["sentinels"]) | {task.special["eos"]}
-    top = most_frequent_token(task, sentinels)
-    hit = n = 0
+def t5_baselines(task, quick: bool) -> dict:
+    """On the same targets as ``task.evaluate``: the most frequent training token as the guess for every
+    non-sentinel target, and the loss of an add-one unigram model of training targets (sentinels included)."""
+    V = task.tok.get_vocab_size()
+    sentinels = torch.tensor(sorted(set(task.special["sentinels"]) | {task.special["eos"]}))
+    top = most_frequent_token(task, set(sentinels.tolist()))
+    train_rng = np.random.default_rng(EVAL_SEED + 1)
+    counts = torch.zeros(V, dtype=torch.float64)
     for _ in range(32):
+        labels = task.make_batch(task.train_stream, train_rng, 32, task.cfg.seq_len)["labels"]
+        counts += torch.bincount(labels[labels != -100], minlength=V)
+    log_uni = torch.log((counts + 1.0) / (counts.sum() + V))
+    rng = np.random.default_rng(EVAL_SEED)  # the batches task.evaluate draws
+    hit = n_content = n = 0
+    nats = 0.0
+    for _ in range(4 if quick else 32):
         b = task.make_batch(task.held_stream, rng, 32, task.cfg.seq_len)
         gold = b["labels"][b["labels"] != -100]
-        content = ~torch.isin(gold, torch.tensor(sorted(sentinels)))
+        content = ~torch.isin(gold, sentinels)
         hit += int((gold[content] == top).sum())
-        n += int(content.sum())
-    return hit / n
+        n_content += int(content.sum())
+        nats -= float(log_uni[gold].sum())
+        n += gold.numel()
+    return {"most_frequent_acc": hit / n_content, "unigram_loss": nats / n}
 
 
 # --- probes ------------------------------------------------------------------------------------
@@ -145,9 +187,10 @@ def gpt2_head_probes(loaded, task) -> dict:
     """Previous-token head (mean attention to i-1 on held-out text) and induction head (repeated random tokens)."""
     model = loaded.model
     device = next(model.parameters()).device
-    window = torch.from_numpy(task.held_stream[:128][None]).to(device)
-    probs = torch.stack(model(window, want=Want()).record.probs["causal"])[:, 0]  # [L, H, T, T]
-    prev = probs.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)  # [L, H]
+    T = model.config.n_positions
+    windows = torch.from_numpy(np.stack([task.held_stream[i * T:(i + 1) * T] for i in range(8)])).to(device)
+    probs = torch.stack(model(windows, want=Want()).record.probs["causal"])  # [L, B, H, T, T], 8 held-out windows
+    prev = probs.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(1, 3))  # [L, H]
     g = torch.Generator().manual_seed(EVAL_SEED)
     half = 50
     rand = torch.randint(100, loaded.tokenizer.get_vocab_size(), (4, half), generator=g)
@@ -167,11 +210,11 @@ def bert_sink_probes(loaded, task) -> dict:
     """Share of each head's attention that goes to [CLS] or [SEP], on held-out pairs."""
     model = loaded.model
     device = next(model.parameters()).device
-    b = next(iter(task.held_batches(quick=True)))
-    ids = b["input_ids"][:8].to(device)
-    rec = model(ids, b["token_type_ids"][:8].to(device), b["attention_mask"][:8].to(device), want=Want()).record
+    b = {k: v.to(device) for k, v in next(iter(task.held_batches(quick=True))).items()}  # 32 held-out pairs
+    ids = b["input_ids"]
+    rec = model(ids, b["token_type_ids"], b["attention_mask"], want=Want()).record
     special = (ids == task.ids["[CLS]"]) | (ids == task.ids["[SEP]"])
-    real = b["attention_mask"][:8].bool().to(device)
+    real = b["attention_mask"].bool()
     shares = []
     for probs in rec.probs["self"]:  # [B, H, Q, K]
         to_special = (probs.to(device) * special[:, None, None, :]).sum(-1)  # [B, H, Q]
@@ -182,66 +225,98 @@ def bert_sink_probes(loaded, task) -> dict:
 
 # --- the command -------------------------------------------------------------------------------
 
-def evaluate_all(models_dir: Path | None = None, quick: bool = False) -> dict:
+def evaluate_all(models_dir: Path | None = None, quick: bool = False, kinds: tuple[str, ...] = ("gpt2", "bert", "t5")) -> dict:
+    """Evaluate the model folders ``<models_dir>/{gpt2,bert,t5}``, print the table, write ``evaluation.json``."""
     root = Path(models_dir) if models_dir else checkpoints.ASSETS
-    result: dict = {"held_out": list(HELD_OUT)}
-    for kind in ("gpt2", "bert", "t5"):
-        folder = root / kind
+    if not root.is_dir():
+        raise LmvizError(f"There is no models folder {root}.")
+    device = pick_device()
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # small models at small batches: one thread is as fast, and 4× faster on a busy machine
+    out = root / "evaluation.json"
+    old = _previous(out) if len(kinds) < 3 else {}
+    result: dict = {**old, "held_out": list(HELD_OUT), "quick": quick}
+    for kind in kinds:
         try:
-            loaded = checkpoints.load(folder, pick_device())
-        except Exception as err:  # report and go on with the others
+            loaded = checkpoints.load(root / kind, device)
+        except LmvizError as err:  # report and go on with the others
             print(f"{kind}: unavailable ({err})")
+            result.pop(kind, None)
             continue
-        task = task_for(loaded)
-        figures = task.evaluate(loaded.model, quick=quick)
-        entry: dict = {"figures": figures, "steps": (loaded.extra or {}).get("steps_done"),
-                       "params": sum(p.numel() for p in loaded.model.parameters())}
-        if loaded.train_log:
-            entry["train_seconds"] = loaded.train_log["evals"][-1]["seconds"] if loaded.train_log.get("evals") else None
-            entry["device"] = loaded.train_log.get("device")
-        if kind == "gpt2":
-            entry["baselines"] = ngram_baselines(task)
-            entry["probes"] = {"greedy": {p: gpt2_greedy(loaded, p) for p in PROMPTS}, **gpt2_head_probes(loaded, task)}
-        elif kind == "bert":
-            entry["baselines"] = {"most_frequent_top1": bert_frequent_guess(task), "nsp_chance": 0.5}
-            entry["probes"] = {"cloze": {s: bert_cloze(loaded, s) for s in CLOZES}, **bert_sink_probes(loaded, task)}
-        else:
-            entry["baselines"] = {"most_frequent_acc": t5_frequent_guess(task)}
-            entry["probes"] = {"restore": [t5_restore(loaded, s) for s in T5_PROBES]}
-        result[kind] = entry
-    checkpoints.write_json(root / "evaluation.json", result)
+        result[kind] = evaluate_one(loaded, quick)
+    checkpoints.write_json(out, result)
     print_table(result)
+    print(f"written to {out}")
     return result
 
 
-def print_table(r: dict) -> None:
+def _previous(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def evaluate_one(loaded: checkpoints.Loaded, quick: bool = False) -> dict:
+    """One model's entry of ``evaluation.json`` (see the module docstring)."""
+    kind = loaded.kind
+    task = task_for(loaded)
+    log = loaded.train_log or {}
+    entry: dict = {"figures": task.evaluate(loaded.model, quick=quick), "steps": (loaded.extra or {}).get("steps_done"),
+                   "params": sum(p.numel() for p in loaded.model.parameters()),
+                   "train_seconds": log["evals"][-1]["seconds"] if log.get("evals") else None,
+                   "device": log.get("device"), "claimed": log.get("best")}
+    if kind == "gpt2":
+        entry["baselines"] = ngram_baselines(task)
+        entry["probes"] = {"greedy": {p: gpt2_greedy(loaded, p) for p in PROMPTS}, **gpt2_head_probes(loaded, task)}
+    elif kind == "bert":
+        entry["baselines"] = bert_baselines(task, quick)
+        entry["probes"] = {"cloze": {s: bert_cloze(loaded, s) for s in CLOZES}, **bert_sink_probes(loaded, task)}
+    else:
+        entry["baselines"] = t5_baselines(task, quick)
+        entry["probes"] = {"restore": [t5_restore(loaded, s) for s in T5_PROBES]}
+    return entry
+
+
+def table_rows(r: dict) -> list[tuple[str, str, float, str]]:
+    """(model, figure, ours, baselines) for every figure in an evaluation result."""
     rows = []
     if "gpt2" in r:
         g, b = r["gpt2"]["figures"], r["gpt2"]["baselines"]
         rows += [("GPT-2", "loss (nats/token)", g["loss"], f"unigram {b['unigram']['loss']:.3f} · bigram {b['bigram']['loss']:.3f}"),
-                 ("GPT-2", "bits per character", g["bits_per_char"], f"unigram {b['unigram']['bits_per_char']:.3f} · bigram {b['bigram']['bits_per_char']:.3f}")]
+                 ("GPT-2", "bits per character", g["bits_per_char"],
+                  f"unigram {b['unigram']['bits_per_char']:.3f} · bigram {b['bigram']['bits_per_char']:.3f}")]
     if "bert" in r:
         f, b = r["bert"]["figures"], r["bert"]["baselines"]
-        rows += [("BERT", "MLM top-1", f["mlm_top1"], f"most-frequent token {b['most_frequent_top1']:.3f}"),
-                 ("BERT", "MLM top-5", f["mlm_top5"], ""),
-                 ("BERT", "NSP accuracy", f["nsp_acc"], "chance 0.500")]
+        rows += [("BERT", "MLM loss (nats/masked token)", f["mlm_loss"], f"unigram {b['unigram_loss']:.3f}"),
+                 ("BERT", "MLM top-1", f["mlm_top1"], f"most frequent token {b['most_frequent_top1']:.3f}"),
+                 ("BERT", "MLM top-5", f["mlm_top5"], f"5 most frequent tokens {b['most_frequent_top5']:.3f}"),
+                 ("BERT", "NSP accuracy", f["nsp_acc"], f"chance {b['nsp_chance']:.3f}")]
     if "t5" in r:
         f, b = r["t5"]["figures"], r["t5"]["baselines"]
-        rows += [("T5", "span loss (nats/target token)", f["loss"], ""),
-                 ("T5", "non-sentinel target accuracy", f["content_acc"], f"most-frequent token {b['most_frequent_acc']:.3f}")]
-    print(f"Held-out plays: {', '.join(r['held_out'])}")
-    print(f"{'model':6s} {'figure':32s} {'ours':>8s}   baseline")
-    for m, name, v, base in rows:
-        print(f"{m:6s} {name:32s} {v:8.3f}   {base}")
+        rows += [("T5", "span loss (nats/target token)", f["loss"], f"unigram of targets {b['unigram_loss']:.3f}"),
+                 ("T5", "non-sentinel target accuracy", f["content_acc"], f"most frequent token {b['most_frequent_acc']:.3f}")]
+    return rows
+
+
+def print_table(r: dict) -> None:
+    print(f"Held-out plays: {', '.join(r['held_out'])}{' (quick slice)' if r.get('quick') else ''}")
+    print(f"| model | figure | ours | baseline |\n| --- | --- | --- | --- |")
+    for m, name, v, base in table_rows(r):
+        print(f"| {m} | {name} | {v:.3f} | {base} |")
     if "bert" in r:
         for s, top in r["bert"]["probes"]["cloze"].items():
             print(f"BERT  {s!r}: " + ", ".join(f"{t} {p:.2f}" for t, p in top))
-        print(f"BERT  heads most attending to [CLS]/[SEP] (layer, head, share): {r['bert']['probes']['sink_heads']}")
+        print("BERT  heads most attending to [CLS]/[SEP] (layer, head, share): "
+              + ", ".join(f"({l}, {h}, {v:.2f})" for l, h, v in r["bert"]["probes"]["sink_heads"]))
     if "gpt2" in r:
         for p, c in r["gpt2"]["probes"]["greedy"].items():
             print(f"GPT-2 {p!r} → {c!r}")
-        print(f"GPT-2 previous-token head (layer, head, mean attention to i-1): {r['gpt2']['probes']['previous_token_head']}")
-        print(f"GPT-2 induction head (layer, head, score): {r['gpt2']['probes']['induction_head']}")
+        l, h, v = r["gpt2"]["probes"]["previous_token_head"]
+        print(f"GPT-2 previous-token head: layer {l}, head {h}, mean attention to i-1 {v:.3f}")
+        l, h, v = r["gpt2"]["probes"]["induction_head"]
+        print(f"GPT-2 induction head: layer {l}, head {h}, mean attention to the token after the earlier copy {v:.3f}")
     if "t5" in r:
         for x in r["t5"]["probes"]["restore"]:
             print(f"T5    {x['input']!r} → {x['model']!r} (truth {x['truth']!r})")
