@@ -39,6 +39,7 @@ MAX_TEMPERATURE = 5.0
 TOP_N = 12  # candidates kept per step for the bar chart
 CURVE_N = 200  # points of the sorted-probability and cumulative curves
 ROWS = Want(attention=True)
+TIMING_REPEATS = 3  # a step's time is the best of 3 runs of the same forward
 
 
 # --- strategies: pure functions of one logits vector -----------------------------------------------
@@ -313,12 +314,16 @@ class _Decoder:
             enc = enc.expand(ids.shape[0], -1, -1)
         return self.model(decoder_input_ids=ids, encoder_out=(enc, mask), cache=cache, want=want)
 
-    def timed(self, ids: torch.Tensor, cache, want: Want | None):
-        _sync(self.device)
-        t0 = time.perf_counter()
-        out = self.forward(ids, cache, want)
-        _sync(self.device)
-        return out, (time.perf_counter() - t0) * 1000
+    def timed(self, ids: torch.Tensor, cache, want: Want | None, repeats: int = 1):
+        """The forward's output and its time in ms, the best of ``repeats`` runs (other work on the machine adds noise)."""
+        best, out = math.inf, None
+        for _ in range(repeats):
+            _sync(self.device)
+            t0 = time.perf_counter()
+            out = self.forward(ids, cache, want)
+            _sync(self.device)
+            best = min(best, (time.perf_counter() - t0) * 1000)
+        return out, best
 
     @staticmethod
     def cache_shapes(cache) -> list[dict[str, tuple[int, ...]]]:
@@ -414,10 +419,10 @@ class Decoding:
         ms_cached = ms_recompute = None
         if self.use_cache:
             new = every if self.cache is None else every[:, -1:]
-            out, ms_cached = dec.timed(new, self.cache, ROWS)
+            out, ms_cached = dec.timed(new, self.cache, ROWS, TIMING_REPEATS if self.measure else 1)
             self.cache = out.cache
             if self.measure:
-                _, ms_recompute = dec.timed(every, None, None)
+                _, ms_recompute = dec.timed(every, None, None, TIMING_REPEATS)
         else:
             out, ms_recompute = dec.timed(every, None, ROWS)
         shaped = shape(out.logits[0, -1].float().cpu().numpy(), gen.strategy)
@@ -481,8 +486,8 @@ def beam_search(loaded: Loaded, text: str, strategy: Strategy, max_steps: int = 
             break
         seqs = torch.tensor([dec.start + b.ids for b in live], device=dec.device)
         new = start if cache is None else seqs[:, -1:]
-        out, ms_cached = dec.timed(new, cache, ROWS)
-        ms_recompute = dec.timed(seqs, None, None)[1] if measure else None
+        out, ms_cached = dec.timed(new, cache, ROWS, TIMING_REPEATS if measure else 1)
+        ms_recompute = dec.timed(seqs, None, None, TIMING_REPEATS)[1] if measure else None
         logp = torch.log_softmax(out.logits[:, -1].float(), -1).cpu()
         history.append([{"logits": out.logits[b, -1].float().cpu().numpy(), "rows": dec.rows(out.record, b),
                          "cache": dec.cache_shapes(out.cache), "ms": (ms_cached, ms_recompute)} for b in range(len(live))])

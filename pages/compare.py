@@ -14,7 +14,7 @@ PRESETS = {
     "Hamlet": "To be, or not to be, that is the question.",
     "Macbeth": "Tomorrow, and tomorrow, and tomorrow, creeps in this petty pace from day to day.",
 }
-LAYOUT = [[("bert", "self"), ("gpt2", "causal"), ("t5", "self")], [("t5", "causal"), ("t5", "cross")]]
+LAYOUT = [[("bert", "self"), ("gpt2", "causal")], [("t5", "self"), ("t5", "causal")], [("t5", "cross")]]
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the three models…")
@@ -67,13 +67,14 @@ try:
              "square; the causal decoders leave the upper triangle at exactly zero: the mask sets those scores to −∞ "
              "before the softmax, so a token gets nothing from the future.")
     for row in LAYOUT:
-        cols = st.columns(3)
-        for col, key in zip(cols, row):
+        cols = st.columns(2)
+        for i, (col, key) in enumerate(zip(cols, row)):
             v = comp.view(*key)
             if v is None:
                 continue
+            fig = attention_heatmap(matrices[key], v.queries, v.keys, title=v.name, zmax=zmax, height=520)
             with col:
-                ui.plot(attention_heatmap(matrices[key], v.queries, v.keys, title=v.name, zmax=zmax, height=460))
+                ui.plot(fig.update_traces(showscale=i == len(row) - 1))
     st.caption("T5's decoder reads the same sentence here (teacher-forced after its start token <pad>), so its causal "
                "triangle is over your words; its cross-attention (rows: decoder tokens, columns: encoder tokens) is a full "
                "rectangle, since the input is known before writing starts.")

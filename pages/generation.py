@@ -61,11 +61,11 @@ def restart():
     state.gen_n = 0
 
 
-def take_branch(step: int):
-    choice = state.get("w_branch_token")
+def take_branch(step: int, options: dict[str, int]):
+    choice = options.get(state.get("w_branch_token"))
     if choice is None:
         return
-    state.gen_forced = {k: v for k, v in state.gen_forced.items() if k < step} | {step: int(choice)}
+    state.gen_forced = {k: v for k, v in state.gen_forced.items() if k < step} | {step: choice}
     state.gen_n = max(state.gen_n, step + 1)
     state.w_step = step
 
@@ -199,11 +199,10 @@ try:
     else:
         st.write(f"**Branch.** Pick another candidate for step {step.index} and continue from there: steps before it stay "
                  "the same (the link remembers the choice).")
-        options = [c.id for c in step.candidates if c.id != step.chosen.id]
-        labels = {c.id: f"{c.rank}. {c.token}  (p = {c.prob:.3f})" for c in step.candidates}
+        options = {f"{c.rank}. {c.token}  (p = {c.prob:.3f})": c.id for c in step.candidates if c.id != step.chosen.id}
         x1, x2 = st.columns([3, 1])
-        x1.selectbox("Instead of the chosen token", options, format_func=labels.get, key="w_branch_token")
-        x2.button(f"Branch at step {step.index}", on_click=take_branch, args=(step.index,))
+        x1.selectbox("Instead of the chosen token", list(options), key="w_branch_token")
+        x2.button(f"Branch at step {step.index}", on_click=take_branch, args=(step.index, options))
 
     # --- attention of the position that predicted ------------------------------------------------
     st.subheader("Where the predicting position looks")
@@ -241,7 +240,7 @@ try:
     st.write("Keys and values of past positions never change, so the model keeps them and at each step computes only the "
              f"newest token's. After step {step.index} the cache holds {shapes}.")
     timing = (f"This step took **{step.ms_cached:.1f} ms** with the cache and **{step.ms_recompute:.1f} ms** recomputing "
-              "the whole sequence" if step.ms_cached is not None and step.ms_recompute is not None else "")
+              "the whole sequence (best of 3 runs each; other work on the machine makes single timings noisy)" if step.ms_cached is not None and step.ms_recompute is not None else "")
     if timing:
         st.write(timing + (" (step 0 reads the whole prompt either way)." if step.index == 0 else "."))
     ui.plot(cache_figure(gen, n - 1))

@@ -34,4 +34,5 @@ def stats_figure(stats: dict[str, dict[str, np.ndarray]]) -> go.Figure:
     fig.update_yaxes(range=[0, 1.02], row=2, col=2)
     fig.update_layout(legend=dict(orientation="h", y=-0.14))
     fig.update_annotations(font_size=16)
-    return base_layout(fig, None, 640)
+    base_layout(fig, None, 660)
+    return fig.update_layout(margin=dict(t=50))

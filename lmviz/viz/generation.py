@@ -47,23 +47,23 @@ def strategy_figure(step: Step, strategy: Strategy) -> go.Figure:
     fig.add_trace(go.Scatter(x=rank, y=np.cumsum(temp), name="cumulative", line=dict(color=PALETTE[2], width=2, dash="dot"),
                              hovertemplate="top %{x} tokens hold %{y:.3f}<extra></extra>"), secondary_y=True)
     if strategy.name in ("top_k", "top_p", "greedy", "beam"):
-        cut = min(step.kept, n)
-        fig.add_vrect(x0=0.8, x1=cut + 0.4, fillcolor=AFTER_C, opacity=0.10, line_width=0)
+        cut = min(step.kept, n) + 0.5
         label = {"top_k": f"top-k: {step.kept} kept", "top_p": f"top-p: {step.kept} kept",
-                 "greedy": "greedy: rank 1", "beam": "best next token of this beam"}[strategy.name]
-        fig.add_vline(x=cut + 0.4, line=dict(color=CHOSEN_C, width=2),
-                      annotation=dict(text=label, font=dict(size=15), xanchor="left"))
+                 "greedy": "greedy: rank 1 only", "beam": "this beam's best token"}[strategy.name]
+        top = float(max(raw.max(), temp.max()))
+        fig.add_trace(go.Scatter(x=[cut, cut], y=[0, top], mode="lines", name=f"cut-off ({label})",
+                                 line=dict(color=CHOSEN_C, width=2), hoverinfo="skip"))
     if strategy.name == "top_p":
-        fig.add_hline(y=strategy.top_p, line=dict(color=PALETTE[2], width=1.5, dash="dash"), secondary_y=True,
-                      annotation=dict(text=f"p = {strategy.top_p:g}", font=dict(size=15), xanchor="right", x=1))
+        fig.add_trace(go.Scatter(x=[1, n], y=[strategy.top_p] * 2, mode="lines", name=f"p = {strategy.top_p:g}",
+                                 line=dict(color=PALETTE[2], width=1.5, dash="dash"), hoverinfo="skip"), secondary_y=True)
     fig.add_trace(go.Scatter(x=[step.chosen.rank], y=[step.chosen.prob], mode="markers", name="chosen",
                              marker=dict(color=CHOSEN_C, size=14, symbol="star"),
                              hovertemplate=f"chosen: {escape(step.chosen.token)} (rank %{{x}})<extra></extra>"))
     fig.update_xaxes(type="log", title="rank (1 = most likely), log scale")
     fig.update_yaxes(title="probability", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title="cumulative", range=[0, 1.05], secondary_y=True, showgrid=False)
-    fig.update_layout(legend=dict(orientation="h", y=-0.25))
-    return base_layout(fig, "What the strategy does to the distribution", 430)
+    fig.update_layout(legend=dict(orientation="h", y=-0.3, yanchor="top"))
+    return base_layout(fig, "What the strategy does to the distribution", 480)
 
 
 def _row(step: Step, kind: str, layer: int, head: int | None) -> np.ndarray:
@@ -117,7 +117,8 @@ def cache_figure(gen: Generation, upto: int) -> go.Figure:
     fig.update_xaxes(title="step")
     fig.update_yaxes(rangemode="tozero")
     fig.update_layout(legend=dict(orientation="h", y=-0.3))
-    return base_layout(fig, None, 380)
+    base_layout(fig, None, 400)
+    return fig.update_layout(margin=dict(t=50))
 
 
 def _shape_text(step: Step) -> str:
