@@ -6,7 +6,7 @@ every held-out window (GPT-2) or 32 batches of 32 (BERT, T5). The result is prin
 and written to ``assets/models/evaluation.json``, which the Home and Attention pages read. Its keys
 are stable::
 
-    {"held_out": [play, ...], "quick": bool,
+    {"held_out": [play, ...],
      "gpt2": {"figures": {"loss": nats/token, "bits_per_char": float},
               "baselines": {"unigram": {"loss", "bits_per_char"}, "bigram": {"loss", "bits_per_char", "lambda"}},
               "probes": {"greedy": {prompt: continuation},
@@ -21,7 +21,7 @@ are stable::
               "baselines": {"most_frequent_acc", "unigram_loss"},
               "probes": {"restore": [{"input", "truth", "model"}]}, ...}}
 
-and in each model's entry also ``steps`` (the kept step), ``params``, ``train_seconds``, ``device``
+and in each model's entry also ``quick`` (whether it used the quick slice), ``steps`` (the kept step), ``params``, ``train_seconds``, ``device``
 and ``claimed`` (``train_log.json``'s ``best`` row, for comparison). Running only some models
 (``evaluate_all(kinds=["t5"])``) keeps the other entries of an existing file.
 """
@@ -235,7 +235,7 @@ def evaluate_all(models_dir: Path | None = None, quick: bool = False, kinds: tup
         torch.set_num_threads(1)  # small models at small batches: one thread is as fast, and 4× faster on a busy machine
     out = root / "evaluation.json"
     old = _previous(out) if len(kinds) < 3 else {}
-    result: dict = {**old, "held_out": list(HELD_OUT), "quick": quick}
+    result: dict = {**old, "held_out": list(HELD_OUT)}
     for kind in kinds:
         try:
             loaded = checkpoints.load(root / kind, device)
@@ -263,7 +263,7 @@ def evaluate_one(loaded: checkpoints.Loaded, quick: bool = False) -> dict:
     kind = loaded.kind
     task = task_for(loaded)
     log = loaded.train_log or {}
-    entry: dict = {"figures": task.evaluate(loaded.model, quick=quick), "steps": (loaded.extra or {}).get("steps_done"),
+    entry: dict = {"figures": task.evaluate(loaded.model, quick=quick), "quick": quick, "steps": (loaded.extra or {}).get("steps_done"),
                    "params": sum(p.numel() for p in loaded.model.parameters()),
                    "train_seconds": log["evals"][-1]["seconds"] if log.get("evals") else None,
                    "device": log.get("device"), "claimed": log.get("best")}
@@ -301,7 +301,8 @@ def table_rows(r: dict) -> list[tuple[str, str, float, str]]:
 
 
 def print_table(r: dict) -> None:
-    print(f"Held-out plays: {', '.join(r['held_out'])}{' (quick slice)' if r.get('quick') else ''}")
+    quick = [k for k in ("gpt2", "bert", "t5") if r.get(k, {}).get("quick")]
+    print(f"Held-out plays: {', '.join(r['held_out'])}" + (f" (quick slice for {', '.join(quick)})" if quick else ""))
     print(f"| model | figure | ours | baseline |\n| --- | --- | --- | --- |")
     for m, name, v, base in table_rows(r):
         print(f"| {m} | {name} | {v:.3f} | {base} |")

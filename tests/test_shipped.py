@@ -19,7 +19,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lmviz import checkpoints
 from lmviz.evaluate import bert_cloze, gpt2_head_probes, task_for
@@ -175,9 +174,9 @@ def evaluation():
 
 @pytest.mark.parametrize("kind", ["gpt2", "bert", "t5"])
 def test_evaluation_json_is_a_full_run_of_the_shipped_checkpoint(evaluation, kind):
-    assert evaluation.get("quick") is False, "evaluation.json comes from --quick; run `python -m lmviz evaluate`"
-    loaded = checkpoints.load(checkpoints.shipped(kind), "cpu", need_tokenizer=False)
     entry = evaluation[kind]
+    assert entry.get("quick") is False, f"evaluation.json's {kind} entry comes from --quick; run `python -m lmviz evaluate`"
+    loaded = checkpoints.load(checkpoints.shipped(kind), "cpu", need_tokenizer=False)
     assert entry["steps"] == loaded.extra["steps_done"], f"evaluation.json is stale for {kind}: run `python -m lmviz evaluate`"
     assert set(entry) >= {"figures", "baselines", "probes"}
 
