@@ -15,6 +15,6 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare", icon="⚖️"),
 ]
 
-page = st.navigation(PAGES)
-ui.sidebar()
+page = st.navigation(PAGES, position="hidden")
+ui.sidebar(PAGES)
 page.run()

@@ -79,8 +79,13 @@ def display_name(name: str) -> str:
     return SHIPPED.get(name, name)
 
 
-def sidebar() -> None:
+def sidebar(pages=()) -> None:
+    """Links to the pages (the config hides Streamlit's own list, which flashes the file names before
+    ``st.navigation`` runs), the device, and which models are unavailable and why."""
     with st.sidebar:
+        for page in pages:
+            st.page_link(page)
+        st.divider()
         st.caption(f"Device: **{describe_device(pick_device())}**")
         for name in registry():
             loaded = _load(name)
@@ -90,17 +95,29 @@ def sidebar() -> None:
 
 # --- links -------------------------------------------------------------------------------------
 
-def param(key: str, default, cast=str, choices=None):
-    """A value from the URL's query params, cast and validated; the default if absent or invalid."""
+def param(key: str, default, cast=str, choices=None, lo=None, hi=None):
+    """A value from the URL's query params, cast and validated; the default if absent or invalid.
+
+    Numbers must be finite, and ``lo``/``hi`` clamp them into a widget's range, so an edited or
+    old link can never hand a widget a value it refuses.
+    """
+    import math
+
     raw = st.query_params.get(key)
     if raw is None:
         return default
     try:
         value = cast(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        return default
+    if isinstance(value, float) and not math.isfinite(value):
         return default
     if choices is not None and value not in choices:
         return default
+    if lo is not None and value < lo:
+        value = lo
+    if hi is not None and value > hi:
+        value = hi
     return value
 
 

@@ -1,0 +1,130 @@
+"""A classroom's server: broken checkpoints, the user's own models, links that try to reach outside, hostile text.
+
+Each test runs the real app through Streamlit's AppTest with the real models; a page that shows a
+traceback (``at.exception``) fails it.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from hostile import HOSTILE
+from lmviz import checkpoints
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["pages/home.py", "pages/tokenization.py", "pages/masking.py", "pages/attention.py", "pages/masks.py",
+         "pages/generation.py", "pages/compare.py"]
+NAMES = {"bert": "BERT", "gpt2": "GPT-2", "t5": "T5"}
+
+
+def fresh_app(params: dict | None = None, clear: bool = False) -> AppTest:
+    """The app with these query params; ``clear`` drops every cache (models reload) for tests that swap model folders."""
+    if clear:
+        st.cache_resource.clear()
+        st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    for k, v in (params or {}).items():
+        at.query_params[k] = v
+    return at
+
+
+def every_page(at: AppTest) -> None:
+    """Run each page in turn; none may show a traceback."""
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+
+
+def sidebar_text(at: AppTest) -> str:
+    return " ".join(w.value for w in at.sidebar.warning) + " " + " ".join(w.value for w in at.sidebar.error)
+
+
+def corrupt(folder: Path, how: str) -> None:
+    if how == "truncated weights":
+        data = (folder / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(data[: len(data) // 3])
+    elif how == "wrong shapes":
+        cfg = json.loads((folder / "config.json").read_text())
+        for key in ("hidden_size", "n_embd", "d_model"):
+            if key in cfg:
+                cfg[key] = cfg[key] * 2
+        (folder / "config.json").write_text(json.dumps(cfg))
+    elif how == "missing tokenizer":
+        (folder / "tokenizer.json").unlink()
+    elif how == "bad JSON":
+        (folder / "config.json").write_text("{ this is not json")
+
+
+@pytest.fixture
+def assets_copy(tmp_path, monkeypatch):
+    dst = tmp_path / "models"
+    for kind in NAMES:
+        shutil.copytree(checkpoints.shipped(kind), dst / kind)
+    monkeypatch.setenv("LMVIZ_ASSETS", str(dst))
+    yield dst
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.mark.parametrize("kind,how", [("gpt2", "truncated weights"), ("bert", "wrong shapes"), ("t5", "missing tokenizer"),
+                                      ("bert", "bad JSON")])
+def test_one_broken_model_is_named_and_every_page_keeps_working(assets_copy, kind, how):
+    corrupt(assets_copy / kind, how)
+    at = fresh_app(clear=True)
+    at.run()
+    assert not at.exception
+    said = sidebar_text(at)
+    assert NAMES[kind] in said and "unavailable" in said, said
+    others = [NAMES[k] for k in NAMES if k != kind]
+    assert not any(f"{o} " in said for o in others), f"only {NAMES[kind]} is broken: {said}"
+    every_page(at)
+
+
+@pytest.mark.parametrize("value", ["../../etc/passwd", "/etc/passwd", "..", "gpt2/../../..", "C:\\Windows\\win.ini", "%2e%2e%2f"])
+def test_a_link_cannot_name_a_path_outside_the_models(value, monkeypatch, tmp_path):
+    (tmp_path / "secret.txt").write_text("secret")
+    monkeypatch.setenv("LMVIZ_MODELS", str(tmp_path / "models"))
+    at = fresh_app({"model": value, "models": value}, clear=True)
+    every_page(at)
+    from lmviz import ui
+
+    assert all(Path(p).resolve().is_relative_to(checkpoints.shipped("bert").parent.resolve()) for p in ui.registry().values())
+
+
+CI_HOSTILE = {2, 3, 9, 13, 17, 19}  # script, img onerror, bidi override, emoji ZWJ, special tokens, 10 000 words
+
+
+@pytest.mark.parametrize("text", [t if i in CI_HOSTILE else pytest.param(t, marks=pytest.mark.slow) for i, t in enumerate(HOSTILE)],
+                         ids=[f"hostile{i}" for i in range(len(HOSTILE))])
+def test_hostile_text_in_every_page(text):
+    at = fresh_app({"text": text[:2000], "prompt": text[:2000]})
+    every_page(at)
+
+
+def link_keys(page: str) -> list[str]:
+    """The query-param keys a page reads (``ui.param("key", ...)``, ``text_input(key=...)``), from its source."""
+    import re
+
+    src = (ROOT / page).read_text()
+    return sorted(set(re.findall(r"""param\(\s*["']([a-z_]+)["']""", src)) | {"text", "model", "prompt", "pair"})
+
+
+GARBAGE = ["1e309", "-99999999999999999999", "<script>alert(1)</script>"]  # CI; the slow run adds the rest
+MORE_GARBAGE = ["nan", "-1", "abc", "../..", "", "0x10", "inf", "99999"]
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("junk", GARBAGE + [pytest.param(j, marks=pytest.mark.slow) for j in MORE_GARBAGE])
+def test_an_old_or_edited_link_never_breaks_a_page(page, junk):
+    at = fresh_app({k: junk for k in link_keys(page)})
+    at.run()
+    if page != PAGES[0]:
+        at.switch_page(page).run()
+    assert not at.exception, (page, junk, [e.value for e in at.exception])
