@@ -3,7 +3,7 @@ import streamlit as st
 
 from lmviz import ui
 
-st.set_page_config(page_title="lmviz", page_icon="🔍", layout="wide")
+st.set_page_config(page_title="lmviz", page_icon="🔍", layout="wide", initial_sidebar_state="expanded")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon="🏠", default=True),

@@ -16,6 +16,39 @@ from lmviz import checkpoints
 from lmviz.device import describe_device, pick_device
 from lmviz.errors import LmvizError
 
+def _import_lazy_modules() -> None:
+    """Import what plotly imports lazily (pandas, its validators) once, under the import lock.
+
+    Each browser session runs the page in its own thread; two sessions drawing their first figure at
+    once raced on plotly's lazy ``import pandas`` ("partially initialized module 'pandas'").
+    """
+    import pandas  # noqa: F401
+    import plotly.graph_objects as go
+
+    fig = go.Figure([go.Heatmap(z=[[0.0]], customdata=[[["a"]]]), go.Bar(x=[1], y=[1]), go.Scatter(x=[1], y=[1])])
+    fig.update_layout(template="plotly_white")
+    fig.to_json()
+
+
+_import_lazy_modules()
+
+
+def _navigation_from_the_first_request() -> None:
+    """Serve every page through app.py's ``st.navigation``, from the server's first request on.
+
+    Streamlit treats a folder named ``pages/`` as its older multipage app until ``st.navigation``
+    has run once in the process, so the first visitor arriving at ``/attention`` got that page
+    without app.py (no sidebar, narrow layout). Switch the old behaviour off and rerun.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_navigation_from_the_first_request()
+
 SHIPPED = {"bert": "BERT (encoder)", "gpt2": "GPT-2 (decoder)", "t5": "T5 (encoder-decoder)"}
 MAX_TEXT_CHARS = 20_000
 

@@ -38,7 +38,10 @@ def start_app(port: int, extra_args: list[str] | None = None, env: dict | None =
            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     if extra_args:
         cmd += ["--", *extra_args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    log = open(SHOTS / f"server-{port}.log", "wb")  # a file, not a pipe: a full pipe would stall the server
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    proc.log_path = SHOTS / f"server-{port}.log"
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -47,7 +50,7 @@ def start_app(port: int, extra_args: list[str] | None = None, env: dict | None =
         except OSError:
             time.sleep(0.3)
     proc.kill()
-    raise RuntimeError("streamlit did not start within 60 s:\n" + proc.stdout.read().decode(errors="replace")[-3000:])
+    raise RuntimeError("streamlit did not start within 60 s:\n" + proc.log_path.read_text(errors="replace")[-3000:])
 
 
 @dataclass
@@ -116,3 +119,52 @@ def screenshot(page, name: str) -> Path:
 def error_boxes(page) -> list[str]:
     """Texts of exception boxes Streamlit shows (a traceback would be a bug)."""
     return [e.inner_text() for e in page.query_selector_all("[data-testid='stException']")]
+
+
+def resident_mb(pid: int) -> float:
+    """The process's resident memory (VmRSS) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _remote(hex_addr: str) -> tuple[str, int]:
+    import ipaddress
+
+    host, port = hex_addr.split(":")
+    raw = bytes.fromhex(host)
+    if len(raw) == 4:
+        ip = ipaddress.IPv4Address(raw[::-1])
+    else:  # /proc/net/tcp6 stores four little-endian 32-bit words
+        ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+        if ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+    return str(ip), int(port, 16)
+
+
+def foreign_connections(pid: int) -> list[str]:
+    """Remote addresses of the process's TCP/UDP sockets that are neither loopback nor unspecified."""
+    import ipaddress
+
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if not path.exists():
+            continue
+        for row in path.read_text().splitlines()[1:]:
+            cols = row.split()
+            if len(cols) > 9 and cols[9] in inodes:
+                ip, port = _remote(cols[2])
+                addr = ipaddress.ip_address(ip)
+                if not (addr.is_loopback or addr.is_unspecified):
+                    found.append(f"{table} {ip}:{port}")
+    return found
