@@ -323,7 +323,7 @@ def _generation(loaded, text):
     from lmviz.viz import generation as vg
 
     gen = generation.generate(loaded, text, generation.Strategy(), steps=20)
-    step = gen.steps[-1]
+    step = generation.measure_step(loaded, gen, text, len(gen.steps) - 1)  # the page times the step it shows
     return vg.candidates_figure(step, gen.strategy), vg.cache_figure(gen, len(gen.steps) - 1)
 
 

@@ -5,7 +5,9 @@ on the whole sequence again), turns the last position's logits into probabilitie
 strategy reshape and cut them, and picks a token. A ``Step`` keeps everything the Generation
 page draws: the top candidates before and after the strategy, the chosen token and why, the
 attention row of the position that made the prediction (and T5's cross-attention row), the KV
-cache's shape per layer, and the measured time of the step beside a recompute of the sequence.
+cache's shape per layer, the measured time of the step's own cached forward, and the token ids it
+read. A recompute of the whole sequence is timed only when asked: ``measure_step`` for the step a
+page shows (or ``measure=True`` for every step, which costs several full forwards per token).
 
 Sampling draws from ``numpy.random.default_rng([seed, step])``: the same seed gives the same
 text, and a branch (a token forced at step ``k``) leaves every step before ``k`` unchanged.
@@ -209,6 +211,8 @@ class Step:
     cache: list[dict[str, tuple[int, ...]]]
     ms_cached: float | None
     ms_recompute: float | None
+    inputs: list[list[int]] = field(default_factory=list)  # the decoder ids the step read, one row per beam
+    timed_repeats: int = 1  # ms_cached is the best of this many runs
 
     @property
     def logprob(self) -> float:
@@ -219,7 +223,7 @@ class Step:
 
 
 def _record_step(index, position, query, shaped: Shaped, chosen_id, draw, forced, strategy: Strategy, label,
-                 attention, cache, ms_cached, ms_recompute) -> Step:
+                 attention, cache, ms_cached, ms_recompute, inputs: list[list[int]], repeats: int = 1) -> Step:
     ranks = np.empty_like(shaped.order)
     ranks[shaped.order] = np.arange(1, shaped.order.size + 1)
 
@@ -235,7 +239,7 @@ def _record_step(index, position, query, shaped: Shaped, chosen_id, draw, forced
     n = min(CURVE_N, shaped.order.size)
     return Step(index, position, query, top, chosen, _reason(strategy, shaped, chosen, draw, forced, kept_mass), shaped.kept,
                 kept_mass, shaped.raw[shaped.order[:n]].tolist(), shaped.tempered[shaped.order[:n]].tolist(), draw, forced,
-                attention, cache, ms_cached, ms_recompute)
+                attention, cache, ms_cached, ms_recompute, inputs, repeats)
 
 
 def _reason(s: Strategy, shaped: Shaped, c: Candidate, draw: float | None, forced: bool, kept_mass: float) -> str:
@@ -376,7 +380,7 @@ class Decoding:
     """A greedy or sampled run advanced one ``step()`` at a time, with the KV cache kept between steps."""
 
     def __init__(self, loaded: Loaded, text: str, strategy: Strategy, seed: int = 0, max_steps: int = 20,
-                 forced: dict[int, int] | None = None, use_cache: bool = True, measure: bool = True):
+                 forced: dict[int, int] | None = None, use_cache: bool = True, measure: bool = False):
         if strategy.name == "beam":
             raise LmvizError("Beam search runs all its steps at once: use generate().")
         self.max_steps = max(1, min(int(max_steps), MAX_STEPS))
@@ -429,7 +433,8 @@ class Decoding:
         forced = k in gen.forced
         chosen, draw = (gen.forced[k], None) if forced else pick(shaped, step_rng(gen.seed, k))
         step = _record_step(k, len(self.ids) - 1, dec.label(self.ids[-1]), shaped, chosen, draw, forced, gen.strategy,
-                            dec.label, dec.rows(out.record), dec.cache_shapes(out.cache), ms_cached, ms_recompute)
+                            dec.label, dec.rows(out.record), dec.cache_shapes(out.cache), ms_cached, ms_recompute,
+                            [list(self.ids)], TIMING_REPEATS if self.measure else 1)
         gen.steps.append(step)
         self.ids.append(chosen)
         gen.text = self._text()
@@ -468,7 +473,7 @@ class Beam:
 
 
 @torch.inference_mode()
-def beam_search(loaded: Loaded, text: str, strategy: Strategy, max_steps: int = 20, measure: bool = True) -> Generation:
+def beam_search(loaded: Loaded, text: str, strategy: Strategy, max_steps: int = 20, measure: bool = False) -> Generation:
     """Keep the ``beam_width`` best partial sequences by summed log-probability; a beam that writes the
     end-of-text token is finished. Stops when ``beam_width`` beams have finished or after ``max_steps``.
     ``gen.steps`` follow the best beam; ``gen.beams[t]`` are the live beams after step ``t``."""
@@ -489,8 +494,10 @@ def beam_search(loaded: Loaded, text: str, strategy: Strategy, max_steps: int = 
         out, ms_cached = dec.timed(new, cache, ROWS, TIMING_REPEATS if measure else 1)
         ms_recompute = dec.timed(seqs, None, None, TIMING_REPEATS)[1] if measure else None
         logp = torch.log_softmax(out.logits[:, -1].float(), -1).cpu()
+        inputs = seqs.tolist()
         history.append([{"logits": out.logits[b, -1].float().cpu().numpy(), "rows": dec.rows(out.record, b),
-                         "cache": dec.cache_shapes(out.cache), "ms": (ms_cached, ms_recompute)} for b in range(len(live))])
+                         "cache": dec.cache_shapes(out.cache), "ms": (ms_cached, ms_recompute), "inputs": inputs,
+                         "repeats": TIMING_REPEATS if measure else 1} for b in range(len(live))])
         total = (torch.tensor([b.score for b in live])[:, None] + logp).view(-1)
         order = torch.argsort(total, descending=True, stable=True)
         nxt, parents = [], []
@@ -535,16 +542,42 @@ def _best_path_steps(gen: Generation, dec: _Decoder, best: Beam, history: list[l
         h = history[t][slot]
         shaped = shape(h["logits"], gen.strategy)
         gen.steps.append(_record_step(t, len(ids) - 1, dec.label(ids[-1]), shaped, tok, None, False, gen.strategy, dec.label,
-                                      h["rows"], h["cache"], *h["ms"]))
+                                      h["rows"], h["cache"], *h["ms"], h["inputs"], h["repeats"]))
         ids.append(tok)
 
 
 def generate(loaded: Loaded, text: str, strategy: Strategy, steps: int = 20, seed: int = 0,
-             forced: dict[int, int] | None = None, use_cache: bool = True, measure: bool = True) -> Generation:
-    """``steps`` tokens from GPT-2 (continuing ``text``) or T5 (decoding from ``text``) with ``strategy``."""
+             forced: dict[int, int] | None = None, use_cache: bool = True, measure: bool = False) -> Generation:
+    """``steps`` tokens from GPT-2 (continuing ``text``) or T5 (decoding from ``text``) with ``strategy``.
+
+    Each step's ``ms_cached`` is the measured time of its own forward; ``measure=True`` also times it
+    best of 3 and a recompute of the whole sequence at every step (slow); ``measure_step`` does that
+    for one step, the one a page shows."""
     if strategy.name == "beam":
         return beam_search(loaded, text, strategy, steps, measure)
     return Decoding(loaded, text, strategy, seed, steps, forced, use_cache, measure).run(steps)
+
+
+@torch.inference_mode()
+def measure_step(loaded: Loaded, gen: Generation, text: str, step: int, repeats: int = TIMING_REPEATS) -> Step:
+    """Time step ``step`` of ``gen`` (a run of ``loaded`` on ``text``) properly: its forward on the newest
+    token with the KV cache of the positions before it, and a recompute of the whole sequence without a
+    cache, best of ``repeats`` runs each. Both are real forwards on the ids the step read; the step's
+    ``ms_cached``/``ms_recompute`` are filled in (once: a step already timed this way is returned as is)."""
+    s = gen.steps[step]
+    if s.ms_recompute is not None or not s.inputs:
+        return s
+    dec = _Decoder(loaded, text, 1)
+    every = torch.tensor(s.inputs, device=dec.device)
+    if s.index == 0:  # the first step reads the whole prompt; there is nothing cached yet
+        new, cache = every, None
+    else:
+        new, cache = every[:, -1:], dec.forward(every[:, :-1], None, None).cache
+    _, ms_cached = dec.timed(new, cache, ROWS, repeats)
+    _, s.ms_recompute = dec.timed(every, None, None, repeats)
+    s.ms_cached = ms_cached if s.ms_cached is None else min(s.ms_cached, ms_cached)
+    s.timed_repeats += repeats
+    return s
 
 
 def branch(loaded: Loaded, gen: Generation, text: str, at: int, token_id: int, steps: int | None = None) -> Generation:

@@ -21,7 +21,7 @@ from lmviz.arithmetic import MASKED
 from lmviz.checkpoints import Loaded
 from lmviz.errors import LmvizError
 from lmviz.inference import AttentionRun, encode
-from lmviz.models.record import AttentionRecord, Want
+from lmviz.models.record import AttentionRecord, Want, additive_mask, causal_keep
 
 TITLES = {
     ("bert", "self"): "BERT: bidirectional self-attention",
@@ -142,12 +142,47 @@ def gpt2_without_mask(loaded: Loaded, text: str) -> MaskExperiment:
                           _stacked(runs[0].record, "causal"), _stacked(runs[1].record, "causal"), *losses, enc.notes)
 
 
+FILL_IN_CHUNK = 16  # holes per batch under the causal mask: each batch is cut after its last hole
+
+
+def _bert_hidden(model, ids: torch.Tensor, types: torch.Tensor, causal: bool) -> torch.Tensor:
+    """BERT's last hidden states ``[B, T, hidden]`` (the model's own embeddings and layers, no record, no logits)."""
+    T = ids.shape[1]
+    mask = additive_mask(causal_keep(T, T, ids.device)[None, None]) if causal else None
+    x = model.bert.embeddings(ids, types)
+    for layer in model.bert.encoder.layer:
+        x = layer(x, mask, None, None)
+    return x
+
+
+def fill_in_loss(loaded: Loaded, ids: torch.Tensor, types: torch.Tensor, scored: list[int], causal: bool) -> np.ndarray:
+    """``[T]``: ``−log p(token_i)`` when position ``i`` alone is replaced by ``[MASK]`` (NaN where not scored).
+
+    One batch row per hole; only the hole's position goes through the vocabulary projection. Under the
+    causal mask a position sees nothing after itself, so each batch of holes is cut after its last hole
+    (the same numbers as the full row, for less work).
+    """
+    model, mask_id = loaded.model, loaded.tokenizer.token_to_id("[MASK]")
+    T = ids.shape[1]
+    per = np.full(T, np.nan)
+    chunks = [scored[i:i + FILL_IN_CHUNK] for i in range(0, len(scored), FILL_IN_CHUNK)] if causal else [scored]
+    for chunk in chunks:
+        width = chunk[-1] + 1 if causal else T
+        rows, where = torch.arange(len(chunk)), torch.tensor(chunk)
+        holes = ids[:, :width].repeat(len(chunk), 1)
+        holes[rows, where] = mask_id
+        h = _bert_hidden(model, holes, types[:, :width].repeat(len(chunk), 1), causal)[rows, where]
+        logits = model.cls.predictions(h).float()
+        per[chunk] = F.cross_entropy(logits, ids[0, where], reduction="none").cpu().numpy()
+    return per
+
+
 @torch.inference_mode()
 def bert_with_causal_mask(loaded: Loaded, text: str) -> MaskExperiment:
     """BERT on ``text`` bidirectionally and under a causal mask; loss = fill-in loss per word piece.
 
     The fill-in loss of position ``i`` is ``−log p(token_i)`` when ``i`` alone is replaced by
-    ``[MASK]`` (one batch row per position), so it measures how much context the model can use.
+    ``[MASK]`` (``fill_in_loss``), so it measures how much context the model can use.
     """
     if loaded.kind != "bert":
         raise LmvizError("This experiment needs a BERT model.")
@@ -158,17 +193,9 @@ def bert_with_causal_mask(loaded: Loaded, text: str) -> MaskExperiment:
     device = next(loaded.model.parameters()).device
     ids = torch.tensor([enc.ids], device=device)
     types = torch.tensor([enc.type_ids], device=device)
-    mask_id = loaded.tokenizer.token_to_id("[MASK]")
-    holes = ids.repeat(len(scored), 1)
-    holes[torch.arange(len(scored)), torch.tensor(scored)] = mask_id
     attention, losses = [], []
     for causal in (False, True):
         attention.append(_stacked(loaded.model(ids, types, want=Want(attention=True), causal=causal).record, "self"))
-        logits = loaded.model(holes, types.repeat(len(scored), 1), causal=causal).logits
-        per = np.full(len(enc.ids), np.nan)
-        gold = ids[0, scored]
-        picked = logits[torch.arange(len(scored)), torch.tensor(scored)].float()
-        per[scored] = F.cross_entropy(picked, gold, reduction="none").cpu().numpy()
-        losses.append(per)
+        losses.append(fill_in_loss(loaded, ids, types, scored, causal))
     return MaskExperiment("bert", enc.labels, "bidirectional (its own)", "with a causal mask", "fill-in loss",
                           attention[0], attention[1], *losses, enc.notes)

@@ -5,7 +5,8 @@ import streamlit as st
 from lmviz import ui
 from lmviz.errors import LmvizError
 from lmviz.generation import (MAX_BEAM, MAX_STEPS, MAX_TEMPERATURE, MIN_TEMPERATURE, STRATEGIES, STRATEGY_NAMES, Decoding,
-                              Strategy, clamp_step, csv_text, format_forced, generate, parse_forced, step_table, view_data)
+                              Strategy, clamp_step, csv_text, format_forced, generate, measure_step, parse_forced, step_table,
+                              view_data)
 from lmviz.viz.generation import (attention_row_figure, attention_steps_figure, beam_tree, cache_figure, candidates_figure,
                                   strategy_figure)
 
@@ -177,7 +178,7 @@ try:
     state.w_step = step_i
     if n > 1:
         st.slider("Step", 0, n - 1, key="w_step", help="Scrub back through the steps; every one is kept.")
-    step = gen.steps[state.w_step]
+    step = measure_step(loaded, gen, text, state.w_step)  # times this step against a recompute (once per step)
     tokens = [s.chosen.token for s in gen.steps]
     st.subheader(f"Step {step.index}: «{ui.plain(step.query)}» → «{ui.plain(step.chosen.token)}»")
     st.info(ui.plain(step.reason), icon="🎯")
@@ -240,7 +241,9 @@ try:
     st.write("Keys and values of past positions never change, so the model keeps them and at each step computes only the "
              f"newest token's. After step {step.index} the cache holds {shapes}.")
     timing = (f"This step took **{step.ms_cached:.1f} ms** with the cache and **{step.ms_recompute:.1f} ms** recomputing "
-              "the whole sequence (best of 3 runs each; other work on the machine makes single timings noisy)" if step.ms_cached is not None and step.ms_recompute is not None else "")
+              f"the whole sequence (the best of {step.timed_repeats} runs with the cache and of 3 without; other work on the "
+              "machine makes single timings noisy). The curve shows each step's own cached forward, timed once as it ran, "
+              "and the recompute of every step you have opened" if step.ms_cached is not None and step.ms_recompute is not None else "")
     if timing:
         st.write(timing + (" (step 0 reads the whole prompt either way)." if step.index == 0 else "."))
     ui.plot(cache_figure(gen, n - 1))

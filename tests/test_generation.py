@@ -7,7 +7,8 @@ import torch
 
 from lmviz import checkpoints
 from lmviz.errors import LmvizError
-from lmviz.generation import (MAX_STEPS, MIN_TEMPERATURE, Strategy, branch, clamp_step, generate, pick, shape, step_rng,
+from lmviz.generation import (MAX_STEPS, MIN_TEMPERATURE, Strategy, branch, clamp_step, generate, measure_step, pick, shape,
+                              step_rng,
                               step_table, step_timing, view_data, parse_forced, format_forced, csv_text)
 
 PROMPT = "ROMEO: But soft, what light through yonder window"
@@ -185,10 +186,18 @@ def test_each_step_records_what_the_page_draws(gpt2):
         assert rows.shape[:2] == (4, 4) and rows.shape[2] == s.position + 1 == len(gen.context(t))
         assert np.allclose(rows.sum(-1), 1, atol=1e-4)
         assert s.cache[0]["self"][2] == s.position + 1 and s.cache_positions() == s.position + 1
-        assert s.ms_cached > 0 and s.ms_recompute > 0
+        assert s.ms_cached > 0 and s.ms_recompute is None and len(s.inputs) == 1 and len(s.inputs[0]) == s.position + 1
+        assert t == 0 or s.inputs[0][-1] == gen.steps[t - 1].chosen.id
         assert s.candidates[0].rank == 1 and sum(c.final for c in s.candidates) == pytest.approx(1.0, abs=1e-6)
         assert s.query == gen.tokens[s.position]
     assert gen.stop_reason == "the step limit (5 steps)"
+    for t in (0, 3):  # the page times the step it shows: cached forward and a recompute, best of 3 each
+        s = measure_step(gpt2, gen, PROMPT, t)
+        assert s.ms_cached > 0 and s.ms_recompute > 0 and s.timed_repeats == 4
+        assert measure_step(gpt2, gen, PROMPT, t).ms_recompute == s.ms_recompute  # once per step
+    assert gen.steps[1].ms_recompute is None
+    full = generate(gpt2, PROMPT, Strategy("top_k", top_k=5), 5, seed=0, measure=True)
+    assert all(s.ms_recompute > 0 and s.timed_repeats == 3 for s in full.steps)
     data = view_data(gen, 2, 1, None)
     assert len(data["attention"]["causal"]) == len(data["attention_keys"]["causal"])
     assert step_table(gen, 2)[0]["rank"] == 1
@@ -273,6 +282,8 @@ def test_t5_beam_search_draws_a_tree(t5):
     assert all(1 <= sum(not b.finished for b in level) <= 3 for level in gen.beams[:-1])
     assert all(b.parent >= 0 for level in gen.beams for b in level)
     assert gen.steps and gen.stop_reason
+    s = measure_step(t5, gen, T5_INPUT, len(gen.steps) - 1)  # the live beams' batched forward, timed
+    assert s.ms_cached > 0 and s.ms_recompute > 0 and s.inputs and all(len(r) == s.position + 1 for r in s.inputs)
 
 
 def test_t5_empty_input_is_an_lmviz_error(t5):
