@@ -128,3 +128,30 @@ def test_an_old_or_edited_link_never_breaks_a_page(page, junk):
     if page != PAGES[0]:
         at.switch_page(page).run()
     assert not at.exception, (page, junk, [e.value for e in at.exception])
+
+
+def test_your_own_transformers_checkpoint_is_offered_on_every_page(tmp_path, monkeypatch):
+    """A GPT-2 and a BERT written by transformers' save_pretrained (other sizes than ours) appear beside the shipped ones."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    gpt = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=8192, n_positions=64, n_embd=32, n_layer=3, n_head=2))
+    gpt.save_pretrained(tmp_path / "tiny-gpt2")
+    shutil.copy(checkpoints.shipped("gpt2") / "tokenizer.json", tmp_path / "tiny-gpt2")
+    bert = transformers.BertModel(transformers.BertConfig(vocab_size=4096, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                          intermediate_size=64, max_position_embeddings=64))
+    bert.save_pretrained(tmp_path / "bare-bert")
+    shutil.copy(checkpoints.shipped("bert") / "tokenizer.json", tmp_path / "bare-bert")
+    monkeypatch.setenv("LMVIZ_MODELS", str(tmp_path))
+    at = fresh_app({"model": "tiny-gpt2 (yours)"}, clear=True)
+    at.run()
+    at.switch_page("pages/attention.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    chosen = [s for s in at.selectbox if s.label == "Model"][0]
+    assert "tiny-gpt2 (yours)" in chosen.options and "bare-bert (yours)" in chosen.options, chosen.options
+    assert chosen.value == "tiny-gpt2 (yours)"
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+    st.cache_resource.clear()
