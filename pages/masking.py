@@ -126,7 +126,7 @@ def nsp_section(name: str) -> None:
     ui.show_notes(result.notes)
     verdict = "IsNext" if result.is_next >= 0.5 else "NotNext"
     st.metric("BERT's P(IsNext)", f"{result.is_next:.1%}", help="softmax of the NSP head on [CLS]",
-              delta=f"it says {verdict}", delta_color="off")
+              delta=f"it says {verdict}", delta_color="off", delta_arrow="off")
     ui.plot(fig, key="nsp_strip")
 
 
@@ -149,8 +149,11 @@ def t5_section(name: str, text: str) -> None:
     ui.plot(fig, key="t5_strip")
     st.dataframe(vm.t5_rows(result), hide_index=True, width="stretch")
     c1, c2 = st.columns(2)
-    c1.text_area("The text (truth)", result.original, disabled=True, height=120)
+    c1.text_area("The text as T5's pieces spell it (the truth)", result.original, disabled=True, height=120)
     c2.text_area("The text with T5's fills put back", result.reconstruction, disabled=True, height=120)
+    if " ".join(result.original.split()) != " ".join(text.split()):
+        st.caption("This differs from what you typed: T5's vocabulary has no piece for some characters, "
+                   "so they became `<unk>` and cannot be written back.")
 
 
 def gpt2_section(name: str, text: str) -> None:

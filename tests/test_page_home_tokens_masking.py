@@ -11,7 +11,7 @@ from lmviz import checkpoints, objectives
 from lmviz.masking import MASKED, UNSELECTED
 from lmviz.tokenizers import explain
 from lmviz.viz import home, masking as vm
-from lmviz.viz.tokens import Cell, aligned_rows, token_strip
+from lmviz.viz.tokens import Cell, aligned_rows, token_strip, unk_story
 
 APP = str(checkpoints.ASSETS.parent.parent / "app.py")
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "**bold** $x$ [MASK] </s> <extra_id_0>",
@@ -95,6 +95,25 @@ def test_evaluation_rows_pair_figures_with_baselines_and_skip_what_is_missing():
     assert home.evaluation_rows(None) == [] and home.evaluation_rows([1, 2]) == []
 
 
+def test_evaluation_rows_show_every_baseline_and_say_when_ours_loses():
+    data = {"bert": {"figures": {"mlm_loss": 3.5, "mlm_top5": 0.58},
+                     "baselines": {"unigram_loss": 6.3, "most_frequent_top5": 0.17}},
+            "t5": {"figures": {"loss": 4.7, "content_acc": 0.02},
+                   "baselines": {"unigram_loss": 6.0, "most_frequent_acc": 0.03}}}
+    rows = {r["figure"]: r for r in home.evaluation_rows(data)}
+    assert rows["MLM loss (nats/masked token)"]["baselines"] == "unigram 6.300"
+    assert rows["MLM top-5 accuracy"]["baselines"] == "5 most frequent tokens 0.170"
+    assert rows["span loss (nats/target token)"]["baselines"] == "unigram 6.000"
+    assert rows["MLM top-5 accuracy"]["beats baselines"] == "yes"
+    assert rows["span-token accuracy"]["beats baselines"] == "no"
+
+
+def test_device_text_names_one_shared_training_device_once():
+    assert home.device_text("CPU", {k: {"device": "cuda"} for k in ("bert", "gpt2", "t5")}).endswith(
+        "All three were trained on a GPU (CUDA).")
+    assert "BERT on a GPU (CUDA), GPT-2 on the CPU" in home.device_text("CPU", {"bert": {"device": "cuda"}, "gpt2": {"device": "cpu"}})
+
+
 # --- Tokenization ------------------------------------------------------------------------------------
 
 def test_wordpiece_gives_up_on_emoji_where_bpe_spells_bytes(models):
@@ -119,6 +138,27 @@ def test_aligned_rows_escape_user_text(models, text):
 
 
 # --- Masking figures ---------------------------------------------------------------------------------
+
+
+def test_wrapped_lines_start_with_the_space_so_bpe_pieces_stay_whole(models):
+    text = "Now is the winter of our discontent made glorious summer by this sun of York and all the clouds"
+    fig = aligned_rows(text, {k: explain(k, models[k].tokenizer, text) for k in ("gpt2",)}, width=30)
+    shown = [t for tr in fig.data if tr.type == "bar" for t in tr.text]
+    assert "…" not in shown  # no piece is cut in two by a line end
+
+
+def test_narrow_wordpiece_boxes_drop_the_hashes(models):
+    text = "wreaths bruised alarums"
+    fig = aligned_rows(text, {"bert": explain("bert", models["bert"].tokenizer, text)}, width=56)
+    shown = [t for tr in fig.data if tr.type == "bar" for t in tr.text]
+    assert all(not (t.startswith("##") and len(t) == 3) for t in shown)  # a one-character ##x box shows x
+
+
+def test_unknown_story_keeps_right_to_left_words_in_order(models):
+    text = "مرحبا بالعالم"
+    story = " ".join(unk_story({"bert": explain("bert", models["bert"].tokenizer, text)}))
+    assert "“\u2068" in story and "\u2069”" in story
+
 
 def test_mlm_figure_colours_each_position_by_its_outcome(models):
     r = objectives.mlm_predict(models["bert"], "to be or not to be that is the question", seed=1, rate=0.5)

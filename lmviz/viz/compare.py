@@ -17,7 +17,7 @@ def stats_figure(stats: dict[str, dict[str, np.ndarray]]) -> go.Figure:
 
     Colour is the model (BERT, GPT-2, T5), the line style the kind of attention (solid bidirectional,
     dashed causal, dotted cross); NaN (cross-attention's distance and self share) leaves a gap."""
-    fig = make_subplots(rows=2, cols=2, subplot_titles=list(METRICS.values()), horizontal_spacing=0.1, vertical_spacing=0.16)
+    fig = make_subplots(rows=2, cols=2, subplot_titles=list(METRICS.values()), horizontal_spacing=0.1, vertical_spacing=0.24)
     by_name = {v: k for k, v in SERIES_NAMES.items()}
     for name, metrics in stats.items():
         model, kind = by_name[name]
@@ -32,7 +32,7 @@ def stats_figure(stats: dict[str, dict[str, np.ndarray]]) -> go.Figure:
     fig.update_yaxes(rangemode="tozero")
     fig.update_yaxes(range=[0, 1.02], row=2, col=1)
     fig.update_yaxes(range=[0, 1.02], row=2, col=2)
-    fig.update_layout(legend=dict(orientation="h", y=-0.14))
+    fig.update_layout(legend=dict(orientation="h", y=-0.13))
     fig.update_annotations(font_size=16)
-    base_layout(fig, None, 660)
+    base_layout(fig, None, 740)
     return fig.update_layout(margin=dict(t=50))

@@ -311,7 +311,7 @@ def training_curves(kind: str, log: dict | None) -> go.Figure:
     if not any(ph.train or ph.evals for ph in parts):
         fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=16),
                            text="This checkpoint has no train_log.json, so there is no curve to draw.")
-    fig.update_xaxes(title="tokens seen", tickformat=".2s")
+    fig.update_xaxes(title="tokens seen", tickformat=".3~s")
     base_layout(fig, None, height=400)
     fig.update_layout(legend=dict(orientation="h", y=-0.25, x=0, font=dict(size=14)), margin=dict(l=10, r=10, t=40, b=10))
     fig.update_annotations(font_size=15, selector=dict(text="loss (nats per predicted token)"))
@@ -355,19 +355,20 @@ EVAL_ROWS = [
     ("gpt2", "loss", "next-token loss (nats/token)", "lower", [("unigram", ("unigram", "loss")), ("bigram", ("bigram", "loss"))]),
     ("gpt2", "bits_per_char", "bits per character", "lower",
      [("unigram", ("unigram", "bits_per_char")), ("bigram", ("bigram", "bits_per_char"))]),
-    ("bert", "mlm_loss", "MLM loss (nats/masked token)", "lower", []),
+    ("bert", "mlm_loss", "MLM loss (nats/masked token)", "lower", [("unigram", ("unigram_loss",))]),
     ("bert", "mlm_top1", "MLM top-1 accuracy", "higher", [("most frequent token", ("most_frequent_top1",))]),
-    ("bert", "mlm_top5", "MLM top-5 accuracy", "higher", []),
+    ("bert", "mlm_top5", "MLM top-5 accuracy", "higher", [("5 most frequent tokens", ("most_frequent_top5",))]),
     ("bert", "nsp_acc", "NSP accuracy", "higher", [("chance", ("nsp_chance",))]),
-    ("t5", "loss", "span loss (nats/target token)", "lower", []),
+    ("t5", "loss", "span loss (nats/target token)", "lower", [("unigram", ("unigram_loss",))]),
     ("t5", "content_acc", "span-token accuracy", "higher", [("most frequent token", ("most_frequent_acc",))]),
 ]
 MODEL_NAMES = {"bert": "BERT", "gpt2": "GPT-2", "t5": "T5"}
+DEVICE_NAMES = {"cuda": "a GPU (CUDA)", "cpu": "the CPU", "mps": "Apple's GPU (MPS)"}
 
 
 def evaluation_rows(data) -> list[dict]:
-    """The rows of ``evaluation.json``: model, figure, ours, baselines. Unknown figures get a plain row;
-    anything missing or malformed is left out rather than failing."""
+    """The rows of ``evaluation.json``: model, figure, ours, baselines, which way is better, and whether ours
+    beats every baseline. Unknown figures get a plain row; anything missing or malformed is left out rather than failing."""
     rows: list[dict] = []
     if not isinstance(data, dict):
         return rows
@@ -382,19 +383,26 @@ def evaluation_rows(data) -> list[dict]:
             if k != kind or _num(figures.get(key)) is None:
                 continue
             done.add(key)
-            base = [f"{lab} {_fmt(_num(_dig(baselines, *path)))}" for lab, path in bases if _num(_dig(baselines, *path)) is not None]
-            rows.append({"model": MODEL_NAMES[kind], "figure": name, "ours": round(_num(figures[key]), 4),
-                         "baselines": " · ".join(base), "better": better})
+            found = [(lab, _num(_dig(baselines, *path))) for lab, path in bases if _num(_dig(baselines, *path)) is not None]
+            ours = _num(figures[key])
+            beats = all(ours < v if better == "lower" else ours > v for _, v in found)
+            rows.append({"model": MODEL_NAMES[kind], "figure": name, "ours": round(ours, 4),
+                         "baselines": " · ".join(f"{lab} {_fmt(v)}" for lab, v in found), "better": better,
+                         "beats baselines": ("yes" if beats else "no") if found else ""})
         for key, value in figures.items():
             if key not in done and _num(value) is not None:
                 rows.append({"model": MODEL_NAMES[kind], "figure": escape(str(key).replace("_", " ")), "ours": round(_num(value), 4),
-                             "baselines": "", "better": ""})
+                             "baselines": "", "better": "", "beats baselines": ""})
     return rows
 
 
 def device_text(device_line: str, logs: dict[str, dict | None]) -> str:
     """Where this app runs, and where each model was trained."""
-    trained = {MODEL_NAMES[k]: v.get("device") for k, v in logs.items() if isinstance(v, dict) and v.get("device")}
-    where = ", ".join(f"{m} on {d}" for m, d in trained.items())
-    return f"This app runs the models on **{device_line}**." + (f" They were trained with {where}." if where else "")
+    trained = {MODEL_NAMES[k]: DEVICE_NAMES.get(v["device"], str(v["device"]))
+               for k, v in logs.items() if isinstance(v, dict) and v.get("device")}
+    if len(set(trained.values())) == 1 and len(trained) > 1:
+        where = f"All {({2: 'two', 3: 'three'}).get(len(trained), len(trained))} were trained on {next(iter(trained.values()))}."
+    else:
+        where = "Trained: " + ", ".join(f"{m} on {d}" for m, d in trained.items()) + "." if trained else ""
+    return f"This app runs the models on **{device_line}**." + (f" {where}" if where else "")
 

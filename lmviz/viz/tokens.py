@@ -53,7 +53,7 @@ def add_boxes(fig: go.Figure, boxes: list[Box], name: str = "") -> None:
         textfont=dict(color=[b.text_colour for b in boxes], family=MONO, size=16), hovertext=[b.hover for b in boxes],
         hovertemplate="%{hovertext}<extra></extra>", name=name, showlegend=False, cliponaxis=False,
         marker=dict(color=[b.colour for b in boxes], line=dict(color="white", width=1.5),
-                    pattern=dict(shape=[b.pattern for b in boxes], fgcolor="#444444", size=6, solidity=0.25)),
+                    pattern=dict(shape=[b.pattern for b in boxes], fgcolor="#777777", size=8, solidity=0.15)),
     ))
 
 
@@ -113,13 +113,14 @@ def _layout_pieces(exp: Explanation, seq_base: list[int], gaps: list[int]) -> li
 
 
 def _bands(chars: list[str], width: int) -> list[tuple[int, int]]:
-    """Cut the virtual row into lines of at most ``width`` slots, at a space where there is one."""
+    """Cut the virtual row into lines of at most ``width`` slots, before a space where there is one
+    (so a BPE or Unigram piece that starts with its space stays whole at the start of the next line)."""
     out, start, n = [], 0, len(chars)
     while start < n:
         end = min(n, start + width)
         if end < n:
-            spaces = [i for i in range(start + width // 2, end) if chars[i].isspace()]
-            end = spaces[-1] + 1 if spaces else end
+            spaces = [i for i in range(start + width // 2, end + 1) if chars[i].isspace()]
+            end = spaces[-1] if spaces else end
         out.append((start, end))
         start = end
     return out or [(0, 1)]
@@ -200,7 +201,9 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
                 a, z = max(x0, lo), min(x1, hi)
                 if z - a > 1e-6:
                     first = a == x0
-                    boxes.append(Box(a - lo, z - lo, y_of(b, r), shown if first else "…", colour, hover, ink,
+                    # a box narrower than its label (about two characters fit per slot) drops WordPiece's ##
+                    text = shown[2:] if shown.startswith("##") and len(shown) > 2 * (z - a) else shown
+                    boxes.append(Box(a - lo, z - lo, y_of(b, r), text if first else "…", colour, hover, ink,
                                      "/" if p.partial_char else ""))
         add_boxes(fig, boxes, SHORT[kind])
     tickvals = [y_of(b, r) for b in range(len(bands)) for r in range(rows)]
@@ -231,7 +234,8 @@ def unk_story(explanations: dict[str, Explanation]) -> list[str]:
     for kind, exp in explanations.items():
         unknown = [p for p in exp.pieces if p.unknown]
         if unknown:
-            lost = ", ".join(f"“{label(exp.text[p.start:p.end])}”" for p in unknown[:6]) + (" …" if len(unknown) > 6 else "")
+            # each quote in a bidi isolate (U+2068 … U+2069), so Arabic or Hebrew cannot reorder the list around it
+            lost = ", ".join(f"“\u2068{label(exp.text[p.start:p.end])}\u2069”" for p in unknown[:6]) + (" …" if len(unknown) > 6 else "")
             out.append(f"{LONG[kind]} has no piece for {lost}: it writes its unknown token, and the model never sees what was there.")
     partial = [p for p in explanations.get("gpt2", Explanation("gpt2", "", ())).pieces if p.partial_char]
     if partial:
