@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file, save_file
 
 from lmviz.errors import LmvizError
@@ -111,7 +112,7 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     state = {}
     for f in files:
         try:
-            state.update(load_file(str(f)))
+            state.update(load_bytes(f.read_bytes()))  # one sequential read: copying out of an mmap faults page by page
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             raise LmvizError(f"{folder.name}/{f.name} is corrupt or truncated: {str(err)[:160]}") from err
     return state
