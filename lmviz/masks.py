@@ -142,14 +142,8 @@ def gpt2_without_mask(loaded: Loaded, text: str) -> MaskExperiment:
                           _stacked(runs[0].record, "causal"), _stacked(runs[1].record, "causal"), *losses, enc.notes)
 
 
-FILL_IN_CHUNK = 16  # holes per batch under the causal mask: each batch is cut after its last hole
-
-
-def _bert_hidden(model, ids: torch.Tensor, types: torch.Tensor, causal: bool) -> torch.Tensor:
-    """BERT's last hidden states ``[B, T, hidden]`` (the model's own embeddings and layers, no record, no logits)."""
-    T = ids.shape[1]
-    mask = additive_mask(causal_keep(T, T, ids.device)[None, None]) if causal else None
-    x = model.bert.embeddings(ids, types)
+def _bert_layers(model, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """BERT's layers on embedded tokens ``x [B, T, hidden]`` under an additive ``mask`` (no record, no logits)."""
     for layer in model.bert.encoder.layer:
         x = layer(x, mask, None, None)
     return x
@@ -158,22 +152,29 @@ def _bert_hidden(model, ids: torch.Tensor, types: torch.Tensor, causal: bool) ->
 def fill_in_loss(loaded: Loaded, ids: torch.Tensor, types: torch.Tensor, scored: list[int], causal: bool) -> np.ndarray:
     """``[T]``: ``−log p(token_i)`` when position ``i`` alone is replaced by ``[MASK]`` (NaN where not scored).
 
-    One batch row per hole; only the hole's position goes through the vocabulary projection. Under the
-    causal mask a position sees nothing after itself, so each batch of holes is cut after its last hole
-    (the same numbers as the full row, for less work).
+    Only each hole's position goes through the vocabulary projection. Bidirectionally every hole
+    changes every position, so each hole is one batch row. Under the causal mask a hole at ``i`` changes
+    nothing before ``i``: the positions before it are the unmasked text's, computed once, and each hole
+    is one extra ``[MASK]`` query (at position ``i``) that sees them and itself. One sequence of
+    ``T + holes`` tokens gives the same numbers as one row per hole.
     """
     model, mask_id = loaded.model, loaded.tokenizer.token_to_id("[MASK]")
-    T = ids.shape[1]
+    T, n = ids.shape[1], len(scored)
+    where = torch.tensor(scored, device=ids.device)
+    if causal:
+        masked = model.bert.embeddings(torch.full_like(ids, mask_id), types)[:, where]  # [MASK] at each hole's position
+        x = torch.cat([model.bert.embeddings(ids, types), masked], dim=1)
+        keep = torch.zeros(T + n, T + n, dtype=torch.bool, device=ids.device)
+        keep[:T, :T] = causal_keep(T, T, ids.device)
+        keep[T:, :T] = torch.arange(T, device=ids.device)[None, :] < where[:, None]
+        keep[T:, T:] = torch.eye(n, dtype=torch.bool, device=ids.device)
+        h = _bert_layers(model, x, additive_mask(keep[None, None]))[0, T:]
+    else:
+        holes = ids.repeat(n, 1)
+        holes[torch.arange(n), where] = mask_id
+        h = _bert_layers(model, model.bert.embeddings(holes, types.repeat(n, 1)), None)[torch.arange(n), where]
     per = np.full(T, np.nan)
-    chunks = [scored[i:i + FILL_IN_CHUNK] for i in range(0, len(scored), FILL_IN_CHUNK)] if causal else [scored]
-    for chunk in chunks:
-        width = chunk[-1] + 1 if causal else T
-        rows, where = torch.arange(len(chunk)), torch.tensor(chunk)
-        holes = ids[:, :width].repeat(len(chunk), 1)
-        holes[rows, where] = mask_id
-        h = _bert_hidden(model, holes, types[:, :width].repeat(len(chunk), 1), causal)[rows, where]
-        logits = model.cls.predictions(h).float()
-        per[chunk] = F.cross_entropy(logits, ids[0, where], reduction="none").cpu().numpy()
+    per[scored] = F.cross_entropy(model.cls.predictions(h).float(), ids[0, where], reduction="none").cpu().numpy()
     return per
 
 

@@ -14,8 +14,8 @@ from streamlit.testing.v1 import AppTest
 from lmviz import checkpoints
 from lmviz.arithmetic import head_arithmetic
 from lmviz.heads import named_heads
-from lmviz.inference import attention_run
-from lmviz.masks import bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, keep_matrix, mask_matrices
+from lmviz.inference import attention_run, encode
+from lmviz.masks import bert_padded_batch, bert_with_causal_mask, fill_in_loss, gpt2_without_mask, keep_matrix, mask_matrices
 from lmviz.viz.arithmetic import MASK_EFFECT, steps_figure, vectors_figure, weighted_sum_figure
 from lmviz.viz.attention import attention_heatmap, head_grid, layer_means
 from lmviz.viz.masks import experiment_figure, loss_figure, mask_heatmap, position_bias_figure
@@ -142,6 +142,24 @@ def test_bert_under_a_causal_mask_sees_no_future(models):
     assert e.own[..., above].max() > 0.01 and np.all(e.swapped[..., above] == 0.0)
     assert np.isnan(e.per_token_own[0]) and np.isnan(e.per_token_own[-1])  # [CLS] and [SEP] are not scored
     assert e.loss_swapped > e.loss_own  # without its right-hand context BERT fills holes worse
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fill_in_loss_equals_one_full_forward_per_hole(models, causal):
+    """The fast fill-in loss (hole positions only; causal: one sequence of extra [MASK] queries) against the
+    plain definition: one full forward of the model per hole, cross-entropy at the hole."""
+    bert = models["bert"]
+    enc = encode(bert, "Good night, sweet prince: and flights of angels sing thee to thy rest!", "Why does the drum come hither?")
+    ids, types = torch.tensor([enc.ids]), torch.tensor([enc.type_ids])
+    scored = [i for i, s in enumerate(enc.special) if not s]
+    fast = fill_in_loss(bert, ids, types, scored, causal)
+    with torch.inference_mode():
+        for i in scored:
+            hole = ids.clone()
+            hole[0, i] = bert.tokenizer.token_to_id("[MASK]")
+            logits = bert.model(hole, types, causal=causal).logits[0, i]
+            assert fast[i] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, ids[0, i])), abs=1e-4)
+    assert np.isnan(fast[[i for i in range(len(enc.ids)) if i not in scored]]).all()
 
 
 # --- named heads --------------------------------------------------------------------------------
