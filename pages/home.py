@@ -106,6 +106,10 @@ else:
                 + ", beside a baseline that needs no neural network: if a model does not beat its baseline, it has not learnt.")
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
+        for row in rows:
+            if row["beats baselines"] == "no":
+                st.caption(f"{row['model']}'s {row['figure']} does not beat its baseline: on this figure the model "
+                           "has not learnt more than the baseline knows.")
     else:
         st.info("evaluation.json holds no figures this page understands; run `python -m lmviz evaluate` again.", icon="ℹ️")
 

@@ -241,7 +241,10 @@ def test_home_shows_three_diagrams_sizes_curves_and_the_device():
     assert list(table["parameters"].str.contains("M")) == [True] * 3
     assert any("runs the models on" in m.value for m in at.markdown)
     if (checkpoints.ASSETS / "evaluation.json").is_file():
-        assert len(at.dataframe) == 2 and len(at.dataframe[1].value) > 0
+        evaluation = at.dataframe[1].value
+        assert len(at.dataframe) == 2 and len(evaluation) > 0
+        losing = evaluation[evaluation["beats baselines"] == "no"]
+        assert len([c for c in at.caption if "does not beat its baseline" in c.value]) == len(losing)
     else:
         assert any("python -m lmviz evaluate" in i.value for i in at.info)
 

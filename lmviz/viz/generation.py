@@ -17,14 +17,20 @@ def candidates_figure(step: Step, strategy: Strategy) -> go.Figure:
     cands = step.candidates
     y = [f"{c.rank}. {escape(c.token)}" + ("  ◀ chosen" if c.id == step.chosen.id else "") for c in cands]
     after = "after " + STRATEGY_NAMES[strategy.name] if strategy.name != "beam" else "greedy pick (beam search ranks whole beams)"
-    line = [3 if c.id == step.chosen.id else 0 for c in cands]
     fig = go.Figure([
         go.Bar(y=y, x=[c.prob for c in cands], orientation="h", name="the model's probability", marker_color=MODEL_C,
-               marker_line=dict(width=line, color=CHOSEN_C), hovertemplate="%{y}<br>model p = %{x:.4f}<extra></extra>"),
+               hovertemplate="%{y}<br>model p = %{x:.4f}<extra></extra>"),
+        # a cut candidate's bar has length 0, so it says "cut" in grey instead
         go.Bar(y=y, x=[c.final for c in cands], orientation="h", name=after,
-               marker_color=[AFTER_C if c.kept else CUT_C for c in cands], marker_line=dict(width=line, color=CHOSEN_C),
+               marker_color=[AFTER_C if c.kept else CUT_C for c in cands], text=["" if c.kept else "cut" for c in cands],
+               textposition="outside", textfont=dict(color="#777777", size=14), cliponaxis=False,
                hovertemplate="%{y}<br>after the strategy p = %{x:.4f}<extra></extra>"),
     ])
+    # the chosen row outlined as one frame (an outline on the bars would also draw on the legend's swatches)
+    for i, c in enumerate(cands):
+        if c.id == step.chosen.id:
+            fig.add_shape(type="rect", x0=0, x1=min(1.02, max(c.prob, c.final) + 0.02), y0=i - 0.48, y1=i + 0.48,
+                          line=dict(color=CHOSEN_C, width=3))
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.12), bargap=0.25)
     fig.update_yaxes(autorange="reversed", title=None)
     fig.update_xaxes(title="probability", range=[0, 1.02])
@@ -59,9 +65,10 @@ def strategy_figure(step: Step, strategy: Strategy) -> go.Figure:
     fig.add_trace(go.Scatter(x=[step.chosen.rank], y=[step.chosen.prob], mode="markers", name="chosen",
                              marker=dict(color=CHOSEN_C, size=14, symbol="star"),
                              hovertemplate=f"chosen: {escape(step.chosen.token)} (rank %{{x}})<extra></extra>"))
-    fig.update_xaxes(type="log", title="rank (1 = most likely), log scale")
+    decades = [10 ** e for e in range(len(str(n)))]  # 1, 10, 100, … up to the vocabulary: no unlabeled 2s and 5s
+    fig.update_xaxes(type="log", title="rank (1 = most likely), log scale", tickvals=decades, ticktext=[f"{d:,}" for d in decades])
     fig.update_yaxes(title="probability", secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title="cumulative", range=[0, 1.05], secondary_y=True, showgrid=False)
+    fig.update_yaxes(title="cumulative", range=[0, 1.05], tickvals=[0, 0.25, 0.5, 0.75, 1], secondary_y=True, showgrid=False)
     fig.update_layout(legend=dict(orientation="h", y=-0.3, yanchor="top"))
     return base_layout(fig, "What the strategy does to the distribution", 480)
 

@@ -201,8 +201,8 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
                 a, z = max(x0, lo), min(x1, hi)
                 if z - a > 1e-6:
                     first = a == x0
-                    # a box narrower than its label (about two characters fit per slot) drops WordPiece's ##
-                    text = shown[2:] if shown.startswith("##") and len(shown) > 2 * (z - a) else shown
+                    # a box narrower than its label (about 1.6 characters fit per slot) drops WordPiece's ##
+                    text = shown[2:] if shown.startswith("##") and len(shown) > 1.6 * (z - a) else shown
                     boxes.append(Box(a - lo, z - lo, y_of(b, r), text if first else "…", colour, hover, ink,
                                      "/" if p.partial_char else ""))
         add_boxes(fig, boxes, SHORT[kind])
