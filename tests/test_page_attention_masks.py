@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -142,6 +143,21 @@ def test_bert_under_a_causal_mask_sees_no_future(models):
     assert e.own[..., above].max() > 0.01 and np.all(e.swapped[..., above] == 0.0)
     assert np.isnan(e.per_token_own[0]) and np.isnan(e.per_token_own[-1])  # [CLS] and [SEP] are not scored
     assert e.loss_swapped > e.loss_own  # without its right-hand context BERT fills holes worse
+
+
+def test_subplot_grids_are_make_subplots_copies():
+    """``style.subplots`` builds each grid once: every call gives a fresh figure equal to ``make_subplots``'s."""
+    from plotly.subplots import make_subplots
+
+    from lmviz.viz.style import subplots
+
+    args = dict(rows=2, cols=3, column_titles=["a", "b", "c"], shared_yaxes=True, horizontal_spacing=0.02)
+    first = subplots(**args)
+    assert json.loads(first.to_json()) == json.loads(make_subplots(**args).to_json())
+    first.add_trace(go.Bar(x=[1], y=[2]), row=2, col=2)
+    first.update_layout(height=999)
+    again = subplots(**args)
+    assert not again.data and again.layout.height is None
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from lmviz.arithmetic import HeadArithmetic
 from lmviz.viz.attention import DIVERGING
-from lmviz.viz.style import PALETTE, base_layout, escape, ticks
+from lmviz.viz.style import PALETTE, base_layout, escape, subplots, ticks
 
 
 def _keys(keys: list[str]) -> list[str]:
@@ -66,7 +65,7 @@ def steps_figure(a: HeadArithmetic, keys: list[str], steps: tuple[str, ...] = WA
         "probs": ("softmax: the weights (one row of the heatmap)", a.probs, PALETTE[2]),
     }
     rows = [catalogue[s] for s in steps]
-    fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+    fig = subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=[f"{i}. {r[0]}" for i, r in enumerate(rows, start=1)])
     for r, (name, y, colour) in enumerate(rows, start=1):
         fig.add_trace(go.Bar(x=x, y=y, marker_color=colour, name=name, hovertemplate="key %{x}<br>%{y:.4f}<extra></extra>"),

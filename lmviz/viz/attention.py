@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from lmviz.viz.style import PALETTE, SEQUENTIAL, base_layout, escape, ticks
+from lmviz.viz.style import PALETTE, SEQUENTIAL, base_layout, escape, subplots, ticks
 
 DIVERGING = "PuOr"  # colour-blind-safe diverging scale for signed values (vectors, biases), centred on zero
 
@@ -53,7 +52,7 @@ def head_grid(stacked, title: str | None = None, zmax: float | None = None) -> g
     """``stacked [L, H, Q, K]`` as a layers × heads grid of small heatmaps (the model view)."""
     a = np.asarray(stacked, dtype=float)
     L, H = a.shape[:2]
-    fig = make_subplots(rows=L, cols=H, horizontal_spacing=0.01, vertical_spacing=0.02,
+    fig = subplots(rows=L, cols=H, horizontal_spacing=0.01, vertical_spacing=0.02,
                         row_titles=[f"layer {l}" for l in range(L)], column_titles=[f"head {h}" for h in range(H)])
     top = zmax if zmax is not None else float(a.max()) if a.size else 1.0
     for l in range(L):
@@ -70,7 +69,7 @@ def layer_means(stacked, queries: list[str], keys: list[str], title: str | None 
     """``stacked [L, H, Q, K]`` averaged over heads: one heatmap per layer, side by side."""
     a = np.asarray(stacked, dtype=float).mean(axis=1)
     L = a.shape[0]
-    fig = make_subplots(rows=1, cols=L, horizontal_spacing=0.02, column_titles=[f"layer {l}" for l in range(L)],
+    fig = subplots(rows=1, cols=L, horizontal_spacing=0.02, column_titles=[f"layer {l}" for l in range(L)],
                         shared_yaxes=True)
     custom = hover_grid(queries, keys)
     for l in range(L):

