@@ -108,6 +108,14 @@ def test_evaluation_rows_show_every_baseline_and_say_when_ours_loses():
     assert rows["span-token accuracy"]["beats baselines"] == "no"
 
 
+def test_training_curves_mark_the_kept_step(models):
+    log = models["gpt2"].train_log
+    fig = home.training_curves("gpt2", log)
+    assert any(f"kept: step {log['best']['step']}" in a.text for a in fig.layout.annotations)
+    assert f"from step {log['best']['step']}" in home.training_summary(log)
+    assert "shipped weights" not in home.training_summary({**log, "best": {**log["best"], "step": log["train"][-1]["step"]}})
+
+
 def test_device_text_names_one_shared_training_device_once():
     assert home.device_text("CPU", {k: {"device": "cuda"} for k in ("bert", "gpt2", "t5")}).endswith(
         "All three were trained on a GPU (CUDA).")

@@ -308,10 +308,21 @@ def training_curves(kind: str, log: dict | None) -> go.Figure:
                 fig.add_vline(x=ph.offset, line=dict(color="#666666", dash="dash", width=1.5), row=1, col=col)
             fig.add_annotation(x=ph.offset, y=1, yref="y domain", text=f" {escape(ph.name)} starts", showarrow=False,
                                xanchor="left", yanchor="top", font=dict(size=13, color="#444"), row=1, col=1)
+    best = log.get("best") if isinstance(log, dict) else None
+    if isinstance(best, dict) and _num(best.get("tokens")) is not None and parts[-1].evals:
+        x = best["tokens"] + parts[-1].offset
+        for col in (1, 2):
+            fig.add_vline(x=x, line=dict(color="#333333", dash="dash", width=2), row=1, col=col)
+        end = max(e["tokens"] for e in parts[-1].evals + parts[-1].train) + parts[-1].offset
+        right = x > 0.7 * end  # near the end the label goes left of the line, inside the plot
+        fig.add_annotation(x=x, y=1, yref="y domain", text=f"kept: step {best.get('step', '?')}", showarrow=False,
+                           xanchor="right" if right else "left", xshift=-4 if right else 4, yanchor="top",
+                           font=dict(size=14, color="#333"), row=1, col=1)
     if not any(ph.train or ph.evals for ph in parts):
         fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=16),
                            text="This checkpoint has no train_log.json, so there is no curve to draw.")
     fig.update_xaxes(title="tokens seen", tickformat=".3~s")
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)  # small accuracies are drawn from zero, not magnified
     base_layout(fig, None, height=400)
     fig.update_layout(legend=dict(orientation="h", y=-0.25, x=0, font=dict(size=14)), margin=dict(l=10, r=10, t=40, b=10))
     fig.update_annotations(font_size=15, selector=dict(text="loss (nats per predicted token)"))
@@ -328,8 +339,11 @@ def training_summary(log: dict | None) -> str:
     total = last.get("tokens", 0) + parts[-1].offset
     secs = sum(((p.train or p.evals or [{}])[-1].get("seconds") or 0) for p in parts)
     devices = " then ".join(p.name.split("(")[-1].rstrip(")") for p in parts)
+    best = log.get("best")
+    kept = (f" The shipped weights are from step {best['step']} (dashed line), where the held-out loss was lowest."
+            if isinstance(best, dict) and best.get("step") is not None and best.get("step") != last.get("step") else "")
     return (f"{last.get('step', '?')} steps{' in the last phase' if len(parts) > 1 else ''}, {human(total)} tokens seen "
-            f"in all, {secs / 60:.1f} minutes of training on {devices}.")
+            f"in all, {secs / 60:.1f} minutes of training on {devices}.{kept}")
 
 
 # --- the evaluation table ----------------------------------------------------------------------------
