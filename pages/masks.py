@@ -30,6 +30,16 @@ def experiment_for(name: str, text: str):
     return gpt2_without_mask(loaded, text) if loaded.kind == "gpt2" else bert_with_causal_mask(loaded, text)
 
 
+@st.fragment
+def experiment_heads(exp):
+    """One head under both masks; choosing another layer or head reruns only this part of the page."""
+    layers, heads = exp.own.shape[:2]
+    c1, c2 = st.columns(2)
+    layer = c1.selectbox("Layer", range(layers), key="w_xlayer")
+    head = c2.selectbox("Head", range(heads), key="w_xhead")
+    ui.plot(experiment_figure(exp, layer, head))
+
+
 st.title("Masks")
 st.write("Before the softmax, every attention score gets a mask added: **0** where the query may look at the key, "
          "**−∞** where it may not. After the softmax, e^−∞ = 0, so hidden keys get exactly zero weight. Blue cells "
@@ -126,10 +136,6 @@ try:
         st.write(f"{verdict} Attention above the diagonal (on later tokens): {exp.future_share('own'):.1%} of the weight "
                  f"{exp.own_name}, {exp.future_share('swapped'):.1%} {exp.swapped_name}.")
         ui.plot(loss_figure(exp))
-        layers, heads = exp.own.shape[:2]
-        c1, c2 = st.columns(2)
-        layer = c1.selectbox("Layer", range(layers), key="w_xlayer")
-        head = c2.selectbox("Head", range(heads), key="w_xhead")
-        ui.plot(experiment_figure(exp, layer, head))
+        experiment_heads(exp)
 except LmvizError as err:
     ui.error(err)
