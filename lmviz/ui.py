@@ -54,8 +54,10 @@ MAX_TEXT_CHARS = 20_000
 
 
 def _threads() -> None:
-    # Several browser sessions share the cores; one intra-op pool per process, not one per core per session.
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # Each browser session runs in its own thread, so sessions already use the cores in parallel; a torch
+    # pool of one thread keeps them from oversubscribing (at 2 threads on 2 cores a 60 ms decode took 3 s
+    # whenever another session or process was busy).
+    torch.set_num_threads(1)
 
 
 def user_models_dir() -> Path | None:

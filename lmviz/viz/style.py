@@ -40,7 +40,7 @@ def ticks(labels: list[str], max_ticks: int = MAX_TICKS) -> tuple[list[int], lis
     n = len(labels)
     step = max(1, -(-n // max_ticks))
     idx = list(range(0, n, step))
-    return idx, [escape(labels[i])[:14] for i in idx]
+    return idx, [escape(labels[i] if len(labels[i]) <= 14 else labels[i][:13] + "…") for i in idx]  # cut, then escape
 
 
 @lru_cache(maxsize=64)
