@@ -74,6 +74,17 @@ def encode(loaded: Loaded, text: str, pair: str | None = None, *, stack: str = "
                    [p.special for p in pieces], notes)
 
 
+def encode_gpt2(loaded: Loaded, text: str) -> Encoded:
+    """GPT-2's input as in training and on the Masking and Generation pages: ``<|endoftext|>`` (where every
+    training document starts), then the text, cut to the context."""
+    enc = encode(loaded, text, stack="decoder")
+    if enc.labels == [GPT2_EOT] and enc.special == [True]:
+        return enc  # the empty prompt is <|endoftext|> alone already
+    n = context_limit(loaded, "decoder") - 1
+    return Encoded([loaded.tokenizer.token_to_id(GPT2_EOT)] + enc.ids[:n], [GPT2_EOT] + enc.labels[:n],
+                   [0] + enc.type_ids[:n], [True] + enc.special[:n], enc.notes)
+
+
 def _truncate_bert(pieces, limit):
     a = [p for p in pieces if p.sequence == 0 and not p.special]
     b = [p for p in pieces if p.sequence == 1 and not p.special]
@@ -125,7 +136,7 @@ def attention_run(loaded: Loaded, text: str, pair: str | None = None, target: st
         return AttentionRun("bert", {"encoder": enc.labels}, {"encoder": enc.ids}, out.record, enc.notes, enc.type_ids,
                             {"encoder": enc.special})
     if loaded.kind == "gpt2":
-        enc = encode(loaded, text, stack="decoder")
+        enc = encode_gpt2(loaded, text)
         out = model(torch.tensor([enc.ids], device=device), want=want)
         return AttentionRun("gpt2", {"decoder": enc.labels}, {"decoder": enc.ids}, out.record, enc.notes, [],
                             {"decoder": enc.special})

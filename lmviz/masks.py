@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from lmviz.arithmetic import MASKED
 from lmviz.checkpoints import Loaded
 from lmviz.errors import LmvizError
-from lmviz.inference import AttentionRun, encode
+from lmviz.inference import AttentionRun, encode, encode_gpt2
 from lmviz.models.record import AttentionRecord, Want, additive_mask, causal_keep
 
 TITLES = {
@@ -61,11 +61,24 @@ def mask_matrices(run: AttentionRun) -> list[MaskMatrix]:
     return out
 
 
+@dataclass
+class PaddedBatch:
+    """BERT's forward pass on a padded batch: one mask matrix per text and the record (batch row = text)."""
+
+    matrices: list[MaskMatrix]
+    record: AttentionRecord
+
+    @property
+    def most_padded(self) -> int:
+        """The batch row with the most hidden ``[PAD]`` keys (the one that shows the padding mask at work)."""
+        return int(np.argmin([m.keep[0].sum() for m in self.matrices]))
+
+
 @torch.inference_mode()
-def bert_padded_batch(loaded: Loaded, texts: list[str]) -> list[MaskMatrix]:
+def bert_padded_batch(loaded: Loaded, texts: list[str]) -> PaddedBatch:
     """BERT on several texts in one batch: shorter ones are padded with ``[PAD]``, which the mask hides.
 
-    Returns one matrix per text, all of the batch's length, read from the real forward pass.
+    Returns one matrix per text, all of the batch's length, read from the real forward pass, and its record.
     """
     if loaded.kind != "bert":
         raise LmvizError("The padding example needs a BERT model.")
@@ -76,13 +89,13 @@ def bert_padded_batch(loaded: Loaded, texts: list[str]) -> list[MaskMatrix]:
     ids = torch.tensor([e.ids + [pad] * (width - len(e.ids)) for e in encs])
     real = torch.tensor([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in encs])
     device = next(loaded.model.parameters()).device
-    rec = loaded.model(ids.to(device), attention_mask=real.to(device), want=Want(attention=True, scores=True)).record
+    rec = loaded.model(ids.to(device), attention_mask=real.to(device), want=Want(attention=True, scores=True, qkv=True)).record
     out = []
     for b, e in enumerate(encs):
         labels = e.labels + ["[PAD]"] * (width - len(e.ids))
         out.append(MaskMatrix(f"sentence {b + 1} of the batch ({len(e.ids)} tokens + {width - len(e.ids)} padding)",
                               "self", keep_matrix(rec, "self", b), labels, labels))
-    return out
+    return PaddedBatch(out, rec)
 
 
 @dataclass
@@ -128,7 +141,7 @@ def gpt2_without_mask(loaded: Loaded, text: str) -> MaskExperiment:
     """GPT-2 on ``text`` with its causal mask and without it; loss = next-token cross-entropy per position."""
     if loaded.kind != "gpt2":
         raise LmvizError("This experiment needs a GPT-2 model.")
-    enc = encode(loaded, text, stack="decoder")
+    enc = encode_gpt2(loaded, text)
     if len(enc.ids) < 2:
         raise LmvizError("Type at least two tokens: the loss needs a next token to predict.")
     device = next(loaded.model.parameters()).device

@@ -6,6 +6,7 @@ from lmviz.bertviz_offline import head_view_html, model_view_html, view_height
 from lmviz.errors import LmvizError
 from lmviz.heads import named_heads
 from lmviz.inference import attention_run
+from lmviz.masks import keep_matrix
 from lmviz.models.record import Want
 from lmviz.viz.arithmetic import steps_figure, vectors_figure, weighted_sum_figure
 from lmviz.viz.attention import attention_heatmap, head_grid, layer_means
@@ -16,6 +17,7 @@ PRESETS = {
     "Macbeth": "Tomorrow, and tomorrow, and tomorrow, creeps in this petty pace from day to day.",
 }
 KEEP = Want(attention=True, scores=True, qkv=True)  # what the figures and the arithmetic read; no hidden states
+LONG = 48  # tokens: past this, one head's colours top out at the 99th percentile instead of 1
 KIND_NAMES = {"self": "encoder self-attention", "causal": "decoder self-attention (causal)", "cross": "cross-attention (decoder → encoder)"}
 
 
@@ -90,6 +92,8 @@ try:
         kind = st.radio("Attention", kinds, index=kinds.index(kind), format_func=KIND_NAMES.get, horizontal=True, key="w_kind")
         ui.set_params(kind=kind)
     queries, keys = run.axes(kind)
+    keep = keep_matrix(rec, kind)
+    long_text = max(len(queries), len(keys)) > LONG
     c1, c2, c3 = st.columns(3)
     with c1:
         layer = choose_index("layer", "layer", rec.n_layers(kind))
@@ -104,8 +108,14 @@ try:
         with one:
             st.write(f"**Layer {layer}, head {head}.** Each row is one query token; the colours along the row are how much "
                      "it attends to each key token, and they sum to 1. Hover over a cell for the tokens and the weight. "
-                     "The outlined row is the query that the arithmetic tab walks through.")
-            ui.plot(attention_heatmap(rec.attention(kind, layer)[head].numpy(), queries, keys, zmax=1.0, highlight=query))
+                     "The outlined row is the query that the arithmetic tab walks through." +
+                     (" Light grey cells are hidden by the causal mask: the query may not look there at all, which is "
+                      "not the same as looking with weight 0." if not keep.all() else "") +
+                     (" On a text this long most weights are tiny, so the colours top out at the 99th percentile of "
+                      "the weights (the colourbar gives its value); the few larger ones share the brightest colour."
+                      if long_text else ""))
+            ui.plot(attention_heatmap(rec.attention(kind, layer)[head].numpy(), queries, keys, zmax=1.0, highlight=query,
+                                      mask=keep, percentile=99 if long_text else None))
 
     if walk.open is not False:
         with walk:
@@ -113,7 +123,7 @@ try:
             scale = (f"then divides by √d = √{arith.d_head}" if arith.scale != 1.0 else
                      "T5 does **not** divide by √d; it adds a learned relative position bias instead"
                      if arith.position_bias is not None else "T5 does **not** divide by √d (and cross-attention adds no position bias)")
-            st.write(f"How query **{query}: {queries[query]}** (layer {layer}, head {head}) gets its weights. The model "
+            st.write(f"How query **{query}: {ui.plain(queries[query])}** (layer {layer}, head {head}) gets its weights. The model "
                      f"projects each token to a query vector q, a key vector k and a value vector v (d = {arith.d_head} "
                      f"numbers each). It takes the dot product of q with every k, {scale}, adds the mask (−∞ where the "
                      "query may not look), and applies the softmax.")
@@ -131,9 +141,9 @@ try:
             st.write("The whole model: one small heatmap per layer (rows) and head (columns). Heads in the same layer "
                      "read the same input but learn different patterns. Choose a layer and head above to open one large.")
             stacked = rec.stacked(kind).numpy()
-            ui.plot(head_grid(stacked, zmax=1.0))
+            ui.plot(head_grid(stacked, zmax=1.0, mask=keep))
             st.write("The average over the heads of each layer: what the layer as a whole mixes together.")
-            ui.plot(layer_means(stacked, queries, keys))
+            ui.plot(layer_means(stacked, queries, keys, mask=keep))
 
     if viz.open is not False:
         with viz:

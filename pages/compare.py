@@ -6,6 +6,7 @@ from lmviz import ui
 from lmviz.compare import compare, view_data
 from lmviz.errors import LmvizError
 from lmviz.generation import csv_text
+from lmviz.models.record import causal_keep
 from lmviz.viz.attention import attention_heatmap
 from lmviz.viz.compare import stats_figure
 
@@ -64,15 +65,16 @@ try:
     st.subheader("Attention side by side, one colour scale")
     st.write("Rows are the tokens that look (queries), columns the tokens they look at (keys); brighter is more "
              f"attention, on the same scale (0 to {zmax:.2f}) in every panel. The bidirectional encoders fill the whole "
-             "square; the causal decoders leave the upper triangle at exactly zero: the mask sets those scores to −∞ "
-             "before the softmax, so a token gets nothing from the future.")
+             "square; the causal decoders' upper triangle is light grey: the mask sets those scores to −∞ before the "
+             "softmax, so a token gets exactly nothing from the future.")
     for row in LAYOUT:
         cols = st.columns(2)
         for i, (col, key) in enumerate(zip(cols, row)):
             v = comp.view(*key)
             if v is None:
                 continue
-            fig = attention_heatmap(matrices[key], v.queries, v.keys, title=v.name, zmax=zmax, height=520)
+            keep = causal_keep(len(v.queries), len(v.keys)).numpy() if v.kind == "causal" else None
+            fig = attention_heatmap(matrices[key], v.queries, v.keys, title=v.name, zmax=zmax, height=520, mask=keep)
             with col:
                 ui.plot(fig.update_traces(showscale=i == len(row) - 1))
     st.caption("T5's decoder reads the same sentence here (teacher-forced after its start token <pad>), so its causal "
@@ -82,7 +84,7 @@ try:
     st.subheader("The difference in numbers, layer by layer")
     st.write("**Entropy**: how spread out a token's attention is (0 = all on one token). **Mean distance**: how many "
              "positions away a token looks on average. **Share to special tokens**: attention parked on [CLS], [SEP], "
-             "</s> (GPT-2 reads no special token here, so its share is 0). **Share to itself**: attention a token keeps "
+             "</s>, GPT-2's <|endoftext|> (which starts its input, as in training). **Share to itself**: attention a token keeps "
              "on itself. Cross-attention has no distance and no self, so it is left out of those two panels. "
              "Causal rows have fewer keys to spread over (the first token can only see itself), which lowers their entropy.")
     ui.plot(stats_figure(comp.stats(head)))

@@ -4,13 +4,19 @@ from lmviz import ui
 from lmviz.arithmetic import head_arithmetic
 from lmviz.errors import LmvizError
 from lmviz.inference import attention_run
-from lmviz.masks import bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, mask_matrices
+from lmviz.masks import bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, keep_matrix, mask_matrices
 from lmviz.models.record import Want
-from lmviz.viz.arithmetic import MASK_EFFECT, steps_figure
-from lmviz.viz.masks import experiment_figure, loss_figure, mask_heatmap, position_bias_figure
+from lmviz.viz.masks import experiment_figure, loss_figure, mask_effect_figure, mask_heatmap, position_bias_figure
 
 DEFAULT = "Now is the winter of our discontent made glorious summer by this sun of York."
 SHORT = "Good night, sweet prince."
+SOURCE_NAMES = {"self": "encoder self-attention", "causal": "causal self-attention", "cross": "cross-attention"}
+NOTHING_HIDDEN = {
+    "self": "bidirectional attention lets every token see every other one, and a single text has no padding.",
+    "causal": "this is the last position, which may see every token before it.",
+    "cross": "cross-attention lets every decoder token see the whole input.",
+    "padded": "both sentences have the same length, so neither is padded.",
+}
 MASKS_ONLY = Want(attention=True, scores=True, qkv=True)
 
 
@@ -70,32 +76,46 @@ try:
     for m in mask_matrices(run):
         st.subheader(m.title)
         st.write(explain[m.kind])
-        ui.plot(mask_heatmap(m))
+        ui.plot(mask_heatmap(m, titled=False))
 
     if run.kind == "bert":
         st.subheader("Padding in a batch")
         st.write("Sentences in one batch must have the same length, so shorter ones are filled with [PAD]. The padding "
                  "mask hides those columns: no real token attends to padding (the [PAD] rows are computed but ignored).")
-        for m in padded_for(name, (SHORT, text)):
+        padded = padded_for(name, (SHORT, text))
+        for m in padded.matrices:
             ui.plot(mask_heatmap(m))
     if run.kind == "t5":
         st.subheader("T5's relative position bias")
         st.write("T5 has no position embeddings. Each head instead learns a bias that depends only on the distance between "
                  "query and key (in buckets), and adds it to the scores of every layer, next to the mask. Orange and purple "
-                 "are positive and negative.")
+                 "are positive and negative; the key axis counts positions (hover a cell for its tokens). In the decoder "
+                 "the bias is added above the diagonal too, but the causal mask then hides those cells, so they are grey: "
+                 "there the bias never matters.")
         for kind, title in (("self", "encoder"), ("causal", "decoder")):
             if kind in run.record.position_bias:
                 q, k = run.axes(kind)
-                ui.plot(position_bias_figure(run.record.position_bias[kind][0].numpy(), q, k, title=f"{title} position bias"))
+                ui.plot(position_bias_figure(run.record.position_bias[kind][0].numpy(), q, k, title=f"{title} position bias",
+                                             mask=keep_matrix(run.record, kind)))
 
     st.header("What the mask does to the softmax")
-    kinds = run.record.kinds
-    kind = ui.param("kind", kinds[-1] if run.kind == "t5" else kinds[0], choices=kinds)
-    if len(kinds) > 1:
-        kind = st.radio("Attention", kinds, index=kinds.index(kind), horizontal=True, key="w_kind")
-        ui.set_params(kind=kind)
-    queries, keys = run.axes(kind)
-    default_query = min(len(queries) - 1, 3)
+    sources = {"padded": "the padded batch", "self": "your text alone"} if run.kind == "bert" else \
+        {k: SOURCE_NAMES[k] for k in run.record.kinds}
+    choices = list(sources)
+    source = ui.param("kind", "padded" if run.kind == "bert" else "causal", choices=choices)
+    if len(choices) > 1:
+        source = st.radio("Attention", choices, index=choices.index(source), format_func=sources.get, horizontal=True,
+                          key="w_kind")
+        ui.set_params(kind=source)
+    if source == "padded":
+        row = padded.most_padded
+        record, kind, batch = padded.record, "self", row
+        queries = keys = padded.matrices[row].queries
+        default_query = int(padded.matrices[row].keep[0].sum()) // 2  # a real token in the middle of the sentence
+    else:
+        record, kind, batch = run.record, source, 0
+        queries, keys = run.axes(kind)
+        default_query = len(queries) // 2
     query = ui.param("query", default_query, int)
     if query not in range(len(queries)):
         st.warning(f"There is no query position {query} here; showing position {default_query}.", icon="↩️")
@@ -103,11 +123,18 @@ try:
     query = st.select_slider("Query position", range(len(queries)), value=query, format_func=lambda i: f"{i}: {queries[i]}",
                              key="w_query")
     ui.set_params(query=query)
-    arith = head_arithmetic(run.record, kind, 0, 0, query)
-    st.write(f"Layer 0, head 0, query **{query}: {queries[query]}**. Panel 1: the raw scores. Panel 2: the mask added — "
-             f"{int(arith.hidden.sum())} of {len(keys)} keys become −∞. Panel 3: after the softmax they are exactly "
-             f"{arith.probs[arith.hidden].max() if arith.hidden.any() else 0:g}, and the rest sum to 1.")
-    ui.plot(steps_figure(arith, keys, MASK_EFFECT))
+    arith = head_arithmetic(record, kind, 0, 0, query, batch=batch)
+    hidden = int(arith.hidden.sum())
+    where = f"Layer 0, head 0, query **{query}: {ui.plain(queries[query])}**" + (
+        f" in sentence {row + 1} of the padded batch above" if source == "padded" else "")
+    if hidden:
+        st.write(f"{where}. Panel 1: the raw scores. Panel 2: the mask added — {hidden} of {len(keys)} keys become −∞ "
+                 f"(grey). Panel 3: after the softmax they are exactly {arith.probs[arith.hidden].max():g}, and the rest "
+                 "sum to 1.")
+    else:
+        st.write(f"{where}. Here the mask hides **nothing**, so panels 1 and 2 are the same: {NOTHING_HIDDEN[source]} "
+                 "Choose another attention above (or an earlier query, for causal attention) to see keys hidden.")
+    ui.plot(mask_effect_figure(arith, keys))
 
     if run.kind in ("gpt2", "bert"):
         st.header("Remove the mask" if run.kind == "gpt2" else "Give BERT a causal mask")

@@ -18,8 +18,8 @@ from lmviz.heads import named_heads
 from lmviz.inference import attention_run, encode
 from lmviz.masks import bert_padded_batch, bert_with_causal_mask, fill_in_loss, gpt2_without_mask, keep_matrix, mask_matrices
 from lmviz.viz.arithmetic import MASK_EFFECT, steps_figure, vectors_figure, weighted_sum_figure
-from lmviz.viz.attention import attention_heatmap, head_grid, layer_means
-from lmviz.viz.masks import experiment_figure, loss_figure, mask_heatmap, position_bias_figure
+from lmviz.viz.attention import CAUSAL_HIDDEN, HIDDEN_COLOUR, attention_heatmap, head_grid, layer_means
+from lmviz.viz.masks import experiment_figure, loss_figure, mask_effect_figure, mask_heatmap, position_bias_figure
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer."
@@ -47,6 +47,37 @@ def test_heatmap_values_are_the_records_probabilities(runs):
     fig = attention_heatmap(probs, q, k, highlight=3)
     assert np.array_equal(np.asarray(fig.data[0].z), probs)
     assert len(fig.layout.shapes) == 1  # the outlined query row
+
+
+def test_causal_hidden_cells_are_grey_not_weight_zero(runs):
+    """Masked future cells are empty (NaN) over a light grey background, and hover says they are hidden."""
+    run = runs["gpt2"]
+    q, k = run.axes("causal")
+    probs = run.record.attention("causal", 1)[0].numpy()
+    keep = keep_matrix(run.record, "causal")
+    fig = attention_heatmap(probs, q, k, zmax=1.0, mask=keep)
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert np.isnan(z[~keep]).all() and np.array_equal(z[keep], probs[keep])
+    grey = fig.data[1]
+    assert np.array_equal(np.isnan(np.asarray(grey.z, dtype=float)), keep) and grey.colorscale[0][1] == HIDDEN_COLOUR
+    assert CAUSAL_HIDDEN in grey.hovertemplate
+    grid = head_grid(run.record.stacked("causal").numpy(), mask=keep)
+    assert np.isnan(np.asarray(grid.data[0].z, dtype=float)[~keep]).all() and CAUSAL_HIDDEN in grid.data[1].hovertemplate
+    assert len(attention_heatmap(probs, q, k).data) == 1  # no mask given: as before
+
+
+def test_long_text_colours_top_out_at_a_percentile(runs):
+    run = runs["bert"]
+    q, k = run.axes("self")
+    probs = run.record.attention("self", 0)[0].numpy()
+    fig = attention_heatmap(probs, q, k, zmax=1.0, percentile=99)
+    assert np.isclose(fig.data[0].zmax, np.percentile(probs, 99)) and "99th" in fig.data[0].colorbar.title.text
+
+
+def test_gpt2_starts_from_endoftext_as_in_training(runs, models):
+    assert runs["gpt2"].tokens["decoder"][0] == "<|endoftext|>" and runs["gpt2"].special["decoder"][0]
+    assert runs["gpt2"].tokens["decoder"][1] == "To"
+    assert attention_run(models["gpt2"], "").tokens["decoder"] == ["<|endoftext|>"]
 
 
 def test_every_head_grid_and_layer_means_read_the_record(runs):
@@ -88,6 +119,7 @@ def test_mask_effect_hides_future_keys_with_exactly_zero(runs):
     probs = np.asarray(fig.data[2].y)
     assert a.hidden.sum() == len(k) - 4 and np.all(probs[4:] == 0.0) and np.isclose(probs[:4].sum(), 1.0)
     assert [ann.text for ann in fig.layout.annotations][0].startswith("1. scores before the mask")
+    assert mask_effect_figure(a, k).layout.margin.t >= 40  # room for the first panel's title
 
 
 # --- the mask matrices are what the papers say ---------------------------------------------------
@@ -108,19 +140,34 @@ def test_bert_mask_is_bidirectional_with_segments(runs):
     assert m.keep.all() and m.segments == runs["bert"].type_ids and 1 in m.segments
     fig = mask_heatmap(m)
     assert {a.text for a in fig.layout.annotations} == {"sentence A", "sentence B"}
+    assert fig.layout.title.text and mask_heatmap(m, titled=False).layout.title.text is None  # the page heads it already
 
 
 def test_bert_padding_columns_are_hidden(models):
-    short, long = bert_padded_batch(models["bert"], ["Good night.", "Good night, good night! Parting is such sweet sorrow."])
+    batch = bert_padded_batch(models["bert"], ["Good night.", "Good night, good night! Parting is such sweet sorrow."])
+    short, long = batch.matrices
     n_real = short.queries.index("[PAD]")
     assert short.keep.shape == long.keep.shape and long.keep.all()
     assert short.keep[:, :n_real].all() and not short.keep[:, n_real:].any()
+    assert batch.most_padded == 0
+    a = head_arithmetic(batch.record, "self", 0, 0, 1, batch=0)  # the padding example's softmax row
+    assert a.hidden[n_real:].all() and not a.hidden[:n_real].any() and np.all(a.probs[n_real:] == 0.0)
 
 
 def test_t5_position_bias_figure_has_one_panel_per_head(runs):
     bias = runs["t5"].record.position_bias["self"][0].numpy()
     fig = position_bias_figure(bias, *runs["t5"].axes("self"))
     assert len(fig.data) == bias.shape[0] and np.array_equal(np.asarray(fig.data[0].z), bias[0])
+    assert all(len(fig.layout[f"xaxis{i or ''}"].tickvals) <= 6 for i in range(len(fig.data)))  # narrow panels: few ticks
+
+
+def test_t5_decoder_bias_is_grey_where_the_causal_mask_hides_it(runs):
+    run = runs["t5"]
+    keep = keep_matrix(run.record, "causal")
+    bias = run.record.position_bias["causal"][0].numpy()
+    fig = position_bias_figure(bias, *run.axes("causal"), mask=keep)
+    z = np.asarray(fig.data[2].z, dtype=float)  # head 1 (each head: its bias, then the grey hidden cells)
+    assert np.isnan(z[~keep]).all() and np.array_equal(z[keep], bias[1][keep])
 
 
 # --- removing the mask: real forward passes --------------------------------------------------------
@@ -266,6 +313,11 @@ def test_masks_page_for_each_model(model):
         assert "Give BERT a causal mask" in headers and "Padding in a batch" in [s.value for s in at.subheader]
     if model == "t5":
         assert "T5's relative position bias" in [s.value for s in at.subheader]
+    hidden = next(m.value for m in at.markdown if m.value.startswith("Layer 0, head 0, query"))
+    assert "keys become −∞" in hidden  # the default example shows the mask hiding something
+    if model == "t5":
+        at.radio(key="w_kind").set_value("cross").run()
+        assert "hides **nothing**" in " ".join(m.value for m in at.markdown)
 
 
 @pytest.mark.parametrize("bad", HOSTILE + ["", "a"])

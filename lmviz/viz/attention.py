@@ -24,20 +24,53 @@ def token_axes(fig: go.Figure, queries: list[str], keys: list[str], row=None, co
     fig.update_yaxes(tickvals=yi, ticktext=yt, autorange="reversed", row=row, col=col)
 
 
+HIDDEN_COLOUR = "#D9D9D9"  # cells a mask hides are light grey, so "hidden" never looks like weight 0
+CAUSAL_HIDDEN = "hidden by the causal mask"
+
+
+def masked(z: np.ndarray, mask) -> np.ndarray:
+    """``z`` with the cells that ``mask`` (bool, True = may attend; broadcast over leading axes) hides set to NaN."""
+    return z if mask is None else np.where(np.asarray(mask, dtype=bool), z, np.nan)
+
+
+def hidden_cells(mask, hidden: str = CAUSAL_HIDDEN, custom=None) -> go.Heatmap | None:
+    """A light grey layer over the cells ``mask [Q, K]`` hides (None when it hides nothing); hover says ``hidden``
+    (with the tokens when ``custom`` is ``hover_grid``'s)."""
+    if mask is None or np.asarray(mask, dtype=bool).all():
+        return None
+    where = "query %{customdata[1]}<br>key %{customdata[0]}<br>" if custom is not None else "query %{y} key %{x}<br>"
+    return go.Heatmap(z=np.where(np.asarray(mask, dtype=bool), np.nan, 1.0), zmin=0, zmax=1, showscale=False,
+                      colorscale=[[0, HIDDEN_COLOUR], [1, HIDDEN_COLOUR]], customdata=custom, hoverongaps=False,
+                      hovertemplate=f"{where}{hidden}<extra></extra>")
+
+
 def attention_heatmap(probs, queries: list[str], keys: list[str], title: str | None = None, zmax: float | None = None,
-                      height: int | None = None, highlight: int | None = None) -> go.Figure:
+                      height: int | None = None, highlight: int | None = None, mask=None,
+                      hidden: str = CAUSAL_HIDDEN, percentile: float | None = None) -> go.Figure:
     """``probs [Q, K]`` as a query × key heatmap; hover names the query token, key token and weight.
 
-    ``highlight`` outlines one query row (the one the arithmetic walks through).
+    ``highlight`` outlines one query row (the one the arithmetic walks through). ``mask [Q, K]`` (bool,
+    True = may attend) draws hidden cells light grey instead of the colour of weight 0; their hover says
+    ``hidden`` (a grey layer, ``fig.data[1]``). ``percentile`` tops the colour scale at that percentile of the visible weights instead
+    of ``zmax`` (on long texts a 0–1 scale leaves nearly every cell dark); the colourbar says so.
     """
     z = np.asarray(probs, dtype=float)
+    shown = masked(z, mask)
+    visible = shown[~np.isnan(shown)]
+    label = "weight"
+    if percentile is not None and visible.size:
+        zmax = max(float(np.percentile(visible, percentile)), 1e-6)
+        label = f"weight<br>(colours top<br>out at the<br>{percentile:g}th pct,<br>{zmax:.2f})"
     custom = hover_grid(queries, keys)
     fig = go.Figure(go.Heatmap(
-        z=z, x=list(range(len(keys))), y=list(range(len(queries))), customdata=custom, colorscale=SEQUENTIAL,
-        zmin=0, zmax=zmax if zmax is not None else max(float(z.max()) if z.size else 1.0, 1e-6),
+        z=shown, x=list(range(len(keys))), y=list(range(len(queries))), customdata=custom, colorscale=SEQUENTIAL,
+        zmin=0, zmax=zmax if zmax is not None else max(float(visible.max()) if visible.size else 1.0, 1e-6),
         hovertemplate="query %{customdata[1]}<br>key %{customdata[0]}<br>weight %{z:.3f}<extra></extra>",
-        colorbar=dict(title="weight"),
+        hoverongaps=False, colorbar=dict(title=label),
     ))
+    grey = hidden_cells(mask, hidden, custom)
+    if grey:
+        fig.add_trace(grey.update(x=list(range(len(keys))), y=list(range(len(queries)))))
     token_axes(fig, queries, keys)
     fig.update_xaxes(title="key (attended to)", side="bottom")
     fig.update_yaxes(title="query (attending)")
@@ -48,36 +81,44 @@ def attention_heatmap(probs, queries: list[str], keys: list[str], title: str | N
     return base_layout(fig, title, height or side)
 
 
-def head_grid(stacked, title: str | None = None, zmax: float | None = None) -> go.Figure:
-    """``stacked [L, H, Q, K]`` as a layers × heads grid of small heatmaps (the model view)."""
-    a = np.asarray(stacked, dtype=float)
+def head_grid(stacked, title: str | None = None, zmax: float | None = None, mask=None) -> go.Figure:
+    """``stacked [L, H, Q, K]`` as a layers × heads grid of small heatmaps (the model view); ``mask [Q, K]``
+    as in ``attention_heatmap`` (hidden cells light grey)."""
+    a = masked(np.asarray(stacked, dtype=float), mask)
     L, H = a.shape[:2]
     fig = subplots(rows=L, cols=H, horizontal_spacing=0.01, vertical_spacing=0.02,
                         row_titles=[f"layer {l}" for l in range(L)], column_titles=[f"head {h}" for h in range(H)])
-    top = zmax if zmax is not None else float(a.max()) if a.size else 1.0
+    top = zmax if zmax is not None else float(np.nanmax(a)) if a.size else 1.0
     for l in range(L):
         for h in range(H):
-            fig.add_trace(go.Heatmap(z=a[l, h], colorscale=SEQUENTIAL, zmin=0, zmax=top, showscale=(l == 0 and h == 0),
+            fig.add_trace(go.Heatmap(z=a[l, h], colorscale=SEQUENTIAL, zmin=0, zmax=top, showscale=(l == 0 and h == 0), hoverongaps=False,
                                      hovertemplate=f"layer {l} head {h}<br>query %{{y}} key %{{x}}<br>weight %{{z:.3f}}<extra></extra>"),
                           row=l + 1, col=h + 1)
+            grey = hidden_cells(mask)
+            if grey:
+                fig.add_trace(grey, row=l + 1, col=h + 1)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False, autorange="reversed")
     return base_layout(fig, title, 170 * L + 60)
 
 
-def layer_means(stacked, queries: list[str], keys: list[str], title: str | None = None) -> go.Figure:
-    """``stacked [L, H, Q, K]`` averaged over heads: one heatmap per layer, side by side."""
-    a = np.asarray(stacked, dtype=float).mean(axis=1)
+def layer_means(stacked, queries: list[str], keys: list[str], title: str | None = None, mask=None) -> go.Figure:
+    """``stacked [L, H, Q, K]`` averaged over heads: one heatmap per layer, side by side (``mask`` as in
+    ``attention_heatmap``)."""
+    a = masked(np.asarray(stacked, dtype=float).mean(axis=1), mask)
     L = a.shape[0]
     fig = subplots(rows=1, cols=L, horizontal_spacing=0.02, column_titles=[f"layer {l}" for l in range(L)],
                         shared_yaxes=True)
     custom = hover_grid(queries, keys)
     for l in range(L):
-        fig.add_trace(go.Heatmap(z=a[l], colorscale=SEQUENTIAL, zmin=0, zmax=float(a.max()) if a.size else 1.0,
-                                 customdata=custom, showscale=l == 0, colorbar=dict(title="mean"),
+        fig.add_trace(go.Heatmap(z=a[l], colorscale=SEQUENTIAL, zmin=0, zmax=float(np.nanmax(a)) if a.size else 1.0,
+                                 customdata=custom, showscale=l == 0, colorbar=dict(title="mean"), hoverongaps=False,
                                  hovertemplate=f"layer {l} (mean of heads)<br>query %{{customdata[1]}}<br>"
                                                "key %{customdata[0]}<br>weight %{z:.3f}<extra></extra>"),
                       row=1, col=l + 1)
+        grey = hidden_cells(mask, custom=custom)
+        if grey:
+            fig.add_trace(grey, row=1, col=l + 1)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False, autorange="reversed")
     return base_layout(fig, title, 300)

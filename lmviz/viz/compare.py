@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from lmviz.compare import METRICS, SERIES_NAMES
-from lmviz.viz.style import MODEL_COLOURS, base_layout
+from lmviz.viz.style import MODEL_COLOURS, base_layout, subplots
 
 DASH = {"self": "solid", "causal": "dash", "cross": "dot"}
 SYMBOL = {"self": "circle", "causal": "triangle-up", "cross": "square"}
@@ -17,7 +16,7 @@ def stats_figure(stats: dict[str, dict[str, np.ndarray]]) -> go.Figure:
 
     Colour is the model (BERT, GPT-2, T5), the line style the kind of attention (solid bidirectional,
     dashed causal, dotted cross); NaN (cross-attention's distance and self share) leaves a gap."""
-    fig = make_subplots(rows=2, cols=2, subplot_titles=list(METRICS.values()), horizontal_spacing=0.1, vertical_spacing=0.24)
+    fig = subplots(rows=2, cols=2, subplot_titles=list(METRICS.values()), horizontal_spacing=0.1, vertical_spacing=0.24)
     by_name = {v: k for k, v in SERIES_NAMES.items()}
     for name, metrics in stats.items():
         model, kind = by_name[name]

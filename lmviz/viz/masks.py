@@ -1,21 +1,24 @@
-"""Mask figures: the mask matrices, T5's position bias, and the swapped-mask experiment.
-
-A mask's effect on one softmax row is ``lmviz.viz.arithmetic.steps_figure(a, keys, MASK_EFFECT)``.
+"""Mask figures: the mask matrices, T5's position bias, the mask's effect on one softmax row, and the
+swapped-mask experiment.
 """
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
 
+from lmviz.arithmetic import HeadArithmetic
 from lmviz.masks import MaskExperiment, MaskMatrix
-from lmviz.viz.attention import DIVERGING, hover_grid, token_axes
+from lmviz.viz.arithmetic import MASK_EFFECT, steps_figure
+from lmviz.viz.attention import DIVERGING, hidden_cells, hover_grid, masked, token_axes
 from lmviz.viz.style import PALETTE, base_layout, escape, subplots, ticks
 
 KEEP_COLOUR, HIDDEN_COLOUR = PALETTE[0], "#E8E8E8"
 
 
-def mask_heatmap(m: MaskMatrix, height: int | None = None) -> go.Figure:
-    """``m.keep`` as a two-colour query × key grid: blue = may attend, grey = hidden (−∞ added)."""
+def mask_heatmap(m: MaskMatrix, height: int | None = None, titled: bool = True) -> go.Figure:
+    """``m.keep`` as a two-colour query × key grid: blue = may attend, grey = hidden (−∞ added).
+
+    ``titled=False`` leaves ``m.title`` off (for a page that already heads the figure with it)."""
     z = m.keep.astype(float)
     fig = go.Figure(go.Heatmap(
         z=z, zmin=0, zmax=1, colorscale=[[0, HIDDEN_COLOUR], [0.5, HIDDEN_COLOUR], [0.5, KEEP_COLOUR], [1, KEEP_COLOUR]],
@@ -35,25 +38,42 @@ def mask_heatmap(m: MaskMatrix, height: int | None = None) -> go.Figure:
             fig.add_annotation(x=x, y=1.0, yref="paper", yanchor="bottom", text=name, showarrow=False,
                                font=dict(color=PALETTE[5], size=15))
     side = max(360, min(760, 18 * max(len(m.queries), len(m.keys)) + 200))
-    return base_layout(fig, m.title, height or side)
+    return base_layout(fig, m.title if titled else None, height or side)
 
 
-def position_bias_figure(bias, queries: list[str], keys: list[str], title: str | None = None) -> go.Figure:
-    """T5's learned relative position bias ``[H, Q, K]``, one heatmap per head, added to every layer's scores."""
-    b = np.asarray(bias, dtype=float)
+def position_bias_figure(bias, queries: list[str], keys: list[str], title: str | None = None, mask=None) -> go.Figure:
+    """T5's learned relative position bias ``[H, Q, K]``, one heatmap per head, added to every layer's scores.
+
+    The panels are narrow, so the key axis shows positions (a few, upright); hover names every token.
+    ``mask [Q, K]`` (bool, True = may attend) greys out the cells a mask hides: the bias is added there
+    too, but the cell is −∞ after the mask, so its bias never matters.
+    """
+    b = masked(np.asarray(bias, dtype=float), mask)
     H = b.shape[0]
-    top = float(np.abs(b).max()) if b.size else 1.0
+    top = float(np.nanmax(np.abs(b))) if b.size else 1.0
     fig = subplots(rows=1, cols=H, horizontal_spacing=0.02, column_titles=[f"head {h}" for h in range(H)],
                         shared_yaxes=True)
     hover = hover_grid(queries, keys)
+    step = max(1, -(-len(keys) // 5))  # at most ~5 position ticks per narrow panel
     for h in range(H):
         fig.add_trace(go.Heatmap(z=b[h], zmin=-top, zmax=top, colorscale=DIVERGING, zmid=0, customdata=hover,
-                                 showscale=h == 0, colorbar=dict(title="bias"),
+                                 showscale=h == 0, colorbar=dict(title="bias"), hoverongaps=False,
                                  hovertemplate=f"head {h}<br>query %{{customdata[1]}}<br>key %{{customdata[0]}}"
                                                "<br>bias %{z:.3f}<extra></extra>"), row=1, col=h + 1)
-        token_axes(fig, queries if h == 0 else [], keys, row=1, col=h + 1)
+        grey = hidden_cells(mask, "hidden by the causal mask: this bias is never used", hover)
+        if grey:
+            fig.add_trace(grey, row=1, col=h + 1)
+        fig.update_xaxes(tickvals=list(range(0, len(keys), step)), tickangle=0, title="key position", row=1, col=h + 1)
+    yi, yt = ticks(queries)
+    fig.update_yaxes(tickvals=yi, ticktext=yt, row=1, col=1)
     fig.update_yaxes(autorange="reversed")
     return base_layout(fig, title, max(360, min(700, 10 * len(queries) + 220)))
+
+
+def mask_effect_figure(a: HeadArithmetic, keys: list[str]) -> go.Figure:
+    """One query's row before the mask, with it, and after the softmax (``steps_figure`` with ``MASK_EFFECT``),
+    with room above the first panel's title."""
+    return steps_figure(a, keys, MASK_EFFECT).update_layout(margin=dict(t=40))
 
 
 def experiment_figure(e: MaskExperiment, layer: int, head: int) -> go.Figure:
