@@ -32,9 +32,10 @@ def bertviz_for(name: str, text: str, pair: str, target: str, view: str) -> tupl
     return (head_view_html(run) if view == "head" else model_view_html(run)), view_height(run, view)
 
 
-def choose_index(key: str, what: str, count: int, labels=None) -> int:
-    """A selectbox over ``range(count)`` remembered in the URL; an index that no longer exists falls back to 0."""
-    wanted = ui.param(key, 0, int)
+def choose_index(key: str, what: str, count: int, labels=None, default: int = 0) -> int:
+    """A selectbox over ``range(count)`` remembered in the URL (``default`` when absent); an index that no longer
+    exists falls back to 0."""
+    wanted = ui.param(key, default, int)
     if st.session_state.get(f"w_{key}", wanted) not in range(count):
         st.warning(f"There is no {what} {st.session_state.get(f'w_{key}', wanted)} here (this choice has {what}s "
                    f"0–{count - 1}); showing {what} 0.", icon="↩️")
@@ -100,7 +101,8 @@ try:
     with c2:
         head = choose_index("head", "head", rec.n_heads(kind))
     with c3:
-        query = choose_index("query", "query position", len(queries), lambda i: f"{i}: {queries[i]}")
+        query = choose_index("query", "query position", len(queries), lambda i: f"{i}: {queries[i]}",
+                             default=len(queries) // 2)  # mid-sentence: a row with keys on both sides of the mask
 
     one, walk, every, viz = st.tabs(["One head", "One head's arithmetic", "Every head", "bertviz"], key="tab",
                                      bind="query-params")

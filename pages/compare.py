@@ -76,7 +76,8 @@ try:
             keep = causal_keep(len(v.queries), len(v.keys)).numpy() if v.kind == "causal" else None
             fig = attention_heatmap(matrices[key], v.queries, v.keys, title=v.name, zmax=zmax, height=520, mask=keep)
             with col:
-                ui.plot(fig.update_traces(showscale=i == len(row) - 1))
+                fig.data[0].showscale = i == len(row) - 1  # one colourbar per row (the grey hidden layer has none)
+                ui.plot(fig)
     st.caption("T5's decoder reads the same sentence here (teacher-forced after its start token <pad>), so its causal "
                "triangle is over your words; its cross-attention (rows: decoder tokens, columns: encoder tokens) is a full "
                "rectangle, since the input is known before writing starts.")

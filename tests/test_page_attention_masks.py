@@ -88,6 +88,7 @@ def test_every_head_grid_and_layer_means_read_the_record(runs):
     assert np.array_equal(np.asarray(grid.data[5].z), stacked[5 // stacked.shape[1], 5 % stacked.shape[1]])
     means = layer_means(stacked, *run.axes("cross"))
     assert np.allclose(np.asarray(means.data[1].z), stacked[1].mean(0))
+    assert grid.layout.margin.t >= 35 and means.layout.margin.t >= 35  # the column titles are not clipped
 
 
 @pytest.mark.parametrize("kind,attn", [("bert", "self"), ("gpt2", "causal"), ("t5", "self"), ("t5", "causal"), ("t5", "cross")])

@@ -99,7 +99,7 @@ def head_grid(stacked, title: str | None = None, zmax: float | None = None, mask
                 fig.add_trace(grey, row=l + 1, col=h + 1)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False, autorange="reversed")
-    return base_layout(fig, title, 170 * L + 60)
+    return base_layout(fig, title, 170 * L + 60).update_layout(margin=dict(t=50 if title else 35))  # room for the column titles
 
 
 def layer_means(stacked, queries: list[str], keys: list[str], title: str | None = None, mask=None) -> go.Figure:
@@ -121,4 +121,4 @@ def layer_means(stacked, queries: list[str], keys: list[str], title: str | None 
             fig.add_trace(grey, row=1, col=l + 1)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False, autorange="reversed")
-    return base_layout(fig, title, 300)
+    return base_layout(fig, title, 300).update_layout(margin=dict(t=50 if title else 35))  # room for the column titles
