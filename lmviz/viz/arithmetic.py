@@ -82,7 +82,7 @@ def steps_figure(a: HeadArithmetic, keys: list[str], steps: tuple[str, ...] = WA
     xi, _ = ticks(keys)
     fig.update_xaxes(tickvals=[x[i] for i in xi], tickangle=-60, row=len(rows), col=1)
     fig.update_layout(showlegend=False, barmode="overlay", bargap=0.15)
-    return base_layout(fig, None, 180 * len(rows) + 120)
+    return base_layout(fig, None, 180 * len(rows) + 120).update_layout(margin=dict(t=40))  # room for the first panel's title
 
 
 def weighted_sum_figure(a: HeadArithmetic, keys: list[str]) -> go.Figure:
