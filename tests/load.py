@@ -101,8 +101,14 @@ async def student(i: int, browser, url: str, deadline: float, stats: Stats, mark
                 button = page.get_by_role("button", name="Next token")
                 if action == "long":
                     button = page.get_by_role("button", name="Run to N")
-                if await button.count():
+                if await button.count() and await button.first.is_enabled():
                     await button.first.click()
+                else:  # the generation reached its end: start over, as a student would
+                    restart = page.get_by_role("button", name="Start over")
+                    if await restart.count() and await restart.first.is_enabled():
+                        await restart.first.click()
+                    else:
+                        action = "none"
             await settled(page)
             if action != "none":
                 stats.latencies.append(time.perf_counter() - t0)
