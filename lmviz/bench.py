@@ -312,8 +312,8 @@ def _masks(loaded, text):
 
     run = attention_run(loaded, text, want=Want(attention=True, scores=True, qkv=True))
     figs = [vmk.mask_heatmap(m) for m in masks.mask_matrices(run)]
-    if loaded.kind in ("bert", "gpt2"):
-        e = masks.gpt2_without_mask(loaded, text) if loaded.kind == "gpt2" else masks.bert_with_causal_mask(loaded, text)
+    if loaded.kind == "gpt2":  # BERT's experiment (one forward per word) runs only when the page's toggle asks for it
+        e = masks.gpt2_without_mask(loaded, text)
         figs += [vmk.experiment_figure(e, 0, 0), vmk.loss_figure(e)]
     return figs
 

@@ -138,6 +138,12 @@ try:
 
     if run.kind in ("gpt2", "bert"):
         st.header("Remove the mask" if run.kind == "gpt2" else "Give BERT a causal mask")
+        if run.kind == "bert":  # one forward pass per hidden word: run it when asked, so a text edit stays quick
+            wanted = st.toggle("Run the experiment (BERT guesses every word twice: about half a second)",
+                               value=ui.param("exp", "0") == "1", key="w_exp")
+            ui.set_params(exp="1" if wanted else None)
+            if not wanted:
+                st.stop()
         exp = experiment_for(name, text)
         if run.kind == "gpt2":
             st.write("GPT-2 learns to predict each next token. Its causal mask stops it from looking at that token. "

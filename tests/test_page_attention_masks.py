@@ -312,6 +312,9 @@ def test_masks_page_for_each_model(model):
         assert "Remove the mask" in headers and len(at.metric) == 2
     if model == "bert":
         assert "Give BERT a causal mask" in headers and "Padding in a batch" in [s.value for s in at.subheader]
+        assert len(at.metric) == 0, "the per-word experiment runs only when asked"
+        at.toggle(key="w_exp").set_value(True).run()
+        assert not at.exception and len(at.metric) == 2 and at.query_params["exp"] in ("1", ["1"])
     if model == "t5":
         assert "T5's relative position bias" in [s.value for s in at.subheader]
     hidden = next(m.value for m in at.markdown if m.value.startswith("Layer 0, head 0, query"))
