@@ -51,6 +51,11 @@ class View:
     def heads(self) -> int:
         return self.probs.shape[1]
 
+    @property
+    def keep(self) -> np.ndarray | None:
+        """``[Q, K]`` bool: where a causal view may attend (lower-triangular); None where nothing is hidden."""
+        return np.tril(np.ones((len(self.queries), len(self.keys)), dtype=bool)) if self.kind == "causal" else None
+
     def matrix(self, layer: int, head: int | None) -> np.ndarray:
         """``[Q, K]`` of one layer, for one head or the mean of the heads; out-of-range indices are clamped."""
         a = self.probs[min(max(layer, 0), self.layers - 1)]

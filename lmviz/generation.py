@@ -14,12 +14,10 @@ text, and a branch (a token forced at step ``k``) leaves every step before ``k``
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -29,145 +27,14 @@ from lmviz.errors import LmvizError
 from lmviz.inference import MAX_CHARS, T5_MAX_TARGET, encode
 from lmviz.models.record import Want
 from lmviz.objectives import _token as token_label
+from lmviz.strategies import Shaped, Strategy, pick, shape, step_rng
 from lmviz.tokenizers import GPT2_EOT, safe_text
 
-STRATEGIES = ("greedy", "temperature", "top_k", "top_p", "beam")
-STRATEGY_NAMES = {"greedy": "greedy", "temperature": "temperature sampling", "top_k": "top-k sampling",
-                  "top_p": "top-p (nucleus) sampling", "beam": "beam search"}
 MAX_STEPS = 64
-MAX_BEAM = 8
-MIN_TEMPERATURE = 0.05
-MAX_TEMPERATURE = 5.0
 TOP_N = 12  # candidates kept per step for the bar chart
 CURVE_N = 200  # points of the sorted-probability and cumulative curves
 ROWS = Want(attention=True)
 TIMING_REPEATS = 3  # a step's time is the best of 3 runs of the same forward
-
-
-# --- strategies: pure functions of one logits vector -----------------------------------------------
-
-@dataclass(frozen=True)
-class Strategy:
-    """How a token is chosen from the next-token distribution.
-
-    ``temperature`` reshapes every sampling strategy (``softmax(logits / T)``); ``top_k`` and
-    ``top_p`` then cut the tail and renormalise. Beam search ranks finished beams by
-    ``sum log p / length ** length_penalty``.
-    """
-
-    name: str = "greedy"
-    temperature: float = 1.0
-    top_k: int = 20
-    top_p: float = 0.9
-    beam_width: int = 3
-    length_penalty: float = 1.0
-
-    def checked(self, vocab_size: int) -> tuple["Strategy", list[str]]:
-        """The strategy with every setting in range, and a note for each value that was clamped."""
-        if self.name not in STRATEGIES:
-            raise LmvizError(f"Unknown strategy {self.name!r}; choose one of {', '.join(STRATEGIES)}.")
-        notes, s = [], self
-        t = self.temperature
-        if not (isinstance(t, (int, float)) and math.isfinite(t)) or t < MIN_TEMPERATURE:
-            notes.append(f"Temperature {t} is not above 0 (dividing the logits by it is undefined; greedy is the limit "
-                         f"T → 0), so the smallest temperature, {MIN_TEMPERATURE}, is used.")
-            s = replace(s, temperature=MIN_TEMPERATURE)
-        elif t > MAX_TEMPERATURE:
-            notes.append(f"Temperature {t} is above {MAX_TEMPERATURE}; {MAX_TEMPERATURE} is used.")
-            s = replace(s, temperature=MAX_TEMPERATURE)
-        if self.top_k < 1:
-            notes.append(f"top-k = {self.top_k} keeps no token; top-k = 1 is used.")
-            s = replace(s, top_k=1)
-        elif self.top_k > vocab_size:
-            notes.append(f"top-k = {self.top_k} is larger than the vocabulary ({vocab_size} tokens); all {vocab_size} are kept.")
-            s = replace(s, top_k=vocab_size)
-        p = self.top_p
-        if not (isinstance(p, (int, float)) and math.isfinite(p)) or p <= 0 or p > 1:
-            clamped = 1.0 if isinstance(p, (int, float)) and math.isfinite(p) and p > 1 else 0.01
-            notes.append(f"top-p must lie in (0, 1]; {p} is outside, so p = {clamped} is used.")
-            s = replace(s, top_p=clamped)
-        if self.beam_width < 1:
-            notes.append(f"Beam width {self.beam_width} keeps no beam; width 1 (the same as greedy) is used.")
-            s = replace(s, beam_width=1)
-        elif self.beam_width > MAX_BEAM:
-            notes.append(f"Beam width {self.beam_width} is more than {MAX_BEAM}; {MAX_BEAM} is used.")
-            s = replace(s, beam_width=MAX_BEAM)
-        if not math.isfinite(self.length_penalty) or abs(self.length_penalty) > 5:
-            notes.append(f"Length penalty {self.length_penalty} is outside −5…5; 1.0 is used.")
-            s = replace(s, length_penalty=1.0)
-        return s, notes
-
-    def describe(self) -> str:
-        if self.name == "greedy":
-            return "greedy"
-        if self.name == "temperature":
-            return f"temperature {self.temperature:g}"
-        if self.name == "top_k":
-            return f"top-k, k = {self.top_k}, T = {self.temperature:g}"
-        if self.name == "top_p":
-            return f"top-p, p = {self.top_p:g}, T = {self.temperature:g}"
-        return f"beam search, width {self.beam_width}, length penalty {self.length_penalty:g}"
-
-
-@dataclass
-class Shaped:
-    """One next-token distribution through a strategy; every array is ``[vocab]``.
-
-    ``raw = softmax(logits)``, ``tempered = softmax(logits / T)`` (equal to ``raw`` for greedy),
-    ``final`` what the token is drawn from: zero outside the ``kept`` most likely tokens, summing to 1.
-    ``order`` sorts the vocabulary by ``tempered``, most likely first.
-    """
-
-    raw: np.ndarray
-    tempered: np.ndarray
-    final: np.ndarray
-    order: np.ndarray
-    kept: int
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
-def shape(logits, strategy: Strategy) -> Shaped:
-    """Apply ``strategy`` (already ``checked``) to one logits vector."""
-    z = np.asarray(logits, dtype=np.float64)
-    raw = _softmax(z)
-    tempered = raw if strategy.name in ("greedy", "beam") else _softmax(z / strategy.temperature)
-    order = np.argsort(-tempered, kind="stable")
-    if strategy.name in ("greedy", "beam"):
-        kept = 1
-    elif strategy.name == "top_k":
-        kept = min(strategy.top_k, z.size)
-    elif strategy.name == "top_p":
-        cum = np.cumsum(tempered[order])
-        kept = min(int(np.searchsorted(cum, strategy.top_p, side="left")) + 1, z.size)  # first prefix reaching p
-    else:
-        kept = z.size
-    final = np.zeros_like(tempered)
-    final[order[:kept]] = tempered[order[:kept]]
-    final /= final.sum()
-    return Shaped(raw, tempered, final, order, kept)
-
-
-def pick(shaped: Shaped, rng: np.random.Generator | None) -> tuple[int, float | None]:
-    """The chosen token id and the uniform draw that chose it (None when only one token is kept).
-
-    The kept tokens lie end to end on [0, 1) in order of probability; the draw lands in one slice.
-    """
-    if shaped.kept == 1 or rng is None:
-        return int(shaped.order[0]), None
-    ids = shaped.order[: shaped.kept]
-    cum = np.cumsum(shaped.final[ids])
-    u = float(rng.random())
-    i = min(int(np.searchsorted(cum, u, side="right")), len(ids) - 1)
-    return int(ids[i]), u
-
-
-def step_rng(seed: int, step: int) -> np.random.Generator:
-    """The draw of step ``step``: independent of every other step, so a branch keeps what came before it."""
-    return np.random.default_rng([int(seed) % 2**32, int(step)])
 
 
 # --- one step's record ---------------------------------------------------------------------------
@@ -640,16 +507,6 @@ def view_data(gen: Generation, step: int, layer: int, head: int | None) -> dict:
             "head": "mean" if head is None else head, "query": s.query, "reason": s.reason,
             "candidates": step_table(gen, step), "attention": att, "attention_keys": {"causal": gen.context(step), "cross": gen.source},
             "kv_cache": s.cache, "ms_cached": s.ms_cached, "ms_recompute": s.ms_recompute}
-
-
-def csv_text(rows: list[dict]) -> str:
-    """Rows of plain values as CSV text (the download button's data)."""
-    out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out.getvalue()
 
 
 @torch.inference_mode()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from lmviz.checkpoints import Loaded
@@ -16,6 +17,8 @@ from lmviz.tokenizers import GPT2_EOT, explain, safe_text
 MAX_CHARS = 200_000  # longer texts are cut before tokenizing; no model reads this far anyway
 T5_MAX_INPUT = 128
 T5_MAX_TARGET = 64
+FIGURES = Want(attention=True, scores=True, qkv=True)
+"""What the pages' figures and one head's arithmetic read from a run (no hidden states)."""
 
 
 def label(display: str) -> str:
@@ -110,6 +113,19 @@ class AttentionRun:
     notes: list[str]
     type_ids: list[int] = field(default_factory=list)
     special: dict[str, list[bool]] = field(default_factory=dict)
+
+    def head(self, kind: str, layer: int, head: int) -> np.ndarray:
+        """``[Q, K]``: one head's attention, as numpy for a figure."""
+        return self.record.attention(kind, layer)[head].numpy()
+
+    def heads(self, kind: str) -> np.ndarray:
+        """``[L, H, Q, K]``: every head of every layer of one kind."""
+        return self.record.stacked(kind).numpy()
+
+    def position_bias(self, kind: str) -> np.ndarray | None:
+        """T5's relative position bias ``[H, Q, K]`` for ``self`` or ``causal``; None for models without one."""
+        bias = self.record.position_bias.get(kind)
+        return None if bias is None else bias[0].numpy()
 
     def axes(self, kind: str) -> tuple[list[str], list[str]]:
         if kind == "self":

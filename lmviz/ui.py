@@ -165,16 +165,18 @@ def set_params(**values) -> None:
             st.query_params[k] = str(v)
 
 
-def pick_model(kinds: tuple[str, ...] = ("bert", "gpt2", "t5"), key: str = "model", label: str = "Model") -> checkpoints.Loaded | None:
-    """A model selectbox remembered in the URL; None (with a message) if none of these kinds loads."""
+def pick_model(kinds: tuple[str, ...] = ("bert", "gpt2", "t5"), key: str = "model",
+               label: str = "Model") -> tuple[str, checkpoints.Loaded]:
+    """A model selectbox remembered in the URL: the chosen name (the key of every per-text cache) and the
+    loaded model. If none of these kinds loads, it says so and the page stops there."""
     names = model_names(kinds)
     if not names:
         st.error("No model of this kind is available; see the sidebar for why.")
-        return None
+        st.stop()
     current = param(key, names[0], choices=names)
     name = st.selectbox(label, names, index=names.index(current), format_func=display_name, key=f"w_{key}")
     set_params(**{key: name})
-    return load_model(name)
+    return name, load_model(name)
 
 
 def text_input(key: str = "text", presets: dict[str, str] | None = None, default: str = "", label: str = "Text", height: int = 90) -> str:

@@ -5,9 +5,8 @@ from lmviz.arithmetic import head_arithmetic
 from lmviz.bertviz_offline import head_view_html, model_view_html, view_height
 from lmviz.errors import LmvizError
 from lmviz.heads import named_heads
-from lmviz.inference import attention_run
+from lmviz.inference import FIGURES, attention_run
 from lmviz.masks import keep_matrix
-from lmviz.models.record import Want
 from lmviz.viz.arithmetic import steps_figure, vectors_figure, weighted_sum_figure
 from lmviz.viz.attention import attention_heatmap, head_grid, layer_means
 
@@ -16,14 +15,13 @@ PRESETS = {
     "Romeo": "But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.",
     "Macbeth": "Tomorrow, and tomorrow, and tomorrow, creeps in this petty pace from day to day.",
 }
-KEEP = Want(attention=True, scores=True, qkv=True)  # what the figures and the arithmetic read; no hidden states
 LONG = 48  # tokens: past this, one head's colours top out at the 99th percentile instead of 1
 KIND_NAMES = {"self": "encoder self-attention", "causal": "decoder self-attention (causal)", "cross": "cross-attention (decoder → encoder)"}
 
 
 @st.cache_data(max_entries=32, show_spinner="Running the model…")
 def run_for(name: str, text: str, pair: str, target: str):
-    return attention_run(ui.load_model(name), text, pair or None, target or None, want=KEEP)
+    return attention_run(ui.load_model(name), text, pair or None, target or None, want=FIGURES)
 
 
 @st.cache_data(max_entries=8, show_spinner="Drawing bertviz…")
@@ -53,10 +51,7 @@ st.write("Every layer of a transformer has several **heads**; each head lets eve
          "pass of the model on your text.")
 
 try:
-    loaded = ui.pick_model()
-    if loaded is None:
-        st.stop()
-    name = st.session_state["w_model"]
+    name, loaded = ui.pick_model()
 
     presets = named_heads(loaded.kind) if name in ui.SHIPPED else []
     if presets:
@@ -116,7 +111,7 @@ try:
                      (" On a text this long most weights are tiny, so the colours top out at the 99th percentile of "
                       "the weights (the colourbar gives its value); the few larger ones share the brightest colour."
                       if long_text else ""))
-            ui.plot(attention_heatmap(rec.attention(kind, layer)[head].numpy(), queries, keys, zmax=1.0, highlight=query,
+            ui.plot(attention_heatmap(run.head(kind, layer, head), queries, keys, zmax=1.0, highlight=query,
                                       mask=keep, percentile=99 if long_text else None))
 
     if walk.open is not False:
@@ -142,7 +137,7 @@ try:
         with every:
             st.write("The whole model: one small heatmap per layer (rows) and head (columns). Heads in the same layer "
                      "read the same input but learn different patterns. Choose a layer and head above to open one large.")
-            stacked = rec.stacked(kind).numpy()
+            stacked = run.heads(kind)
             ui.plot(head_grid(stacked, zmax=1.0, mask=keep))
             st.write("The average over the heads of each layer: what the layer as a whole mixes together.")
             ui.plot(layer_means(stacked, queries, keys, mask=keep))

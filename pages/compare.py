@@ -5,8 +5,7 @@ import streamlit as st
 from lmviz import ui
 from lmviz.compare import compare, view_data
 from lmviz.errors import LmvizError
-from lmviz.generation import csv_text
-from lmviz.models.record import causal_keep
+from lmviz.export import csv_text
 from lmviz.viz.attention import attention_heatmap
 from lmviz.viz.compare import stats_figure
 
@@ -73,8 +72,7 @@ try:
             v = comp.view(*key)
             if v is None:
                 continue
-            keep = causal_keep(len(v.queries), len(v.keys)).numpy() if v.kind == "causal" else None
-            fig = attention_heatmap(matrices[key], v.queries, v.keys, title=v.name, zmax=zmax, height=520, mask=keep)
+            fig = attention_heatmap(matrices[key], v.queries, v.keys, title=v.name, zmax=zmax, height=520, mask=v.keep)
             with col:
                 fig.data[0].showscale = i == len(row) - 1  # one colourbar per row (the grey hidden layer has none)
                 ui.plot(fig)

@@ -4,9 +4,10 @@ import streamlit as st
 
 from lmviz import ui
 from lmviz.errors import LmvizError
-from lmviz.generation import (MAX_BEAM, MAX_STEPS, MAX_TEMPERATURE, MIN_TEMPERATURE, STRATEGIES, STRATEGY_NAMES, Decoding,
-                              Strategy, clamp_step, csv_text, format_forced, generate, measure_step, parse_forced, step_table,
+from lmviz.export import csv_text
+from lmviz.generation import (MAX_STEPS, Decoding, clamp_step, format_forced, generate, measure_step, parse_forced, step_table,
                               view_data)
+from lmviz.strategies import MAX_BEAM, MAX_TEMPERATURE, MIN_TEMPERATURE, STRATEGIES, STRATEGY_NAMES, Strategy
 from lmviz.viz.generation import (attention_row_figure, attention_steps_figure, beam_tree, cache_figure, candidates_figure,
                                   strategy_figure)
 
@@ -78,10 +79,7 @@ st.write("A decoder writes one token at a time. At each step it reads everything
          "looks, and how the **KV cache** saves the model from re-reading the whole text.")
 
 try:
-    loaded = ui.pick_model(("gpt2", "t5"))
-    if loaded is None:
-        st.stop()
-    name = state["w_model"]
+    name, loaded = ui.pick_model(("gpt2", "t5"))
     vocab = loaded.model.config.vocab_size
     if loaded.kind == "gpt2":
         st.caption("GPT-2 continues your prompt. It starts from <|endoftext|>, the token every training document began with.")

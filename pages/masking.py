@@ -181,10 +181,7 @@ objective = st.radio("Objective", list(OBJECTIVES), format_func=OBJECTIVES.get, 
 ui.set_params(objective=objective)
 kind = {"mlm": "bert", "nsp": "bert", "t5": "t5", "gpt2": "gpt2"}[objective]
 try:
-    loaded = ui.pick_model((kind,), key=f"{kind}_model", label="Model")
-    if loaded is None:
-        st.stop()
-    name = st.session_state[f"w_{kind}_model"]
+    name, loaded = ui.pick_model((kind,), key=f"{kind}_model", label="Model")
     if objective == "nsp":
         nsp_section(name)
     else:

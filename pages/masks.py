@@ -3,9 +3,8 @@ import streamlit as st
 from lmviz import ui
 from lmviz.arithmetic import head_arithmetic
 from lmviz.errors import LmvizError
-from lmviz.inference import attention_run
+from lmviz.inference import FIGURES, attention_run
 from lmviz.masks import bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, keep_matrix, mask_matrices
-from lmviz.models.record import Want
 from lmviz.viz.masks import experiment_figure, loss_figure, mask_effect_figure, mask_heatmap, position_bias_figure
 
 DEFAULT = "Now is the winter of our discontent made glorious summer by this sun of York."
@@ -17,12 +16,11 @@ NOTHING_HIDDEN = {
     "cross": "cross-attention lets every decoder token see the whole input.",
     "padded": "both sentences have the same length, so neither is padded.",
 }
-MASKS_ONLY = Want(attention=True, scores=True, qkv=True)
 
 
 @st.cache_data(max_entries=32, show_spinner="Running the model…")
 def run_for(name: str, text: str, pair: str):
-    return attention_run(ui.load_model(name), text, pair or None, want=MASKS_ONLY)
+    return attention_run(ui.load_model(name), text, pair or None, want=FIGURES)
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the model…")
@@ -52,10 +50,7 @@ st.write("Before the softmax, every attention score gets a mask added: **0** whe
          "below may attend; grey cells are hidden. Every matrix is the mask the model really applied on your text.")
 
 try:
-    loaded = ui.pick_model()
-    if loaded is None:
-        st.stop()
-    name = st.session_state["w_model"]
+    name, loaded = ui.pick_model()
     text = ui.text_input("text", default=DEFAULT)
     pair = ""
     if loaded.kind == "bert":
@@ -93,9 +88,9 @@ try:
                  "the bias is added above the diagonal too, but the causal mask then hides those cells, so they are grey: "
                  "there the bias never matters.")
         for kind, title in (("self", "encoder"), ("causal", "decoder")):
-            if kind in run.record.position_bias:
+            if run.position_bias(kind) is not None:
                 q, k = run.axes(kind)
-                ui.plot(position_bias_figure(run.record.position_bias[kind][0].numpy(), q, k, title=f"{title} position bias",
+                ui.plot(position_bias_figure(run.position_bias(kind), q, k, title=f"{title} position bias",
                                              mask=keep_matrix(run.record, kind)))
 
     st.header("What the mask does to the softmax")

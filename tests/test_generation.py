@@ -7,9 +7,10 @@ import torch
 
 from lmviz import checkpoints
 from lmviz.errors import LmvizError
-from lmviz.generation import (MAX_STEPS, MIN_TEMPERATURE, Strategy, branch, clamp_step, generate, measure_step, pick, shape,
-                              step_rng,
-                              step_table, step_timing, view_data, parse_forced, format_forced, csv_text)
+from lmviz.export import csv_text
+from lmviz.generation import (MAX_STEPS, branch, clamp_step, format_forced, generate, measure_step, parse_forced, step_table,
+                              step_timing, view_data)
+from lmviz.strategies import MIN_TEMPERATURE, Strategy, pick, shape, step_rng
 
 PROMPT = "ROMEO: But soft, what light through yonder window"
 T5_INPUT = "To be or not to <extra_id_0>, that is the <extra_id_1>."
