@@ -18,8 +18,20 @@ def _open(page, url: str) -> None:
 
 
 def _shot(page, name: str, nth: int = 0) -> None:
-    """A screenshot with the ``nth`` figure scrolled into view (Streamlit scrolls inside its own container)."""
-    page.locator(".js-plotly-plot").nth(nth).scroll_into_view_if_needed()
+    """A screenshot with the ``nth`` figure scrolled into view (Streamlit scrolls inside its own container).
+
+    A rerun may still replace the figure after the status widget went away (the element we found is then detached),
+    so wait for the app again and find the figure afresh, a few times."""
+    from playwright.sync_api import Error
+
+    for attempt in range(3):
+        try:
+            page.locator(".js-plotly-plot").nth(nth).scroll_into_view_if_needed(timeout=10_000)
+            break
+        except Error:
+            if attempt == 2:
+                raise
+            wait_for_app(page)
     screenshot(page, name)
 
 
