@@ -54,8 +54,8 @@ def next_token():
     state.gen_follow = True
 
 
-def run_all():
-    state.gen_n = state.w_limit
+def run_all(limit: int):
+    state.gen_n = limit  # the limit the button shows, whatever the step-limit box holds by now
     state.gen_follow = True
 
 
@@ -145,7 +145,7 @@ try:
     gen = regenerate(loaded, name, text, strategy, seed, limit, state.gen_forced, state.gen_n) if state.gen_n else None
     ended = gen is not None and gen.stop_reason is not None and not gen.stop_reason.startswith("the step limit")
     b1.button("Next token ▶", on_click=next_token, disabled=ended or state.gen_n >= limit, type="primary")
-    b2.button(f"Run to {limit} steps ⏭", on_click=run_all, disabled=ended or state.gen_n >= limit)
+    b2.button(f"Run to {limit} steps ⏭", on_click=run_all, args=(limit,), disabled=ended or state.gen_n >= limit)
     b3.button("Start over ⏮", on_click=restart, disabled=state.gen_n == 0)
     if gen is None:
         ui.set_params(**{"n": 0, "strategy": strategy.name, "seed": seed, "limit": limit, "branch": None})

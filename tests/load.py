@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
 import statistics
@@ -61,7 +62,7 @@ async def settled(page, timeout: float = 90.0) -> None:
                                  timeout=timeout * 1000)
 
 
-async def student(i: int, browser, url: str, deadline: float, stats: Stats, markers: list[str], long_generation: bool) -> None:
+async def student(i: int, url: str, deadline: float, stats: Stats, markers: list[str], long_generation: bool, browser) -> None:
     rng = random.Random(i)
     ctx = await browser.new_context(viewport={"width": 1400, "height": 900})
     page = await ctx.new_page()
@@ -124,9 +125,9 @@ async def student(i: int, browser, url: str, deadline: float, stats: Stats, mark
     await ctx.close()
 
 
-async def classroom(sessions: int, seconds: float, port: int | None = None, long_generation: bool = True) -> dict:
-    from playwright.async_api import async_playwright
-
+async def measure(sessions: int, seconds: float, student, port: int | None = None, long_generation: bool = True) -> dict:
+    """Start the app, let ``student(i, url, deadline, stats, markers, long_generation)`` run for every session at once
+    (after one short session that loads the models) and sum up what they saw and what the server did."""
     port = port or free_port()
     proc = start_app(port)
     url = f"http://127.0.0.1:{port}"
@@ -134,21 +135,17 @@ async def classroom(sessions: int, seconds: float, port: int | None = None, long
     markers = [f"zq{i}marker{random.randrange(10**6)}" for i in range(sessions)]
     conns: list[str] = []
     try:
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-            first = Stats()
-            await student(0, browser, url, time.time() + 5, first, markers, False)  # loads the models
-            rss_first = resident_mb(proc.pid)
-            deadline = time.time() + seconds
+        await student(0, url, time.time() + 5, Stats(), markers, False)  # loads the models
+        rss_first = resident_mb(proc.pid)
+        deadline = time.time() + seconds
 
-            async def watch():
-                while time.time() < deadline:
-                    conns.extend(foreign_connections(proc.pid))
-                    await asyncio.sleep(0.5)
+        async def watch():
+            while time.time() < deadline:
+                conns.extend(foreign_connections(proc.pid))
+                await asyncio.sleep(0.5)
 
-            await asyncio.gather(watch(), *(student(i, browser, url, deadline, stats, markers, long_generation and i == 0)
-                                            for i in range(sessions)))
-            await browser.close()
+        await asyncio.gather(watch(), *(student(i, url, deadline, stats, markers, long_generation and i == 0)
+                                        for i in range(sessions)))
         rss_end = resident_mb(proc.pid)
     finally:
         proc.terminate()
@@ -158,6 +155,17 @@ async def classroom(sessions: int, seconds: float, port: int | None = None, long
                rss_ratio=round(rss_end / rss_first, 2), server_foreign_connections=sorted(set(conns)),
                first_errors=stats.errors[:5], first_leaks=stats.leaks[:5])
     return out
+
+
+async def classroom(sessions: int, seconds: float, port: int | None = None, long_generation: bool = True) -> dict:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            return await measure(sessions, seconds, functools.partial(student, browser=browser), port, long_generation)
+        finally:
+            await browser.close()
 
 
 def main() -> None:
