@@ -1,6 +1,6 @@
 """What a decoding strategy does to one next-token distribution: greedy, temperature, top-k, top-p, beam.
 
-``Strategy.clamped`` turns any settings (from a link, say) into valid ones and says what it changed;
+``Strategy.checked`` turns any settings (from a link, say) into valid ones and says what it changed;
 ``shape`` reshapes and cuts the probabilities, ``pick`` chooses a token (seeded per step).
 """
 from __future__ import annotations

@@ -9,16 +9,20 @@ receiving its last delta is the time until the updated figure has reached the st
 the browser's, and is not counted).
 
 Each student changes the text, switches pages, picks another layer or head and steps a generation; session 0 also
-runs 60-token generations, the longest thing a page does. It records exceptions the app sends, any session receiving
+runs 60-token generations, the longest thing a page does. With ``--think S`` a student looks at each result for S
+seconds on average (uniformly 0.5 S to 1.5 S) before the next interaction, as students do; without it every session
+fires its next interaction the moment the last one finished, which saturates the server. It records exceptions the app sends, any session receiving
 another session's text, outbound connections the server opens and its resident memory after the first session and at
 the end.
 
-    python tests/protocol_load.py --sessions 20 --seconds 120      # the full run (README figures)
+    python tests/protocol_load.py --sessions 20 --seconds 120 --think 5    # a classroom (README figures)
+    python tests/protocol_load.py --sessions 20 --seconds 120              # the same, saturated
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
 import sys
@@ -89,7 +93,9 @@ def _state(proto, **value):
     return state
 
 
-async def student(i: int, url: str, deadline: float, stats: Stats, markers: list[str], long_generation: bool) -> None:
+async def student(i: int, url: str, deadline: float, stats: Stats, markers: list[str], long_generation: bool,
+                  think: float = 0.0) -> None:
+    """One student; between interactions they look at the result for ``think`` seconds on average (0: never)."""
     from websockets.asyncio.client import connect
 
     rng = random.Random(i)
@@ -98,6 +104,8 @@ async def student(i: int, url: str, deadline: float, stats: Stats, markers: list
         await s.run(page="attention")
         n = 0
         while time.time() < deadline:
+            if think and n:
+                await asyncio.sleep(min(rng.uniform(0.5, 1.5) * think, max(0.0, deadline - time.time())))
             n += 1
             action = "long" if long_generation and n % 3 == 1 else rng.choice(["text", "text", "page", "select", "generate"])
             try:
@@ -123,17 +131,22 @@ async def student(i: int, url: str, deadline: float, stats: Stats, markers: list
                 return
 
 
-async def classroom(sessions: int, seconds: float, port: int | None = None, long_generation: bool = True) -> dict:
-    return await measure(sessions, seconds, student, port, long_generation)
+async def classroom(sessions: int, seconds: float, port: int | None = None, long_generation: bool = True,
+                    think: float = 0.0) -> dict:
+    out = await measure(sessions, seconds, functools.partial(student, think=think), port, long_generation)
+    return {**out, "think_s": think}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--think", type=float, default=0.0,
+                    help="mean seconds a student looks at a result before the next interaction (0: at once)")
     ap.add_argument("--no-long", action="store_true", help="no session runs 60-token generations")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(classroom(args.sessions, args.seconds, long_generation=not args.no_long)), indent=2))
+    print(json.dumps(asyncio.run(classroom(args.sessions, args.seconds, long_generation=not args.no_long, think=args.think)),
+                     indent=2))
 
 
 if __name__ == "__main__":
