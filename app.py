@@ -17,4 +17,7 @@ PAGES = [
 
 page = st.navigation(PAGES, position="hidden")
 ui.sidebar(PAGES)
-page.run()
+try:
+    page.run()
+finally:
+    ui.release_memory()

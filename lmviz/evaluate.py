@@ -303,7 +303,7 @@ def table_rows(r: dict) -> list[tuple[str, str, float, str]]:
 def print_table(r: dict) -> None:
     quick = [k for k in ("gpt2", "bert", "t5") if r.get(k, {}).get("quick")]
     print(f"Held-out plays: {', '.join(r['held_out'])}" + (f" (quick slice for {', '.join(quick)})" if quick else ""))
-    print(f"| model | figure | ours | baseline |\n| --- | --- | --- | --- |")
+    print("| model | figure | ours | baseline |\n| --- | --- | --- | --- |")
     for m, name, v, base in table_rows(r):
         print(f"| {m} | {name} | {v:.3f} | {base} |")
     if "bert" in r:

@@ -39,15 +39,24 @@ class Stats:
     dialogs: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
-    actions: dict[str, int] = field(default_factory=dict)
+    actions: dict[str, list[float]] = field(default_factory=dict)  # what the student did -> its latencies
+
+    def record(self, action: str, seconds: float) -> None:
+        self.latencies.append(seconds)
+        self.actions.setdefault(action, []).append(seconds)
 
     def summary(self) -> dict:
-        lat = sorted(self.latencies)
-        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")  # noqa: E731
-        return {"interactions": len(lat), "median_s": round(statistics.median(lat), 3) if lat else None,
-                "p95_s": round(pct(0.95), 3), "max_s": round(lat[-1], 3) if lat else None, "errors": len(self.errors),
-                "dialogs": len(self.dialogs), "foreign_requests": len(self.foreign), "leaks": len(self.leaks),
-                "actions": self.actions}
+        return {**_figures(self.latencies), "errors": len(self.errors), "dialogs": len(self.dialogs),
+                "foreign_requests": len(self.foreign), "leaks": len(self.leaks),
+                "actions": {a: _figures(v) for a, v in sorted(self.actions.items())}}
+
+
+def _figures(latencies: list[float]) -> dict:
+    lat = sorted(latencies)
+    if not lat:
+        return {"interactions": 0}
+    return {"interactions": len(lat), "median_s": round(statistics.median(lat), 3),
+            "p95_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3), "max_s": round(lat[-1], 3)}
 
 
 async def settled(page, timeout: float = 90.0) -> None:
@@ -112,8 +121,7 @@ async def student(i: int, url: str, deadline: float, stats: Stats, markers: list
                         action = "none"
             await settled(page)
             if action != "none":
-                stats.latencies.append(time.perf_counter() - t0)
-                stats.actions[action] = stats.actions.get(action, 0) + 1
+                stats.record(action, time.perf_counter() - t0)
             for e in await page.locator("[data-testid='stException']").all_inner_texts():
                 stats.errors.append(f"session {i} after {action}: {e[:300]}")
             body = await page.locator("body").inner_text()

@@ -124,8 +124,7 @@ async def student(i: int, url: str, deadline: float, stats: Stats, markers: list
                 else:
                     action = "page"
                     took = await s.run(page=rng.choice(PAGES))
-                stats.latencies.append(took)
-                stats.actions[action] = stats.actions.get(action, 0) + 1
+                stats.record(f"{action} ({s.page or 'home'})" if action in ("page", "text") else action, took)
             except Exception as err:  # a closed socket or a missing widget is an error of the run, not a crash of the driver
                 stats.errors.append(f"session {i} during {action}: {type(err).__name__}: {str(err)[:200]}")
                 return

@@ -37,7 +37,7 @@ def test_a_classroom_over_the_websocket_sees_no_exception_and_no_other_session()
     with ThreadPoolExecutor(1) as pool:
         r = pool.submit(asyncio.run, classroom(sessions=8, seconds=20)).result()
     print(r)
-    assert r["interactions"] >= 16 and set(r["actions"]) >= {"text", "page", "generate", "long"}, r
+    assert r["interactions"] >= 16 and {a.split()[0] for a in r["actions"]} >= {"text", "page", "generate", "long"}, r
     assert r["errors"] == 0, r["first_errors"]
     assert r["leaks"] == 0, r["first_leaks"]
     assert r["server_foreign_connections"] == [], r

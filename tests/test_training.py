@@ -9,7 +9,7 @@ from lmviz import checkpoints, corpus
 from lmviz.corpus import Document
 from lmviz.errors import LmvizError
 from lmviz.tasks import TASKS
-from lmviz.training import DEFAULTS, train
+from lmviz.training import DEFAULTS, TrainConfig, train
 
 TINY_MODEL = {
     "gpt2": dict(n_embd=32, n_layer=2, n_head=2, n_positions=64),
@@ -25,7 +25,7 @@ def small_corpus():
     return [cut(d, 150) for d in train_docs[:3]], [cut(d, 60) for d in held_docs]
 
 
-def tiny(kind: str, steps: int = 40) -> "TrainConfig":
+def tiny(kind: str, steps: int = 40) -> TrainConfig:
     return replace(DEFAULTS[kind], steps=steps, batch_size=8, lr=3e-3, warmup=5, seq_len=64, short_seq_len=32, short_frac=0.25,
                    eval_every=steps, save_every=10, model=TINY_MODEL[kind])
 

@@ -6,7 +6,7 @@ Parameter names are those of ``transformers.GPT2LMHeadModel``. Its ``Conv1D`` ke
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn

@@ -176,8 +176,8 @@ def architecture_diagram(s: Sizes) -> go.Figure:
              colour, size=14)
         for a, b in ((ex0, ex1), (dx0, dx1)):
             _arrow(fig, (a + b) / 2, 3.0, (a + b) / 2, 3.45)
-        etop = _stack(fig, ex0, ex1 - 0.3, 3.45, [f"self-<br>attention", "feed-<br>forward"], s.layers, colour, "encoder")
-        dtop = _stack(fig, dx0, dx1 - 0.3, 3.45, [f"masked self-<br>attention", f"cross-<br>attention", "feed-<br>forward"],
+        etop = _stack(fig, ex0, ex1 - 0.3, 3.45, ["self-<br>attention", "feed-<br>forward"], s.layers, colour, "encoder")
+        dtop = _stack(fig, dx0, dx1 - 0.3, 3.45, ["masked self-<br>attention", "cross-<br>attention", "feed-<br>forward"],
                       s.decoder_layers, colour, "decoder")
         # the encoder's output feeds every decoder layer's cross-attention
         cross_y = 3.45 + 0.3 + 1.05 + 0.425
