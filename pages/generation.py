@@ -212,7 +212,8 @@ try:
     head_param = ui.param("head", "mean")
     bound("head", int(head_param) if head_param.isdigit() and int(head_param) < H else "mean")
     if state.w_layer not in range(L) or state.w_head not in heads:  # another model with fewer layers or heads
-        state.w_layer, state.w_head = min(max(int(state.w_layer), 0), L - 1), "mean"
+        layer_was = state.w_layer if isinstance(state.w_layer, int) else L - 1  # (or a value no browser sends)
+        state.w_layer, state.w_head = min(max(layer_was, 0), L - 1), "mean"
     layer = a1.selectbox("Layer", range(L), key="w_layer")
     head_v = a2.selectbox("Head", heads, key="w_head", format_func=lambda h: "mean of the heads" if h == "mean" else f"head {h}")
     head = None if head_v == "mean" else int(head_v)
