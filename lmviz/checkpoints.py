@@ -89,7 +89,7 @@ def save(model: torch.nn.Module, folder: str | Path, tokenizer=None, extra: dict
     return folder
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     if not path.is_file():
         raise LmvizError(f"{path.name} is missing from {path.parent.name}.")
     try:
@@ -132,7 +132,7 @@ def load(folder: str | Path, device: torch.device | str | None = None, need_toke
     folder = Path(folder)
     if not folder.is_dir():
         raise LmvizError(f"Model folder {folder.name} does not exist.")
-    config = _read_json(folder / "config.json")
+    config = read_json(folder / "config.json")
     kind = model_type(config, folder)
     cls = model_classes()[kind]
     try:
@@ -143,7 +143,7 @@ def load(folder: str | Path, device: torch.device | str | None = None, need_toke
     model = cls(cfg)
     has_heads = _load_state(model, state, folder)
     tokenizer = load_tokenizer(folder / "tokenizer.json") if need_tokenizer else None
-    log = _read_json(folder / "train_log.json") if (folder / "train_log.json").is_file() else None
+    log = read_json(folder / "train_log.json") if (folder / "train_log.json").is_file() else None
     model.eval().requires_grad_(False)
     if device is not None:
         model.to(device)

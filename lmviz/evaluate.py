@@ -27,7 +27,6 @@ and ``claimed`` (``train_log.json``'s ``best`` row, for comparison). Running onl
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import replace
@@ -39,6 +38,7 @@ import torch
 from lmviz import checkpoints
 from lmviz.corpus import HELD_OUT
 from lmviz.device import pick_device
+from lmviz.heads import read_evaluation
 from lmviz.errors import LmvizError
 from lmviz.models.record import Want
 from lmviz.tasks import EVAL_SEED, TASKS, char_count
@@ -234,7 +234,7 @@ def evaluate_all(models_dir: Path | None = None, quick: bool = False, kinds: tup
     if device.type == "cpu":
         torch.set_num_threads(1)  # small models at small batches: one thread is as fast, and 4× faster on a busy machine
     out = root / "evaluation.json"
-    old = _previous(out) if len(kinds) < 3 else {}
+    old = read_evaluation(out) if len(kinds) < 3 else {}
     result: dict = {**old, "held_out": list(HELD_OUT)}
     for kind in kinds:
         try:
@@ -249,13 +249,6 @@ def evaluate_all(models_dir: Path | None = None, quick: bool = False, kinds: tup
     print(f"written to {out}")
     return result
 
-
-def _previous(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def evaluate_one(loaded: checkpoints.Loaded, quick: bool = False) -> dict:

@@ -5,11 +5,12 @@ malformed entry gives fewer presets, never an error. The indices refer to the sh
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmviz import checkpoints
 from lmviz.checkpoints import ASSETS
+from lmviz.errors import LmvizError
 
 EVALUATION = ASSETS / "evaluation.json"
 REPEATED = "But soft, what light through yonder window breaks? It is the east, and Juliet is the sun."
@@ -51,11 +52,11 @@ def _index(entry) -> tuple[int, int, float | None] | None:
 
 
 def read_evaluation(path: Path = EVALUATION) -> dict:
+    """``evaluation.json``, or {} when it is missing or unreadable."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return checkpoints.read_json(Path(path))
+    except (LmvizError, OSError):
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def named_heads(kind: str, path: Path = EVALUATION) -> list[NamedHead]:

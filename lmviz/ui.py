@@ -124,6 +124,21 @@ def load_model(name: str) -> checkpoints.Loaded:
     return result
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def _evaluation_at(path: str, mtime: float) -> dict | str:
+    try:
+        return checkpoints.read_json(Path(path))
+    except LmvizError as err:
+        return str(err)
+
+
+def evaluation() -> dict | str | None:
+    """The shipped models' held-out figures (``python -m lmviz evaluate`` writes them): a dict, the reason it cannot be
+    read, or None when there is none yet."""
+    path = checkpoints.shipped("bert").parent / "evaluation.json"
+    return _evaluation_at(str(path), path.stat().st_mtime) if path.is_file() else None
+
+
 def model_names(kinds: tuple[str, ...]) -> list[str]:
     """Names of the models of these kinds that load (shipped first)."""
     out = []

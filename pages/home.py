@@ -1,9 +1,8 @@
 """Home: the three models side by side — blocks, sizes, training curves, evaluation, the device."""
-import json
 
 import streamlit as st
 
-from lmviz import checkpoints, ui
+from lmviz import ui
 from lmviz.device import describe_device, pick_device
 from lmviz.errors import LmvizError
 from lmviz.viz import home
@@ -37,14 +36,6 @@ def _diagram(kind: str):
 @st.cache_data(max_entries=8, show_spinner=False)
 def _curves(kind: str):
     return home.training_curves(kind, ui.load_model(kind).train_log)
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def _evaluation(path: str, mtime: float) -> dict | str:
-    try:
-        return json.loads(open(path, encoding="utf-8").read())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return f"{path} cannot be read: {err}"
 
 
 st.title("Three small language models, inside out")
@@ -91,8 +82,7 @@ if ok:
             ui.plot(_curves(kind), key=f"curves_{kind}")
 
 st.header("Evaluation")
-path = checkpoints.shipped("bert").parent / "evaluation.json"
-data = _evaluation(str(path), path.stat().st_mtime) if path.is_file() else None
+data = ui.evaluation()
 if isinstance(data, str):
     ui.error(LmvizError(data))
 elif data is None:

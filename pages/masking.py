@@ -3,6 +3,7 @@ import streamlit as st
 
 from lmviz import objectives, ui
 from lmviz.errors import LmvizError
+from lmviz.viz import home
 from lmviz.viz import masking as vm
 
 OBJECTIVES = {"mlm": "BERT · masked words (MLM)", "nsp": "BERT · next sentence (NSP)",
@@ -141,6 +142,8 @@ def t5_section(name: str, text: str) -> None:
     ui.set_params(noise=noise, span=span)
     result, fig = _t5(name, text, seed, noise, span)
     ui.show_notes(result.notes)
+    if name == "t5" and (warning := home.t5_not_yet_learnt(ui.evaluation())):
+        st.warning(warning, icon="🌱")
     correct = sum(f.correct for f in result.fills)
     m1, m2 = st.columns(2)
     m1.metric("Spans filled exactly", f"{correct} of {len(result.fills)}")

@@ -310,6 +310,26 @@ def test_masking_page_takes_bad_input(objective, text):
     assert not at.exception
 
 
+def test_masking_t5_warns_exactly_when_the_shipped_t5_is_below_its_floor():
+    at = _page("pages/masking.py", objective="t5")
+    path = checkpoints.ASSETS / "evaluation.json"
+    data = json.loads(path.read_text()) if path.is_file() else None
+    below = home.t5_not_yet_learnt(data) is not None
+    assert [w.value for w in at.warning if "has not finished learning" in w.value] == ([home.t5_not_yet_learnt(data)] if below else [])
+
+
+@pytest.mark.parametrize("data,warns", [
+    ({"t5": {"figures": {"content_acc": 0.025}, "baselines": {"most_frequent_acc": 0.029}}}, True),
+    ({"t5": {"figures": {"content_acc": 0.20}, "baselines": {"most_frequent_acc": 0.029}}}, False),
+    ({"t5": {"figures": {"content_acc": "n/a"}}}, False), (None, False), ("unreadable", False), ([1, 2], False),
+])
+def test_the_t5_warning_follows_the_figures_and_ignores_a_malformed_file(data, warns):
+    note = home.t5_not_yet_learnt(data)
+    assert (note is not None) == warns
+    if warns:
+        assert "2.5%" in note and "2.9%" in note
+
+
 def test_masking_nsp_own_pair_shows_token_types():
     at = _page("pages/masking.py", objective="nsp", pair="own", a="<b>hi</b>", b="[SEP] $x$")
     assert not at.exception and not at.error

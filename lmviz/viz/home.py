@@ -410,6 +410,18 @@ def evaluation_rows(data) -> list[dict]:
     return rows
 
 
+def t5_not_yet_learnt(data) -> str | None:
+    """A warning for pages that show the shipped T5's output, when on held-out text it does not yet guess hidden
+    pieces twice as often as always guessing the most frequent one (the floor this project set); else None."""
+    acc = _num(_dig(data, "t5", "figures", "content_acc"))
+    base = _num(_dig(data, "t5", "baselines", "most_frequent_acc"))
+    if acc is None or base is None or acc >= 2 * base:
+        return None
+    return (f"This T5 has not finished learning: on the held-out plays it guesses {acc:.1%} of the hidden pieces, and "
+            f"always guessing the most frequent piece scores {base:.1%}. So its fills show what a model writes before it "
+            "has learnt to read its input (mostly punctuation); the sentinels, the target and its loss are real.")
+
+
 def device_text(device_line: str, logs: dict[str, dict | None]) -> str:
     """Where this app runs, and where each model was trained."""
     trained = {MODEL_NAMES[k]: DEVICE_NAMES.get(v["device"], str(v["device"]))
