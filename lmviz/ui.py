@@ -60,6 +60,9 @@ def _threads() -> None:
     torch.set_num_threads(1)
 
 
+_threads()
+
+
 def _glibc():
     import ctypes
     import ctypes.util
@@ -96,7 +99,6 @@ def user_models_dir() -> Path | None:
 @st.cache_resource(show_spinner=False)
 def registry() -> dict[str, Path]:
     """Model name → folder: the shipped three, then each folder under the user's models directory."""
-    _threads()
     names = {k: checkpoints.shipped(k) for k in SHIPPED}
     root = user_models_dir()
     if root is not None and root.is_dir():
