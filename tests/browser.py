@@ -99,6 +99,16 @@ def browser_page(chromium):
     context.close()
 
 
+def run_async(coro):
+    """Run a coroutine to its end in a thread of its own: the browser tests' sync Playwright keeps an event loop on
+    the main thread, where ``asyncio.run`` would refuse."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def wait_for_app(page, timeout: float = 60_000) -> None:
     """Wait until Streamlit has finished running the script (no 'running' indicator) and no spinner shows."""
     page.wait_for_selector("[data-testid='stApp']", timeout=timeout)

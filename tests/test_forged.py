@@ -6,11 +6,9 @@ must answer with itself, not a traceback.
 """
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from browser import free_port, start_app
+from browser import free_port, run_async, start_app
 from load import PAGES, Stats
 from protocol_load import Session, _state
 
@@ -48,6 +46,6 @@ def server():
 
 
 def test_a_forged_choice_on_any_page_gets_the_page_not_a_traceback(server):
-    errors, tried = asyncio.run(_forge_every_choice(server))
+    errors, tried = run_async(_forge_every_choice(server))
     assert tried >= 40, tried  # every page's selectboxes and radios
     assert not errors, (tried, errors)

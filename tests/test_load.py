@@ -4,13 +4,11 @@ as websocket sessions (tests/protocol_load.py).
 The full runs (20 sessions, 2 minutes) are ``python tests/protocol_load.py`` and ``python tests/load.py``; their
 figures are in the README.
 """
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from browser import CHROMIUM
+from browser import CHROMIUM, run_async
 
 
 @pytest.mark.browser
@@ -18,9 +16,7 @@ from browser import CHROMIUM
 def test_a_few_students_at_once_see_no_error_no_other_session_and_nothing_leaves_localhost():
     from load import classroom
 
-    # In a thread of its own: the session's sync Playwright (tests/browser.py) keeps an event loop on this one.
-    with ThreadPoolExecutor(1) as pool:
-        r = pool.submit(asyncio.run, classroom(sessions=3, seconds=25)).result()
+    r = run_async(classroom(sessions=3, seconds=25))
     print(r)
     assert r["interactions"] >= 6, r
     assert r["errors"] == 0, r["first_errors"]
@@ -34,8 +30,7 @@ def test_a_classroom_over_the_websocket_sees_no_exception_and_no_other_session()
     """Eight sessions speaking Streamlit's protocol (tests/protocol_load.py), one of them running long generations."""
     from protocol_load import classroom
 
-    with ThreadPoolExecutor(1) as pool:
-        r = pool.submit(asyncio.run, classroom(sessions=8, seconds=20)).result()
+    r = run_async(classroom(sessions=8, seconds=20))
     print(r)
     assert r["interactions"] >= 16 and {a.split()[0] for a in r["actions"]} >= {"text", "page", "generate", "long"}, r
     assert r["errors"] == 0, r["first_errors"]
