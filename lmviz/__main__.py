@@ -26,7 +26,8 @@ def cmd_train(args) -> None:
 
     cfg = DEFAULTS[args.model]
     overrides = {k: v for k, v in {"steps": args.steps, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
-                                         "warmup": args.warmup, "short_frac": args.short_frac}.items() if v is not None}
+                                         "warmup": args.warmup, "short_frac": args.short_frac,
+                                         "embed_lr_scale": args.embed_lr_scale}.items() if v is not None}
     cfg = replace(cfg, **overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -70,6 +71,8 @@ def main(argv=None) -> int:
     tr.add_argument("--init", help="start from this model folder's weights (a second phase of training)")
     tr.add_argument("--warmup", type=int)
     tr.add_argument("--short-frac", type=float, help="share of the steps run on short sequences")
+    tr.add_argument("--embed-lr-scale", type=float,
+                    help="the token embedding's learning rate relative to the rest (10 helps T5, whose embedding starts at std 1)")
     tr.set_defaults(fn=cmd_train)
     ev = sub.add_parser("evaluate", help="held-out figures and probes for the shipped checkpoints")
     ev.add_argument("--models", help="folder of model folders (default: assets/models)")

@@ -40,6 +40,11 @@ class TrainConfig:
     eval_every: int = 250
     save_every: int = 250
     keep_best: bool = True  # the model folder holds the evaluation with the lowest held-out loss; resume/ holds the latest
+    # The token embedding's learning rate relative to the others. T5's starts at std 1 where its other weights start
+    # near d^-1/2, and Adam's steps are the same size for both, so it learns about 14x slower relative to its scale
+    # (T5's own optimizer, Adafactor, scales steps by each weight's size). 10 lowered a fresh T5's held-out loss at
+    # step 1,000 from 5.08 to 4.81 nats on this CPU (batch 16, lr 1e-3).
+    embed_lr_scale: float = 1.0
     model: dict = field(default_factory=dict)
 
     def seq_len_at(self, step: int) -> int:
@@ -111,10 +116,22 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    """AdamW with weight decay on the matrices; with ``embed_lr_scale`` != 1 the token embedding (the largest
+    ``nn.Embedding``, tied to the output layer) gets a group of its own whose learning rate is scaled."""
+    embed = None
+    if cfg.embed_lr_scale != 1.0:
+        embed = max((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), key=lambda m: m.num_embeddings).weight
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not embed]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if embed is not None:
+        groups.append({"params": [embed], "weight_decay": cfg.weight_decay, "lr_scale": cfg.embed_lr_scale})
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr_at(cfg, step) * g.get("lr_scale", 1.0)
 
 
 def _save_resume(folder: Path, model, opt, state: dict) -> None:
@@ -236,8 +253,7 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
                 fit_steps = False
             model.train()
             batch = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
-            for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, step)
+            set_lr(opt, cfg, step)
             with autocast:
                 loss, parts = task.loss(model, batch)
             opt.zero_grad(set_to_none=True)

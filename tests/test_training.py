@@ -75,3 +75,20 @@ def test_a_budget_of_zero_is_a_clear_error(tmp_path):
 def test_a_missing_tokenizer_is_a_clear_error(tmp_path):
     with pytest.raises(LmvizError, match="missing"):
         train(DEFAULTS["gpt2"], tmp_path, tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_the_token_embedding_can_learn_at_its_own_rate(scale):
+    from lmviz.models.t5 import T5Config, T5ForConditionalGeneration
+    from lmviz.training import lr_at, make_optimizer, set_lr
+
+    model = T5ForConditionalGeneration(T5Config(vocab_size=64, **TINY_MODEL["t5"]))
+    cfg = replace(tiny("t5"), embed_lr_scale=scale)
+    opt = make_optimizer(model, cfg)
+    set_lr(opt, cfg, cfg.warmup + 3)
+    grouped = [p for g in opt.param_groups for p in g["params"]]
+    assert len(grouped) == len(list(model.parameters())) and len({id(p) for p in grouped}) == len(grouped)
+    (embed_group,) = [g for g in opt.param_groups if any(p is model.shared.weight for p in g["params"])]
+    assert embed_group["lr"] == pytest.approx(scale * lr_at(cfg, cfg.warmup + 3))
+    assert embed_group["weight_decay"] == cfg.weight_decay
+    assert opt.param_groups[0]["lr"] == pytest.approx(lr_at(cfg, cfg.warmup + 3))
