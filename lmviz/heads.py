@@ -59,9 +59,11 @@ def read_evaluation(path: Path = EVALUATION) -> dict:
         return {}
 
 
-def named_heads(kind: str, path: Path = EVALUATION) -> list[NamedHead]:
-    """The named heads of the shipped model of ``kind`` (empty if evaluate has not run or found none)."""
-    entry = read_evaluation(path).get(kind)
+def named_heads(kind: str, source: Path | dict | None = EVALUATION) -> list[NamedHead]:
+    """The named heads of the shipped model of ``kind`` (empty if evaluate has not run or found none), from
+    ``evaluation.json`` at ``source`` or from its contents already read."""
+    data = source if isinstance(source, dict) else read_evaluation(source) if source is not None else {}
+    entry = data.get(kind)
     probes = entry.get("probes") if isinstance(entry, dict) else None
     if not isinstance(probes, dict):
         return []

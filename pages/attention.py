@@ -53,7 +53,8 @@ st.write("Every layer of a transformer has several **heads**; each head lets eve
 try:
     name, loaded = ui.pick_model()
 
-    presets = named_heads(loaded.kind) if name in ui.SHIPPED else []
+    evaluation = ui.evaluation()  # read once per change of the file, not on every rerun
+    presets = named_heads(loaded.kind, evaluation if isinstance(evaluation, dict) else None) if name in ui.SHIPPED else []
     if presets:
         st.subheader("Named heads")
         st.caption("Heads that `python -m lmviz evaluate` found doing a recognisable job. One click shows one.")
