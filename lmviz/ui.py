@@ -50,6 +50,7 @@ def _navigation_from_the_first_request() -> None:
 _navigation_from_the_first_request()
 
 SHIPPED = {"bert": "BERT (encoder)", "gpt2": "GPT-2 (decoder)", "t5": "T5 (encoder-decoder)"}
+MAX_LINK_CHARS = 2000  # longer texts stay out of the URL (browsers and servers cap its length)
 MAX_TEXT_CHARS = 20_000
 
 
@@ -220,8 +221,10 @@ def pick_model(kinds: tuple[str, ...] = ("bert", "gpt2", "t5"), key: str = "mode
     return name, load_model(name)
 
 
-def text_input(key: str = "text", presets: dict[str, str] | None = None, default: str = "", label: str = "Text", height: int = 90) -> str:
-    """A text box with presets; the text lives in the URL. Over-long input is cut and the page says so."""
+def text_input(key: str = "text", presets: dict[str, str] | None = None, default: str = "", label: str = "Text", height: int = 90,
+               keep: str = "head") -> str:
+    """A text box with presets; the text lives in the URL. Over-long input is cut and the page says so:
+    `keep="head"` keeps the first characters (a text to read), `keep="tail"` the last (a prompt to continue)."""
     text = param(key, default)
     if presets:
         choice = st.selectbox("Preset", ["(your own)", *presets], key=f"w_{key}_preset",
@@ -233,9 +236,12 @@ def text_input(key: str = "text", presets: dict[str, str] | None = None, default
         st.session_state[f"w_{key}"] = text
     value = st.text_area(label, key=f"w_{key}", height=height)
     if len(value) > MAX_TEXT_CHARS:
-        st.info(f"The text is {len(value):,} characters; only the first {MAX_TEXT_CHARS:,} are used.")
-        value = value[:MAX_TEXT_CHARS]
-    set_params(**{key: value if len(value) <= 2000 else None})
+        which = "last" if keep == "tail" else "first"
+        st.info(f"The text is {len(value):,} characters; only the {which} {MAX_TEXT_CHARS:,} are used.")
+        value = value[-MAX_TEXT_CHARS:] if keep == "tail" else value[:MAX_TEXT_CHARS]
+    if len(value) > MAX_LINK_CHARS:
+        st.caption(f"This text is longer than {MAX_LINK_CHARS:,} characters, so the page's link does not carry it.")
+    set_params(**{key: value if len(value) <= MAX_LINK_CHARS else None})
     return value
 
 

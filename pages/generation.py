@@ -83,7 +83,7 @@ try:
     vocab = loaded.model.config.vocab_size
     if loaded.kind == "gpt2":
         st.caption("GPT-2 continues your prompt. It starts from <|endoftext|>, the token every training document began with.")
-        text = ui.text_input("prompt", GPT2_PRESETS, default=GPT2_PRESETS["Romeo"], label="Prompt")
+        text = ui.text_input("prompt", GPT2_PRESETS, default=GPT2_PRESETS["Romeo"], label="Prompt", keep="tail")
     else:
         st.caption("T5's encoder reads the input once; its decoder then writes, one token at a time, what belongs in each "
                    "sentinel <extra_id_i> (the span-corruption task it was trained on). Your own text works too.")
