@@ -1,18 +1,30 @@
-"""Named heads: the heads ``python -m lmviz evaluate`` found, as presets for the Attention page.
+"""Named heads: the heads ``python -m lmviz evaluate`` found, as presets for the Attention page, each measured
+against chance on the text the preset shows.
 
 ``assets/models/evaluation.json`` is read defensively: a missing file, a missing probe or a
 malformed entry gives fewer presets, never an error. The indices refer to the shipped checkpoints.
+
+A head's score only means something beside what attention with no pattern at all would score: a query that
+spreads its weight evenly over the keys it may see (``1/visible`` each). ``NamedHead.chance`` is that
+baseline on the same text, and a head is ``found`` only when its score is at least ``CLEARLY`` times it;
+otherwise the page offers it as the best candidate, at chance.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from lmviz import checkpoints
-from lmviz.checkpoints import ASSETS
+from lmviz.checkpoints import ASSETS, Loaded
 from lmviz.errors import LmvizError
+from lmviz.inference import attention_run
+from lmviz.masks import keep_matrix
+from lmviz.models.record import Want
 
 EVALUATION = ASSETS / "evaluation.json"
+CLEARLY = 2.0  # a head does its job on a text when it scores at least twice what even attention would
 REPEATED = "But soft, what light through yonder window breaks? It is the east, and Juliet is the sun."
 TEXTS = {
     "previous": "Now is the winter of our discontent made glorious summer by this sun of York.",
@@ -23,22 +35,60 @@ TEXTS = {
 
 @dataclass(frozen=True)
 class NamedHead:
-    """One head worth a look: where it is, how strongly it does its job, and a text that shows it."""
+    """One head worth a look: where it is, how strongly it does its job on ``text`` beside chance, and what it does."""
 
     name: str
     kind: str  # the model kind: bert, gpt2
     layer: int
     head: int
-    score: float | None
-    what: str  # one plain sentence for the page
+    score: float  # on ``text`` (and ``pair``): the share of attention that goes where this job sends it
+    chance: float  # the same share under even attention over the keys each query may see, on the same text
+    what: str  # one plain sentence for the page: what such a head does
+    measure: str  # what ``score`` measures, e.g. "weight on the token just before"
     text: str
     pair: str | None = None
-    strong_from: float = 0.0  # a score below this is a weak candidate, and the page says so
+    evaluated: float | None = None  # evaluate's score on held-out text, as written in evaluation.json
 
     @property
-    def weak(self) -> bool:
-        return self.score is not None and self.score < self.strong_from
+    def found(self) -> bool:
+        return self.score >= CLEARLY * self.chance
 
+
+# --- scores of one head [Q, K] and their chance baselines ------------------------------------------
+
+def _even(keep: np.ndarray) -> np.ndarray:
+    """``[Q, K]``: attention spread evenly over the keys each query may see (the chance pattern)."""
+    keep = np.asarray(keep, dtype=float)
+    return keep / keep.sum(-1, keepdims=True)
+
+
+def previous_token_score(probs: np.ndarray) -> float:
+    """Mean weight each query (from position 1 on) puts on the token just before it."""
+    return float(np.diagonal(probs, offset=-1).mean())
+
+
+def induction_targets(ids: list[int]) -> list[tuple[int, int]]:
+    """``(query, key)`` pairs: each token that appeared before, and the token that followed its latest earlier copy."""
+    out, last = [], {}
+    for t, i in enumerate(ids):
+        if i in last and last[i] + 1 < t:
+            out.append((t, last[i] + 1))
+        last[i] = t
+    return out
+
+
+def induction_score(probs: np.ndarray, ids: list[int]) -> float:
+    """Mean weight a repeated token puts on the token that followed its earlier copy (NaN if nothing repeats)."""
+    pairs = induction_targets(ids)
+    return float(np.mean([probs[q, k] for q, k in pairs])) if pairs else float("nan")
+
+
+def sink_score(probs: np.ndarray, special: list[bool]) -> float:
+    """Mean share of each query's weight that goes to the special tokens ([CLS], [SEP])."""
+    return float(probs[:, np.asarray(special, dtype=bool)].sum(-1).mean())
+
+
+# --- evaluation.json --------------------------------------------------------------------------------
 
 def _index(entry) -> tuple[int, int, float | None] | None:
     """``[layer, head, score]`` as written by evaluate, or None if it is not that shape."""
@@ -59,34 +109,60 @@ def read_evaluation(path: Path = EVALUATION) -> dict:
         return {}
 
 
-def named_heads(kind: str, source: Path | dict | None = EVALUATION) -> list[NamedHead]:
-    """The named heads of the shipped model of ``kind`` (empty if evaluate has not run or found none), from
-    ``evaluation.json`` at ``source`` or from its contents already read."""
+def _probes(kind: str, source: Path | dict | None) -> dict:
     data = source if isinstance(source, dict) else read_evaluation(source) if source is not None else {}
     entry = data.get(kind)
     probes = entry.get("probes") if isinstance(entry, dict) else None
-    if not isinstance(probes, dict):
-        return []
-    out = []
-    if kind == "gpt2":
-        found = _index(probes.get("previous_token_head"))
-        if found:
-            out.append(NamedHead("previous-token head", "gpt2", *found,
-                                 "Each token looks mostly at the token just before it: a diagonal one step below the main one.",
-                                 TEXTS["previous"], strong_from=0.3))
-        found = _index(probes.get("induction_head"))
-        if found:
-            out.append(NamedHead("induction head", "gpt2", *found,
-                                 "In the repeated half, each token looks at the token that followed its earlier copy, "
-                                 "so the model can continue a pattern it has seen: a diagonal stripe in the lower-left block.",
-                                 TEXTS["induction"], strong_from=0.2))
-    elif kind == "bert":
+    return probes if isinstance(probes, dict) else {}
+
+
+def named_heads(loaded: Loaded, source: Path | dict | None = EVALUATION) -> list[NamedHead]:
+    """The named heads of ``loaded`` (a shipped BERT or GPT-2) that evaluate found, from ``evaluation.json`` at
+    ``source`` or from its contents already read, each measured on its preset text beside chance. Empty if
+    evaluate has not run, found none, or names a head this model does not have.
+
+    BERT's sink candidates: those found, or only the best one when none beats chance."""
+    probes = _probes(loaded.kind, source)
+    if loaded.kind == "gpt2":
+        jobs = [("previous-token head", probes.get("previous_token_head"), TEXTS["previous"], None),
+                ("induction head", probes.get("induction_head"), TEXTS["induction"], None)]
+    elif loaded.kind == "bert":
         sinks = probes.get("sink_heads")
-        for rank, raw in enumerate(sinks if isinstance(sinks, list) else []):
-            found = _index(raw)
-            if found:
-                out.append(NamedHead(f"[CLS]/[SEP] sink #{rank + 1}", "bert", *found,
-                                     "Most tokens put their weight on [CLS] or [SEP]: a head with nothing useful to do "
-                                     "parks its attention on a token that is always there (vertical stripes).",
-                                     *TEXTS["sink"], strong_from=0.3))
-    return out
+        jobs = [(f"[CLS]/[SEP] sink #{rank + 1}", raw, *TEXTS["sink"]) for rank, raw in enumerate(sinks if isinstance(sinks, list) else [])]
+    else:
+        return []
+    runs, out = {}, []
+    for name, raw, text, pair in jobs:
+        found = _index(raw)
+        if found is None:
+            continue
+        if (text, pair) not in runs:
+            runs[text, pair] = attention_run(loaded, text, pair, want=Want(attention=True, scores=True))  # scores: the record keeps its mask
+        head = _measure(name, runs[text, pair], *found, text, pair)
+        if head is not None:
+            out.append(head)
+    if loaded.kind == "bert" and out and not any(h.found for h in out):
+        return out[:1]
+    return [h for h in out if loaded.kind != "bert" or h.found]
+
+
+def _measure(name: str, run, layer: int, head: int, evaluated: float | None, text: str, pair: str | None) -> NamedHead | None:
+    kind = run.record.kinds[0]
+    if layer >= run.record.n_layers(kind) or head >= run.record.n_heads(kind):
+        return None
+    probs, even = run.head(kind, layer, head), _even(keep_matrix(run.record, kind))
+    if name.startswith("previous"):
+        return NamedHead(name, run.kind, layer, head, previous_token_score(probs), previous_token_score(even),
+                         "Each token looks mostly at the token just before it: a diagonal one step below the main one.",
+                         "weight on the token just before", text, pair, evaluated)
+    if name.startswith("induction"):
+        ids = run.ids["decoder"]
+        return NamedHead(name, run.kind, layer, head, induction_score(probs, ids), induction_score(even, ids),
+                         "In the repeated half, each token looks at the token that followed its earlier copy, so the "
+                         "model can continue a pattern it has seen: a diagonal stripe in the lower-left block.",
+                         "weight on the token after the earlier copy", text, pair, evaluated)
+    special = run.special["encoder"]
+    return NamedHead(name, run.kind, layer, head, sink_score(probs, special), sink_score(even, special),
+                     "Most tokens put their weight on [CLS] or [SEP]: a head with nothing useful to do parks its "
+                     "attention on a token that is always there (vertical stripes).",
+                     "weight on [CLS] and [SEP]", text, pair, evaluated)

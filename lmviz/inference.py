@@ -73,8 +73,19 @@ def encode(loaded: Loaded, text: str, pair: str | None = None, *, stack: str = "
         else:
             pieces = pieces[:limit]
         notes.append(f"The text has {n} tokens; this model reads at most {limit}, so only the first {len(pieces)} are shown.")
-    return Encoded([p.id for p in pieces], [label(p.display) for p in pieces], [p.sequence for p in pieces],
+    sources = (text, safe_text(pair) if pair is not None else "")
+    return Encoded([p.id for p in pieces], [piece_label(p, sources, tok) for p in pieces], [p.sequence for p in pieces],
                    [p.special for p in pieces], notes)
+
+
+def piece_label(piece, sources: tuple[str, str], tok) -> str:
+    """A piece's axis label. An unknown piece is labelled one way for every model and stack: the unknown token
+    with the characters it stands for, ``<unk> (<)`` or ``[UNK] (漢)``."""
+    if not piece.unknown:
+        return label(piece.display)
+    source = sources[piece.sequence][piece.start:piece.end] if piece.sequence in (0, 1) else ""
+    unk = tok.id_to_token(piece.id)
+    return f"{unk}\u00a0({label(source)})" if source else unk  # a no-break space: label() would show a plain one as ␣
 
 
 def encode_gpt2(loaded: Loaded, text: str) -> Encoded:
@@ -162,12 +173,13 @@ def attention_run(loaded: Loaded, text: str, pair: str | None = None, target: st
     if target is not None and target.strip():
         tgt = encode(loaded, target, stack="decoder")
         dec_ids = [start] + tgt.ids[: T5_MAX_TARGET - 1]
+        dec_labels = [label(tok.id_to_token(start))] + tgt.labels[: T5_MAX_TARGET - 1]
         notes = enc.notes + tgt.notes
     else:
         dec_ids = greedy_t5(loaded, enc.ids, 24)
+        dec_labels = [label(tok.id_to_token(i) or "?") for i in dec_ids]  # the model's own output has no source text
         notes = enc.notes + ["The decoder side shows the model's own greedy output."]
     out = model(torch.tensor([enc.ids], device=device), torch.tensor([dec_ids], device=device), want=want)
-    dec_labels = [label(tok.id_to_token(i) or "?") for i in dec_ids]
     specials = {tok.token_to_id(t) for t in ("<pad>", "</s>")}
     return AttentionRun("t5", {"encoder": enc.labels, "decoder": dec_labels}, {"encoder": enc.ids, "decoder": dec_ids},
                         out.record, notes, [], {"encoder": enc.special, "decoder": [i in specials for i in dec_ids]})

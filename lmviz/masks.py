@@ -6,8 +6,10 @@ turned into a bool: True = may attend, False = hidden (the model added −∞ th
 
 The experiment swaps a model's mask for the other one: GPT-2 without its causal mask (every token
 sees the future, including the token it must predict) and BERT under a causal mask (every token
-loses its right-hand context). Both are real forward passes of the shipped models; the losses
-say what each model makes of it.
+loses its right-hand context). Both are real forward passes; the losses say what each model makes
+of it. A model trained with its causal mask never saw the next token, so it never learned to copy
+it: removing the mask shows it the answer, but its loss does not collapse. ``gpt2_without_mask``
+takes any GPT-2, so a twin trained without the mask can be put beside the shipped one.
 """
 from __future__ import annotations
 
@@ -98,6 +100,9 @@ def bert_padded_batch(loaded: Loaded, texts: list[str]) -> PaddedBatch:
     return PaddedBatch(out, rec)
 
 
+CLEAR_CHANGE = 1.0  # nats: a mean loss change smaller than this is not called cheating (or reliance on context)
+
+
 @dataclass
 class MaskExperiment:
     """One model under its own mask and under the other one (real forward passes of the same text).
@@ -124,6 +129,22 @@ class MaskExperiment:
     @property
     def loss_swapped(self) -> float:
         return float(np.nanmean(self.per_token_swapped))
+
+    @property
+    def loss_change(self) -> float:
+        """Mean loss under the swapped mask minus under the model's own (nats; negative = better)."""
+        return self.loss_swapped - self.loss_own
+
+    @property
+    def clear_change(self) -> bool:
+        """Whether the loss moved by at least ``CLEAR_CHANGE`` nats, either way."""
+        return abs(self.loss_change) >= CLEAR_CHANGE
+
+    def next_token_weight(self, which: str) -> np.ndarray:
+        """``[T - 1]``: the weight query ``i`` puts on key ``i + 1`` (for GPT-2 the answer it must predict), averaged
+        over layers and heads."""
+        a = self.own if which == "own" else self.swapped
+        return np.diagonal(a, offset=1, axis1=-2, axis2=-1).mean(axis=(0, 1))
 
     def future_share(self, which: str) -> float:
         """Mean attention weight on keys after the query (above the diagonal), over layers, heads and queries."""

@@ -7,6 +7,7 @@ from lmviz.errors import LmvizError
 from lmviz.heads import named_heads
 from lmviz.inference import FIGURES, attention_run
 from lmviz.masks import keep_matrix
+from lmviz.viz import home
 from lmviz.viz.arithmetic import steps_figure, vectors_figure, weighted_sum_figure
 from lmviz.viz.attention import attention_heatmap, head_grid, layer_means
 
@@ -22,6 +23,11 @@ KIND_NAMES = {"self": "encoder self-attention", "causal": "decoder self-attentio
 @st.cache_data(max_entries=32, show_spinner="Running the model…")
 def run_for(name: str, text: str, pair: str, target: str):
     return attention_run(ui.load_model(name), text, pair or None, target or None, want=FIGURES)
+
+
+@st.cache_data(max_entries=4, show_spinner="Measuring the named heads…")
+def named_for(name: str, evaluation: dict):
+    return named_heads(ui.load_model(name), evaluation)
 
 
 @st.cache_data(max_entries=8, show_spinner="Drawing bertviz…")
@@ -54,22 +60,37 @@ try:
     name, loaded = ui.pick_model()
 
     evaluation = ui.evaluation()  # read once per change of the file, not on every rerun
-    presets = named_heads(loaded.kind, evaluation if isinstance(evaluation, dict) else None) if name in ui.SHIPPED else []
+    presets = named_for(name, evaluation) if name in ui.SHIPPED and isinstance(evaluation, dict) else []
     if presets:
         st.subheader("Named heads")
-        st.caption("Heads that `python -m lmviz evaluate` found doing a recognisable job. One click shows one.")
+        st.caption("Heads that `python -m lmviz evaluate` picked out, each measured on the text it opens beside "
+                   "chance: the score even attention (every visible key the same weight) would get. One click shows one.")
         for col, h in zip(st.columns(len(presets)), presets):
-            score = f" (score {h.score:.2f})" if h.score is not None else ""
-            if col.button(f"{h.name}: layer {h.layer}, head {h.head}", help=h.what + score, key=f"named_{h.name}"):
+            label = f"{h.name}: layer {h.layer}, head {h.head}" + ("" if h.found else " (at chance)")
+            said = (h.what if h.found else "Best candidate, at chance: not found in this model.") + \
+                f" On its text: {h.measure} {h.score:.2f}, chance {h.chance:.2f}."
+            if col.button(label, help=said, key=f"named_{h.name}"):
                 st.session_state.update({"w_text": h.text, "w_layer": h.layer, "w_head": h.head, "w_pair": h.pair or "",
                                          "named": h.name})
         chosen = next((h for h in presets if h.name == st.session_state.get("named")), None)
+        if chosen and (st.session_state.get("w_layer"), st.session_state.get("w_head")) != (chosen.layer, chosen.head):
+            del st.session_state["named"]  # the user moved on: the box would describe another head
+            chosen = None
         if chosen:
-            weak = (f" Its score is only {chosen.score:.2f}: this small model has at best a weak version of this head, "
-                    "so expect a faint pattern." if chosen.weak else "")
-            st.info(f"**{chosen.name}** (layer {chosen.layer}, head {chosen.head}) — {chosen.what}{weak}", icon="🔎")
+            figures = (f"On this text its {chosen.measure} is **{chosen.score:.2f}**; attention spread evenly over "
+                       f"the keys each token may see would give {chosen.chance:.2f}.")
+            if chosen.found:
+                st.info(f"**{chosen.name}** (layer {chosen.layer}, head {chosen.head}) — {chosen.what} {figures}", icon="🔎")
+            else:
+                st.info(f"**{chosen.name}: best candidate, at chance — not found in this model.** {figures} Layer "
+                        f"{chosen.layer}, head {chosen.head} is the one evaluate ranked first, and it does no better than "
+                        f"no pattern at all. What such a head would do: {chosen.what}", icon="🔎")
     elif name in ui.SHIPPED and loaded.kind in ("gpt2", "bert"):
         st.caption("Run `python -m lmviz evaluate` to find this model's named heads (previous-token, induction, [CLS]/[SEP] sinks).")
+    if name == "t5" and home.t5_not_yet_learnt(evaluation):
+        st.warning("This T5 has not yet learnt to read its encoder: on held-out text it does not yet guess hidden "
+                   "pieces twice as often as always writing the most frequent one would (Home has the figures). So its **cross-attention** "
+                   "is mostly noise; its encoder and decoder self-attention still show what the masks allow.", icon="⚠️")
 
     text = ui.text_input("text", PRESETS, default=PRESETS["Hamlet"])
     pair = target = ""
@@ -128,8 +149,8 @@ try:
             st.caption("The query vector (top row) and every key vector; the two colours are positive and negative numbers.")
             ui.plot(vectors_figure(arith, keys, queries[query]))
             ui.plot(steps_figure(arith, keys))
-            st.caption(f"The last panel is exactly row {query} of the heatmap: recomputed here from q and k, it differs "
-                       f"from the model's own row by at most {arith.max_difference:.1e}.")
+            st.caption(f"The last panel is row {query} of the heatmap, the model's own numbers. Recomputed here from q and k "
+                       f"(in float64), the same steps give that row to within {arith.max_difference:.1e}.")
             st.write("Finally each value vector is multiplied by its weight and they are added up: that sum is what this "
                      "head passes on for this token.")
             ui.plot(weighted_sum_figure(arith, keys))

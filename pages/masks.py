@@ -5,7 +5,8 @@ from lmviz.arithmetic import head_arithmetic
 from lmviz.errors import LmvizError
 from lmviz.inference import FIGURES, attention_run
 from lmviz.masks import bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, keep_matrix, mask_matrices
-from lmviz.viz.masks import experiment_figure, loss_figure, mask_effect_figure, mask_heatmap, position_bias_figure
+from lmviz.viz.masks import (answer_weight_figure, experiment_figure, loss_figure, mask_effect_figure, mask_heatmap,
+                             position_bias_figure)
 
 DEFAULT = "Now is the winter of our discontent made glorious summer by this sun of York."
 SHORT = "Good night, sweet prince."
@@ -34,13 +35,34 @@ def experiment_for(name: str, text: str):
     return gpt2_without_mask(loaded, text) if loaded.kind == "gpt2" else bert_with_causal_mask(loaded, text)
 
 
+def choose_index(key: str, what: str, count: int) -> int:
+    """A selectbox over ``range(count)`` remembered in the URL; an index from an old link that no longer exists falls
+    back to 0 and says so."""
+    wanted = ui.param(key, 0, int)
+    if st.session_state.get(f"w_{key}", wanted) not in range(count):
+        st.warning(f"There is no {what} {st.session_state.get(f'w_{key}', wanted)} here (this model has {what}s "
+                   f"0–{count - 1}); showing {what} 0.", icon="↩️")
+        st.session_state[f"w_{key}"] = 0
+    elif f"w_{key}" not in st.session_state:
+        st.session_state[f"w_{key}"] = wanted
+    value = st.selectbox(what.capitalize(), range(count), key=f"w_{key}")
+    ui.set_params(**{key: value})
+    return value
+
+
+def layer_and_head(prefix: str, layers: int, heads: int) -> tuple[int, int]:
+    c1, c2 = st.columns(2)
+    with c1:
+        layer = choose_index(f"{prefix}layer", "layer", layers)
+    with c2:
+        head = choose_index(f"{prefix}head", "head", heads)
+    return layer, head
+
+
 @st.fragment
 def experiment_heads(exp):
     """One head under both masks; choosing another layer or head reruns only this part of the page."""
-    layers, heads = exp.own.shape[:2]
-    c1, c2 = st.columns(2)
-    layer = c1.selectbox("Layer", range(layers), key="w_xlayer")
-    head = c2.selectbox("Head", range(heads), key="w_xhead")
+    layer, head = layer_and_head("x", *exp.own.shape[:2])
     ui.plot(experiment_figure(exp, layer, head))
 
 
@@ -118,13 +140,14 @@ try:
     query = st.select_slider("Query position", range(len(queries)), value=query, format_func=lambda i: f"{i}: {queries[i]}",
                              key="w_query")
     ui.set_params(query=query)
-    arith = head_arithmetic(record, kind, 0, 0, query, batch=batch)
+    layer, head = layer_and_head("", record.n_layers(kind), record.n_heads(kind))
+    arith = head_arithmetic(record, kind, layer, head, query, batch=batch)
     hidden = int(arith.hidden.sum())
-    where = f"Layer 0, head 0, query **{query}: {ui.plain(queries[query])}**" + (
+    where = f"Layer {layer}, head {head}, query **{query}: {ui.plain(queries[query])}**" + (
         f" in sentence {row + 1} of the padded batch above" if source == "padded" else "")
     if hidden:
         st.write(f"{where}. Panel 1: the raw scores. Panel 2: the mask added — {hidden} of {len(keys)} keys become −∞ "
-                 f"(grey). Panel 3: after the softmax they are exactly {arith.probs[arith.hidden].max():g}, and the rest "
+                 f"(grey). Panel 3: after the softmax they are exactly {arith.record_probs[arith.hidden].max():g}, and the rest "
                  "sum to 1.")
     else:
         st.write(f"{where}. Here the mask hides **nothing**, so panels 1 and 2 are the same: {NOTHING_HIDDEN[source]} "
@@ -152,17 +175,29 @@ try:
         c1.metric(f"{exp.metric}, {exp.own_name}", f"{exp.loss_own:.2f} nats")
         c2.metric(f"{exp.metric}, {exp.swapped_name}", f"{exp.loss_swapped:.2f} nats",
                   delta=f"{exp.loss_swapped - exp.loss_own:+.2f}", delta_color="inverse")
+        change = f"{exp.loss_own:.2f} → {exp.loss_swapped:.2f} nats"
         if run.kind == "gpt2":
-            verdict = ("It cheats: with the answer in view, the loss falls." if exp.loss_swapped < exp.loss_own else
-                       "The answer is now in view, yet the loss rises: this model was trained with the mask and never "
-                       "learned to read the future, so the unexpected weights only confuse it. A model trained without "
-                       "the mask would learn to copy the next token and its loss would fall towards zero — which is "
-                       "why training needs the mask.")
+            if exp.clear_change and exp.loss_change < 0:  # only a real collapse is cheating, not any small drop
+                verdict = f"It cheats: with the answer in view, the loss falls ({change})."
+            else:
+                verdict = (f"No cheating here: the loss {'rises' if exp.loss_change > 0 else 'changes little'} ({change}). "
+                           "This model was trained **with** its causal mask, so it never saw the next token and never "
+                           "learned to copy it: the answer is now in view, but the model does not know how to use the "
+                           "future. A model trained without the mask would learn to copy the next token and its loss "
+                           "would fall towards zero — which is why training needs the mask.")
         else:
-            verdict = ("Without the words after each hole, the loss rises: BERT relies on its right-hand context."
-                       if exp.loss_swapped > exp.loss_own else "Here the words before each hole are enough.")
+            verdict = (f"Without the words after each hole, the loss rises ({change}): BERT relies on its right-hand "
+                       "context." if exp.clear_change and exp.loss_change > 0 else
+                       f"Here the words before each hole are nearly enough: the loss changes little ({change}).")
         st.write(f"{verdict} Attention above the diagonal (on later tokens): {exp.future_share('own'):.1%} of the weight "
                  f"{exp.own_name}, {exp.future_share('swapped'):.1%} {exp.swapped_name}.")
+        if run.kind == "gpt2":
+            answer = exp.next_token_weight("swapped")
+            st.write(f"Does it look at the answer? Below, for each token, the weight it puts on the **next** token (the "
+                     f"one it must predict), averaged over all heads: exactly 0 with the mask; without it "
+                     f"{answer.mean():.1%} on average, where attention spread evenly over all {len(exp.tokens)} tokens "
+                     f"would give {1 / len(exp.tokens):.1%}.")
+            ui.plot(answer_weight_figure(exp))
         ui.plot(loss_figure(exp))
         experiment_heads(exp)
 except LmvizError as err:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -10,21 +12,21 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
+import streamlit as st
+from hostile import HOSTILE as SHARED_HOSTILE
 from streamlit.testing.v1 import AppTest
 
 from lmviz import checkpoints
 from lmviz.arithmetic import head_arithmetic
-from lmviz.heads import named_heads
+from lmviz.heads import CLEARLY, induction_score, induction_targets, named_heads, previous_token_score, sink_score
 from lmviz.inference import attention_run, encode
-from lmviz.masks import bert_padded_batch, bert_with_causal_mask, fill_in_loss, gpt2_without_mask, keep_matrix, mask_matrices
+from lmviz.masks import CLEAR_CHANGE, bert_padded_batch, bert_with_causal_mask, fill_in_loss, gpt2_without_mask, keep_matrix, mask_matrices
 from lmviz.viz.arithmetic import MASK_EFFECT, steps_figure, vectors_figure, weighted_sum_figure
 from lmviz.viz.attention import CAUSAL_HIDDEN, HIDDEN_COLOUR, attention_heatmap, head_grid, layer_means
-from lmviz.viz.masks import experiment_figure, loss_figure, mask_effect_figure, mask_heatmap, position_bias_figure
+from lmviz.viz.masks import answer_weight_figure, experiment_figure, loss_figure, mask_effect_figure, mask_heatmap, position_bias_figure
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer."
-HOSTILE = ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>", "**bold** $x$ [MASK] </s> <extra_id_0>",
-           "👩‍👩‍👧 שלום עולם", "x" * 500]
 
 
 @pytest.fixture(scope="module")
@@ -92,24 +94,35 @@ def test_every_head_grid_and_layer_means_read_the_record(runs):
 
 
 @pytest.mark.parametrize("kind,attn", [("bert", "self"), ("gpt2", "causal"), ("t5", "self"), ("t5", "causal"), ("t5", "cross")])
-def test_arithmetic_softmax_row_equals_the_heatmap_row(runs, kind, attn):
+def test_arithmetic_softmax_row_is_the_heatmap_row_for_every_query(runs, kind, attn):
+    """The last panel plots the record's own row (the heatmap's, exactly); the walk-through's float64 recomputation
+    from q and k agrees with it to float32 precision (1e-5) at every query position."""
     run = runs[kind]
     q, k = run.axes(attn)
-    query = len(q) // 2
-    a = head_arithmetic(run.record, attn, 1, 2, query)
-    heat = attention_heatmap(run.record.attention(attn, 1)[2].numpy(), q, k)
+    heat = np.asarray(attention_heatmap(run.record.attention(attn, 1)[2].numpy(), q, k).data[0].z)
+    for query in range(len(q)):
+        a = head_arithmetic(run.record, attn, 1, 2, query)
+        last = [t for t in steps_figure(a, k).data if t.type == "bar"][3]
+        assert np.array_equal(np.asarray(last.y), heat[query])
+        assert a.max_difference < 1e-5, (query, a.max_difference)
     steps = steps_figure(a, k)
-    last = [t for t in steps.data if t.type == "bar"][3]
-    assert np.allclose(np.asarray(last.y), np.asarray(heat.data[0].z)[query], atol=1e-6)
-    assert np.isclose(np.asarray(last.y).sum(), 1.0)
     if kind == "t5":
         assert a.scale == 1.0 and (a.position_bias is not None) == (attn != "cross")
         assert "no ÷√d" in steps.layout.annotations[1].text
     else:
         assert np.isclose(a.scale, 1 / np.sqrt(a.d_head)) and "1/√d" in steps.layout.annotations[1].text
-    assert vectors_figure(a, k, q[query]).data[0].z.shape == (len(k) + 1, a.d_head)
+    assert vectors_figure(a, k, q[-1]).data[0].z.shape == (len(k) + 1, a.d_head)
     out = weighted_sum_figure(a, k).data[0].z
     assert np.allclose(out[-1], a.output) and np.allclose(out[:-1].sum(0), a.output)
+
+
+def test_an_unknown_character_is_labelled_one_way_on_every_axis(models):
+    """T5's encoder and decoder, and BERT, name an unknown piece the same way: the unknown token and what it stands for."""
+    run = attention_run(models["t5"], "<b> a", target="<b> a")
+    assert "<unk>\u00a0(<)" in run.tokens["encoder"] and "<unk>\u00a0(<)" in run.tokens["decoder"]
+    assert run.tokens["encoder"][:-1] == run.tokens["decoder"][1:-1]
+    bert = attention_run(models["bert"], "a <b", "漢")
+    assert "[UNK]\u00a0(<)" in bert.tokens["encoder"] and "[UNK]\u00a0(漢)" in bert.tokens["encoder"]
 
 
 def test_mask_effect_hides_future_keys_with_exactly_zero(runs):
@@ -183,6 +196,20 @@ def test_removing_gpt2_causal_mask_puts_weight_above_the_diagonal(models):
     fig = experiment_figure(e, 1, 1)
     assert np.array_equal(np.asarray(fig.data[1].z), e.swapped[1, 1])
     assert f"{e.loss_own:.2f}" in loss_figure(e).data[0].name
+    answer = answer_weight_figure(e)  # per query, the weight on the next token (the answer) with and without the mask
+    assert np.all(np.asarray(answer.data[0].y) == 0.0)
+    assert np.allclose(answer.data[1].y, [e.swapped[:, :, i, i + 1].mean() for i in range(len(e.tokens) - 1)])
+
+
+def test_gpt2_trained_with_its_mask_does_not_cheat_without_it(models):
+    """The shipped GPT-2 never learned to copy the next token: unmasked, it looks at the answer about as much as even
+    attention would, and its loss does not collapse (the page says "no cheating", not "it cheats")."""
+    e = gpt2_without_mask(models["gpt2"], TEXT)
+    assert not (e.clear_change and e.loss_change < 0) and e.loss_swapped > e.loss_own - CLEAR_CHANGE
+    assert e.next_token_weight("swapped").mean() < 3 / len(e.tokens)
+    at = page("pages/masks.py", {"model": "gpt2", "text": TEXT})
+    said = shown(at)
+    assert "No cheating here" in said and "It cheats" not in said and "trained **with** its causal mask" in said
 
 
 def test_bert_under_a_causal_mask_sees_no_future(models):
@@ -228,18 +255,50 @@ def test_fill_in_loss_equals_one_full_forward_per_hole(models, causal):
 
 # --- named heads --------------------------------------------------------------------------------
 
-def test_named_heads_read_evaluation_defensively(tmp_path):
+def test_named_heads_read_evaluation_defensively(tmp_path, models):
     path = tmp_path / "evaluation.json"
-    assert named_heads("gpt2", path) == []  # no file
+    assert named_heads(models["gpt2"], path) == []  # no file
     path.write_text("{not json")
-    assert named_heads("gpt2", path) == []
+    assert named_heads(models["gpt2"], path) == []
     path.write_text(json.dumps({"gpt2": {"probes": {"previous_token_head": [2, 3, 0.4], "induction_head": ["x", 0]}},
-                                "bert": {"probes": {"sink_heads": [[1, 2, 0.5], [0, -1, 0.2], "bad"]}}}))
-    gpt2 = named_heads("gpt2", path)
-    assert [(h.name, h.layer, h.head, h.weak) for h in gpt2] == [("previous-token head", 2, 3, False)]
-    bert = named_heads("bert", path)
+                                "bert": {"probes": {"sink_heads": [[1, 2, 0.5], [0, -1, 0.2], "bad", [99, 0, 0.9]]}}}))
+    gpt2 = named_heads(models["gpt2"], path)
+    assert [(h.name, h.layer, h.head, h.evaluated) for h in gpt2] == [("previous-token head", 2, 3, 0.4)]
+    bert = named_heads(models["bert"], path)  # layer 99 does not exist in this model
     assert [(h.layer, h.head) for h in bert] == [(1, 2)] and bert[0].pair
-    assert named_heads("t5", path) == []
+    assert named_heads(models["t5"], path) == []
+
+
+def test_even_attention_scores_exactly_chance_and_a_perfect_head_beats_it():
+    n = 12
+    even = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+    previous = np.eye(n, k=-1)
+    previous[0, 0] = 1.0
+    assert previous_token_score(previous) == 1.0 and previous_token_score(even) == pytest.approx(np.mean(1 / np.arange(2, n + 1)))
+    ids = [5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7, 8]
+    assert induction_targets(ids)[0] == (4, 1)  # the second 5 should look at what followed the first: 6
+    copy = np.zeros((n, n))
+    for q, k in induction_targets(ids):
+        copy[q, k] = 1.0
+    assert induction_score(copy, ids) == 1.0 and induction_score(even, ids) < 1 / CLEARLY
+    special = [True] + [False] * (n - 2) + [True]
+    assert sink_score(np.full((n, n), 1 / n), special) == pytest.approx(2 / n)
+
+
+def test_shipped_named_heads_are_claimed_only_when_they_beat_chance(models):
+    heads = named_heads(models["gpt2"]) + named_heads(models["bert"])
+    if not heads:
+        pytest.skip("evaluate has not written assets/models/evaluation.json")
+    for h in heads:
+        assert 0 < h.chance < 1 and h.found == (h.score >= CLEARLY * h.chance)
+    at = page("pages/attention.py", {"model": "gpt2"})
+    for h in named_heads(models["gpt2"]):
+        button = at.button(key=f"named_{h.name}")
+        assert ("(at chance)" in button.label) == (not h.found)
+        button.click().run()
+        info = " ".join(i.value for i in at.info)
+        assert f"{h.score:.2f}" in info and f"{h.chance:.2f}" in info
+        assert ("not found in this model" in info) == (not h.found)
 
 
 # --- the pages ------------------------------------------------------------------------------------
@@ -280,8 +339,8 @@ def test_attention_page_falls_back_from_an_old_links_layer_and_head():
     assert at.selectbox(key="w_layer").value == 0
 
 
-def test_attention_page_named_head_preset_sets_layer_head_and_text():
-    heads = named_heads("gpt2")
+def test_attention_page_named_head_preset_sets_layer_head_and_text(models):
+    heads = named_heads(models["gpt2"])
     if not heads:
         pytest.skip("evaluate has not written assets/models/evaluation.json")
     at = page("pages/attention.py", {"model": "gpt2"})
@@ -289,17 +348,39 @@ def test_attention_page_named_head_preset_sets_layer_head_and_text():
     assert not at.exception
     assert at.selectbox(key="w_layer").value == heads[0].layer and at.selectbox(key="w_head").value == heads[0].head
     assert at.text_area(key="w_text").value == heads[0].text and heads[0].name in shown(at)
+    at.selectbox(key="w_head").set_value((heads[0].head + 1) % 4).run()  # another head: the box no longer describes it
+    assert not at.exception and not any(heads[0].name in i.value for i in at.info)
+    at.selectbox(key="w_head").set_value(heads[0].head).run()
+    assert not any(heads[0].name in i.value for i in at.info)  # a preset is a click, not a coincidence of numbers
 
 
-@pytest.mark.parametrize("bad", HOSTILE + ["", "   ", "word " * 10_000])
-def test_attention_page_bad_input_never_raises(bad):
-    at = page("pages/attention.py", {"model": "bert"})
-    at.text_area(key="w_text").set_value(bad).run()
-    assert not at.exception
-    if not bad.strip():
-        assert "empty" in " ".join(e.value for e in at.error)
-    elif len(bad) > 20_000:
-        assert "only the first" in shown(at)
+def hostile_share(model: str) -> list[str]:
+    """A third of the shared hostile list per model (every model meets empty text and the huge one), with a lone
+    surrogate as a browser sends it (U+FFFD)."""
+    share = {m: SHARED_HOSTILE[i::3] for i, m in enumerate(["bert", "gpt2", "t5"])}[model]
+    return [re.sub("[\ud800-\udfff]", "\ufffd", t) for t in dict.fromkeys(["", SHARED_HOSTILE[-1], *share])]
+
+
+@pytest.mark.parametrize("path", ["pages/attention.py", "pages/masks.py"])
+@pytest.mark.parametrize("model", ["bert", "gpt2", "t5"])
+def test_bad_input_gets_a_message_never_a_traceback(path, model):
+    """Hostile texts in the text box (and BERT's second sentence, T5's decoder text) on both pages, every model."""
+    at = page(path, {"model": model, "exp": "1"})
+    second = {"bert": "w_pair", "t5": "w_target" if path.endswith("attention.py") else None}.get(model)
+    failed = []
+    for bad in hostile_share(model):
+        at.text_area(key="w_text").set_value(bad)
+        if second:
+            at.text_area(key=second).set_value(bad[:300])
+        at.run()
+        if at.exception:
+            failed.append((bad[:30], [str(e.value)[:200] for e in at.exception]))
+            at = page(path, {"model": model})
+        elif not bad.strip() and not (model == "gpt2"):
+            assert "empty" in " ".join(e.value for e in at.error), bad
+        elif len(bad) > 20_000:
+            assert "only the first" in shown(at)
+    assert not failed, failed
 
 
 @pytest.mark.parametrize("model", ["bert", "gpt2", "t5"])
@@ -324,16 +405,58 @@ def test_masks_page_for_each_model(model):
         assert "hides **nothing**" in " ".join(m.value for m in at.markdown)
 
 
-@pytest.mark.parametrize("bad", HOSTILE + ["", "a"])
-def test_masks_page_bad_input_never_raises(bad):
-    at = page("pages/masks.py", {"model": "gpt2"})
-    at.text_area(key="w_text").set_value(bad).run()
-    assert not at.exception
-
-
 def test_masks_page_query_from_an_old_link_falls_back():
     at = page("pages/masks.py", {"model": "gpt2", "query": "500"})
     assert not at.exception and "no query position 500" in " ".join(w.value for w in at.warning)
+
+
+def test_masks_page_layer_and_head_come_back_from_the_link():
+    """The softmax demo follows a layer/head choice, the experiment has its own; both live in the URL."""
+    at = page("pages/masks.py", {"model": "gpt2", "layer": "2", "head": "1", "xlayer": "3", "xhead": "2"})
+    assert not at.exception
+    assert any(m.value.startswith("Layer 2, head 1, query") for m in at.markdown)
+    assert (at.selectbox(key="w_xlayer").value, at.selectbox(key="w_xhead").value) == (3, 2)
+    at.selectbox(key="w_head").set_value(3).run()
+    assert any(m.value.startswith("Layer 2, head 3, query") for m in at.markdown) and at.query_params["head"] == "3"
+    at.selectbox(key="w_xlayer").set_value(1).run()
+    assert at.query_params["xlayer"] == "1" and at.query_params["layer"] == "2"
+    old = page("pages/masks.py", {"model": "gpt2", "layer": "7", "xhead": "9"})
+    warnings = " ".join(w.value for w in old.warning)
+    assert "no layer 7" in warnings and "no head 9" in warnings and not old.exception
+
+
+def test_attention_page_says_t5_cross_attention_is_mostly_noise():
+    from lmviz.heads import read_evaluation
+    from lmviz.viz.home import t5_not_yet_learnt
+
+    at = page("pages/attention.py", {"model": "t5"})
+    said = " ".join(w.value for w in at.warning)
+    assert ("cross-attention** is mostly noise" in said) == bool(t5_not_yet_learnt(read_evaluation()))
+
+
+def test_your_own_checkpoint_with_fewer_layers_falls_back_and_says_so(tmp_path, monkeypatch):
+    """A 3-layer, 2-head GPT-2 of the user's: a link's layer 3 and head 3 fall back to 0 with a warning, on both pages,
+    and the layer and head choices are this model's."""
+    import transformers
+
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-gpt2"
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=8192, n_positions=64, n_embd=32, n_layer=3,
+                                                         n_head=2)).save_pretrained(folder)
+    shutil.copy(checkpoints.shipped("gpt2") / "tokenizer.json", folder)
+    monkeypatch.setenv("LMVIZ_MODELS", str(tmp_path))
+    st.cache_resource.clear()
+    try:
+        for path, extra in (("pages/attention.py", {}), ("pages/masks.py", {"xlayer": "3"})):
+            at = page(path, {"model": "tiny-gpt2 (yours)", "layer": "3", "head": "3", **extra})
+            assert not at.exception, [e.value for e in at.exception]
+            warnings = " ".join(w.value for w in at.warning)
+            assert "no layer 3" in warnings and "no head 3" in warnings, warnings
+            assert list(at.selectbox(key="w_layer").options) == ["0", "1", "2"]
+            assert list(at.selectbox(key="w_head").options) == ["0", "1"]
+            assert at.selectbox(key="w_layer").value == 0 and at.query_params["layer"] == "0"
+    finally:
+        st.cache_resource.clear()
 
 
 # --- speed: a layer/head switch does not rerun the model --------------------------------------------

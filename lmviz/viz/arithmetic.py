@@ -51,7 +51,8 @@ def steps_figure(a: HeadArithmetic, keys: list[str], steps: tuple[str, ...] = WA
     """The query's row through ``steps``, one bar chart each, numbered in order.
 
     ``dots`` q·k; ``scaled`` ×1/√d (T5: + its position bias instead); ``scores`` the record's
-    pre-mask scores; ``masked`` + the mask (hidden keys drawn as grey −∞ stubs); ``probs`` the softmax.
+    pre-mask scores; ``masked`` + the mask (hidden keys drawn as grey −∞ stubs); ``probs`` the softmax: the record's
+    own row (the heatmap's), which ``a.probs``, recomputed from the steps above, checks.
     """
     x = _keys(keys)
     hidden = a.hidden
@@ -62,7 +63,7 @@ def steps_figure(a: HeadArithmetic, keys: list[str], steps: tuple[str, ...] = WA
         "scaled": (second_step(a), a.scores, PALETTE[4]),
         "scores": ("scores before the mask", a.scores, PALETTE[0]),
         "masked": ("+ mask (grey: −∞, hidden)", masked, PALETTE[1]),
-        "probs": ("softmax: the weights (one row of the heatmap)", a.probs, PALETTE[2]),
+        "probs": ("softmax: the weights (one row of the heatmap)", a.record_probs, PALETTE[2]),  # the model's own row
     }
     rows = [catalogue[s] for s in steps]
     fig = subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.06,

@@ -104,3 +104,21 @@ def loss_figure(e: MaskExperiment) -> go.Figure:
     fig.update_yaxes(title=f"{e.metric} (nats)", rangemode="tozero")
     fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom"))
     return base_layout(fig, None, 420)
+
+
+def answer_weight_figure(e: MaskExperiment) -> go.Figure:
+    """Per query ``i``, the weight on key ``i + 1`` (the next token: for GPT-2 the answer) under both masks, averaged
+    over layers and heads, beside even attention over the whole text (``1 / T``)."""
+    x = [f"{i}: {escape(t)} → {escape(n)}" for i, (t, n) in enumerate(zip(e.tokens, e.tokens[1:]))]
+    fig = go.Figure()
+    for name, which, colour in ((e.own_name, "own", PALETTE[0]), (e.swapped_name, "swapped", PALETTE[5])):
+        fig.add_trace(go.Bar(x=x, y=e.next_token_weight(which), name=escape(name), marker_color=colour,
+                             hovertemplate="query %{x}<br>weight on the next token %{y:.3f}<extra></extra>"))
+    chance = 1 / len(e.tokens)
+    fig.add_hline(y=chance, line=dict(color="black", dash="dash", width=2), annotation_text=f"even attention: {chance:.3f}",
+                  annotation_position="top left")
+    xi, _ = ticks(x)
+    fig.update_xaxes(tickvals=[x[i] for i in xi], tickangle=-60)
+    fig.update_yaxes(title="weight on key i + 1 (mean of heads)", rangemode="tozero")
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.02, yanchor="bottom"))
+    return base_layout(fig, None, 420)
