@@ -8,8 +8,10 @@ For one query position ``i`` of one head::
     probs_j  = softmax(masked)_j
     output   = Σ_j probs_j · v_j
 
-Everything is recomputed here in float64 from the record's ``q``, ``k`` and ``v``; ``probs`` must
-equal the record's own row (``record_probs``) to 1e-6, which the tests hold.
+Everything is recomputed here in float64 from the record's ``q``, ``k`` and ``v``, while the forward
+pass computed in float32; so ``probs`` equals the record's own row (``record_probs``) up to float32
+rounding, which grows with the scores' size: within ``tolerance`` = 1e-6 × max(1, largest |score| of the
+row). The tests hold it for every kind; trained models land below a tenth of it (T5's scores reach ~100).
 """
 from __future__ import annotations
 
@@ -59,6 +61,12 @@ class HeadArithmetic:
         """Largest gap between the recomputed softmax row and the record's row."""
         return float(np.abs(self.probs - self.record_probs).max()) if self.probs.size else 0.0
 
+    @property
+    def tolerance(self) -> float:
+        """How far float32 rounding in the forward pass may put the record's row from this float64 one."""
+        visible = self.scores[~self.hidden]
+        return 1e-6 * max(1.0, float(np.abs(visible).max()) if visible.size else 1.0)
+
 
 def check_index(name: str, value: int, count: int) -> int:
     """``value`` as an index into ``count`` things, or a readable error naming the valid range."""
@@ -89,6 +97,7 @@ def head_arithmetic(record: AttentionRecord, kind: str, layer: int, head: int, q
     q_all, k_all, v_all = record.qkv[kind][layer]
     head = check_index("head", head, q_all.shape[1])
     query = check_index("query position", query, q_all.shape[2])
+    batch = check_index("batch row", batch, q_all.shape[0])
     q = q_all[batch, head, query].double().numpy()
     keys = k_all[batch, head].double().numpy()
     values = v_all[batch, head].double().numpy()

@@ -3,7 +3,10 @@
 No pickle anywhere: weights are safetensors, everything else JSON, so loading never runs code
 from a file. ``config.json`` is a Hugging Face config (``transformers``' ``from_pretrained`` loads
 our folders into ``BertForPreTraining``, ``GPT2LMHeadModel`` or ``T5ForConditionalGeneration``),
-and the same loader reads folders that ``save_pretrained`` wrote, including a bare ``BertModel``.
+and the same loader reads folders that ``save_pretrained`` wrote, including bare ``BertModel`` and
+``GPT2Model`` folders and a ``BertForMaskedLM`` (``Loaded.heads`` says which prediction heads came).
+Checkpoints whose math our models do not compute (an untied LM head, T5 v1.1, GPT-2 variants) are
+refused by name rather than loaded into a silently different model.
 Writes go to a temporary name and are renamed, so no folder is ever left half-written.
 """
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 
@@ -35,15 +38,24 @@ def model_classes() -> dict[str, type]:
 
 @dataclass
 class Loaded:
-    """A model ready for inference, with its tokenizer and what the folder said about it."""
+    """A model ready for inference, with its tokenizer and what the folder said about it.
+
+    ``heads``: the pretraining heads whose weights the folder held (``{"mlm", "nsp"}`` for a full BERT;
+    GPT-2 and T5 always have their LM head, ``{"lm"}``).
+    """
 
     kind: str
     model: torch.nn.Module
     tokenizer: object
     folder: Path
-    has_heads: bool = True
+    heads: frozenset = frozenset({"lm"})
     train_log: dict | None = None
     extra: dict | None = None
+
+    @property
+    def has_heads(self) -> bool:
+        """Every pretraining head is there, so every prediction a page shows is the model's own."""
+        return set(getattr(self.model, "optional_heads", ())) <= self.heads
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -101,7 +113,7 @@ def read_json(path: Path) -> dict:
     return data
 
 
-def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+def _weight_files(folder: Path) -> list[Path]:
     """``model.safetensors``, or its shards ``model-0000i-of-0000n.safetensors``."""
     files = [folder / "model.safetensors"] if (folder / "model.safetensors").is_file() else sorted(folder.glob("model-*-of-*.safetensors"))
     if not files:
@@ -109,12 +121,35 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
         if pickles:
             raise LmvizError(f"{folder.name} has only {pickles[0]}, a pickle file; lmviz loads safetensors only (pickle can run code).")
         raise LmvizError(f"model.safetensors is missing from {folder.name}.")
+    return files
+
+
+def _corrupt(folder: Path, f: Path, err: Exception) -> LmvizError:
+    return LmvizError(f"{folder.name}/{f.name} is corrupt or truncated: {str(err)[:160]}")
+
+
+def read_header(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each tensor's ``(shape, dtype)`` from the safetensors headers, without reading the weights."""
+    out = {}
+    for f in _weight_files(folder):
+        try:
+            with safe_open(f, framework="pt") as st:
+                for name in st.keys():
+                    part = st.get_slice(name)
+                    out[name] = (tuple(part.get_shape()), part.get_dtype())
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise _corrupt(folder, f, err) from err
+    return out
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of ``model.safetensors`` (or of its shards)."""
     state = {}
-    for f in files:
+    for f in _weight_files(folder):
         try:
             state.update(load_bytes(f.read_bytes()))  # one sequential read: copying out of an mmap faults page by page
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise LmvizError(f"{folder.name}/{f.name} is corrupt or truncated: {str(err)[:160]}") from err
+            raise _corrupt(folder, f, err) from err
     return state
 
 
@@ -126,7 +161,11 @@ def model_type(config: dict, folder: Path) -> str:
 
 
 def load(folder: str | Path, device: torch.device | str | None = None, need_tokenizer: bool = True) -> Loaded:
-    """Load one model folder (ours or ``save_pretrained``'s) for inference; ``LmvizError`` names any problem."""
+    """Load one model folder (ours or ``save_pretrained``'s) for inference; ``LmvizError`` names any problem.
+
+    The config is checked first, then the tensors' shapes in the safetensors header against a model
+    built on the meta device (no memory), and only then are the weights read and the model built.
+    """
     from lmviz.tokenizers import load_tokenizer
 
     folder = Path(folder)
@@ -137,48 +176,80 @@ def load(folder: str | Path, device: torch.device | str | None = None, need_toke
     cls = model_classes()[kind]
     try:
         cfg = cls.config_class.from_hf(config)
-    except (KeyError, TypeError, ValueError) as err:
+    except LmvizError as err:
+        raise LmvizError(f"{folder.name}/config.json: {err}") from err
+    except KeyError as err:
         raise LmvizError(f"{folder.name}/config.json lacks a setting the {kind} model needs: {err}.") from err
-    state = read_weights(folder)
-    model = cls(cfg)
-    has_heads = _load_state(model, state, folder)
+    except (TypeError, ValueError) as err:
+        raise LmvizError(f"{folder.name}/config.json has a setting the {kind} model cannot use: {err}") from err
+    with torch.device("meta"):
+        plan = _build(cls, cfg, folder)
+    header = read_header(folder)
+    heads = _check_tensors(plan, header, folder)
+    state = _adapt(plan, read_weights(folder))
+    _check_tied(plan, state, folder)
+    model = _build(cls, cfg, folder)
+    model.load_state_dict({n: t for n, t in state.items() if n in model.state_dict()}, strict=False)
     tokenizer = load_tokenizer(folder / "tokenizer.json") if need_tokenizer else None
     log = read_json(folder / "train_log.json") if (folder / "train_log.json").is_file() else None
     model.eval().requires_grad_(False)
     if device is not None:
         model.to(device)
-    return Loaded(kind, model, tokenizer, folder, has_heads, log, config.get("lmviz"))
+    return Loaded(kind, model, tokenizer, folder, heads, log, config.get("lmviz"))
 
 
-def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> bool:
-    """Copy ``state`` into ``model``; returns whether the prediction heads were present."""
-    state = model.adapt_state(dict(state)) if hasattr(model, "adapt_state") else state
+def _build(cls, cfg, folder: Path) -> torch.nn.Module:
+    try:
+        return cls(cfg)
+    except (RuntimeError, TypeError, ValueError) as err:  # sizes that pass the config's checks but not torch's
+        raise LmvizError(f"{folder.name}/config.json describes a model lmviz cannot build: {str(err)[:160]}") from err
+
+
+def _adapt(model: torch.nn.Module, state: dict) -> dict:
+    """The folder's names as ours (a bare ``BertModel`` lacks the ``bert.`` prefix); values pass through untouched."""
+    return model.adapt_state(dict(state)) if hasattr(model, "adapt_state") else state
+
+
+def _check_tensors(model: torch.nn.Module, header: dict[str, tuple[tuple[int, ...], str]], folder: Path) -> frozenset:
+    """Compare the file's tensors (names, shapes, dtypes) with ``model``'s; returns the heads the file holds."""
+    header = _adapt(model, header)
     own = model.state_dict()
     tied = _tied_names(model)
-    for name, t in state.items():
-        if name in own and own[name].shape != t.shape:
-            raise LmvizError(f"{folder.name}: tensor {name} has shape {tuple(t.shape)} but config.json implies {tuple(own[name].shape)}.")
+    for name, (shape, dtype) in header.items():
+        if name in own and tuple(own[name].shape) != shape:
+            raise LmvizError(f"{folder.name}: tensor {name} has shape {shape} but config.json implies {tuple(own[name].shape)}.")
+        if name in own and dtype not in ("F64", "F32", "F16", "BF16"):
+            raise LmvizError(f"{folder.name}: tensor {name} holds {dtype} numbers; model weights are floating point.")
     # Older transformers saved some buffers; anything else left over means config.json describes a smaller model.
-    extra = [n for n in state if n not in own and not n.endswith(("position_ids", ".attn.bias", ".attn.masked_bias"))]
+    extra = [n for n in header if n not in own and not n.endswith(("position_ids", ".attn.bias", ".attn.masked_bias"))]
     if extra:
         raise LmvizError(f"{folder.name}/model.safetensors holds {len(extra)} tensors that config.json does not describe, "
                          f"e.g. {extra[0]}; do the sizes in config.json match the weights?")
-    missing = [n for n in own if n not in state and n not in tied]
-    heads = [n for n in missing if any(n.startswith(p) for p in getattr(model, "head_prefixes", ()))]
-    if [n for n in missing if n not in heads]:
-        raise LmvizError(f"{folder.name}/model.safetensors lacks {len(missing)} tensors the model needs, e.g. {missing[0]}.")
-    model.load_state_dict({n: t for n, t in state.items() if n in own}, strict=False)
-    return not heads
+    optional = getattr(model, "optional_heads", {})
+    missing = [n for n in own if n not in header and n not in tied]
+    absent = {head for head, prefixes in optional.items() if any(n.startswith(prefixes) for n in missing)}
+    needed = [n for n in missing if not any(n.startswith(p) for prefixes in optional.values() for p in prefixes)]
+    if needed:
+        raise LmvizError(f"{folder.name}/model.safetensors lacks {len(needed)} tensors the model needs, e.g. {needed[0]}.")
+    return frozenset(set(optional) - absent) if optional else frozenset({"lm"})
 
 
-def _tied_names(model: torch.nn.Module) -> set[str]:
-    first, tied = {}, set()
+def _check_tied(model: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:
+    """A tensor our model ties to another (the LM head to the embedding) must not bring different numbers."""
+    for name, first in _tied_names(model).items():
+        if name in state and first in state and not torch.equal(state[name], state[first]):
+            raise LmvizError(f"{folder.name}/model.safetensors has its own {name}, different from {first}; lmviz's "
+                             f"{model.kind} ties them (one matrix for both), so this untied checkpoint cannot load as it is.")
+
+
+def _tied_names(model: torch.nn.Module) -> dict[str, str]:
+    """``{name: first name}`` for every parameter registered under a second name (ties)."""
+    first, tied = {}, {}
     for name, t in model.state_dict(keep_vars=True).items():
-        key = t.data_ptr()
-        if key in first:
-            tied.add(name)
+        if id(t) in first:
+            tied[name] = first[id(t)]
         else:
-            first[key] = name
+            first[id(t)] = name
     return tied
 
 

@@ -1,7 +1,8 @@
 """BERT: a post-LN encoder with bidirectional self-attention, MLM and NSP heads (Devlin et al., 2019).
 
 Parameter names are those of ``transformers.BertForPreTraining``; weights load both ways as they are.
-A bare ``BertModel`` folder (no ``cls.*`` heads) loads too, for attention only.
+A folder without some heads loads too: a bare ``BertModel`` (with or without its pooler) for attention
+only, a ``BertForMaskedLM`` for attention and masked words; ``optional_heads`` names what each head needs.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmviz.errors import LmvizError
-from lmviz.models.record import AttentionRecord, Want, additive_mask, attend, causal_keep, check_ids
+from lmviz.models.record import AttentionRecord, Want, additive_mask, attend, causal_keep, check_ids, check_mask, check_sizes
 
 
 @dataclass
@@ -29,6 +30,11 @@ class BertConfig:
     dropout: float = 0.0
     pad_token_id: int = 0
 
+    def __post_init__(self):
+        check_sizes(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                           "max_position_embeddings", "type_vocab_size"),
+                    divides=("num_attention_heads", "hidden_size"))
+
     def to_hf(self) -> dict:
         return {
             "model_type": "bert", "architectures": ["BertForPreTraining"], "vocab_size": self.vocab_size,
@@ -43,7 +49,8 @@ class BertConfig:
     @classmethod
     def from_hf(cls, d: dict) -> "BertConfig":
         if d.get("hidden_act", "gelu") != "gelu" or d.get("position_embedding_type", "absolute") != "absolute":
-            raise LmvizError("lmviz's BERT supports hidden_act 'gelu' with absolute positions only.")
+            raise LmvizError(f"hidden_act is {d.get('hidden_act')!r} and position_embedding_type "
+                             f"{d.get('position_embedding_type')!r}; lmviz's BERT computes 'gelu' with 'absolute' positions only.")
         keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id")
         return cls(**{k: d[k] for k in keys if k in d and d[k] is not None})
@@ -186,7 +193,8 @@ class BertOutput:
 class BertForPreTraining(nn.Module):
     kind = "bert"
     config_class = BertConfig
-    head_prefixes = ("cls.",)
+    # The pretraining heads a folder may lack, by the tensors each needs (MLM: masked words; NSP: IsNext, from the pooler).
+    optional_heads = {"mlm": ("cls.predictions.",), "nsp": ("bert.pooler.", "cls.seq_relationship.")}
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
@@ -223,7 +231,7 @@ class BertForPreTraining(nn.Module):
         if causal:
             keep = causal_keep(ids.shape[1], ids.shape[1], ids.device)[None, None]
         if attention_mask is not None:
-            keep = keep & torch.as_tensor(attention_mask, device=ids.device).bool()[:, None, None, :]
+            keep = keep & check_mask(attention_mask, tuple(ids.shape)).to(ids.device)[:, None, None, :]
         mask = None if attention_mask is None and not causal and want is None else additive_mask(keep)
         record = AttentionRecord() if want is not None else None
         if record is not None:

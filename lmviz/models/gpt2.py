@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lmviz.models.record import AttentionRecord, Want, additive_mask, attend, causal_keep, check_ids
+from lmviz.errors import LmvizError
+from lmviz.models.record import AttentionRecord, Want, additive_mask, attend, causal_keep, check_ids, check_mask, check_sizes
 
 
 @dataclass
@@ -25,12 +26,17 @@ class GPT2Config:
     layer_norm_epsilon: float = 1e-5
     dropout: float = 0.0
     eos_token_id: int = 0
+    n_inner: int | None = None  # the MLP's width; None means 4 * n_embd, as in GPT-2
+
+    def __post_init__(self):
+        check_sizes(self, ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") + (("n_inner",) if self.n_inner is not None else ()),
+                    divides=("n_head", "n_embd"))
 
     def to_hf(self) -> dict:
         return {
             "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": self.vocab_size,
             "n_positions": self.n_positions, "n_embd": self.n_embd, "n_layer": self.n_layer, "n_head": self.n_head,
-            "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": self.layer_norm_epsilon,
+            "n_inner": self.n_inner, "activation_function": "gelu_new", "layer_norm_epsilon": self.layer_norm_epsilon,
             "resid_pdrop": self.dropout, "embd_pdrop": self.dropout, "attn_pdrop": self.dropout,
             "bos_token_id": self.eos_token_id, "eos_token_id": self.eos_token_id, "tie_word_embeddings": True,
             "scale_attn_weights": True,
@@ -38,9 +44,17 @@ class GPT2Config:
 
     @classmethod
     def from_hf(cls, d: dict) -> "GPT2Config":
+        """Our config from a ``transformers`` one; the variants our GPT-2 does not compute are refused by name."""
+        act = d.get("activation_function", "gelu_new")
+        if act not in ("gelu_new", "gelu_pytorch_tanh"):  # both are GELU's tanh approximation
+            raise LmvizError(f"activation_function is {act!r}; lmviz's GPT-2 computes 'gelu_new' (GELU, tanh approximation) only.")
+        for key, ours in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                          ("reorder_and_upcast_attn", False), ("tie_word_embeddings", True), ("add_cross_attention", False)):
+            if d.get(key, ours) != ours:
+                raise LmvizError(f"{key} is {d[key]!r}; lmviz's GPT-2 computes only {key} = {ours}, as the original GPT-2 does.")
         return cls(vocab_size=d["vocab_size"], n_positions=d["n_positions"], n_embd=d["n_embd"], n_layer=d["n_layer"],
                    n_head=d["n_head"], layer_norm_epsilon=d.get("layer_norm_epsilon", 1e-5),
-                   eos_token_id=d.get("eos_token_id") or 0)
+                   eos_token_id=d.get("eos_token_id") or 0, n_inner=d.get("n_inner"))
 
 
 class Conv1D(nn.Module):
@@ -84,8 +98,9 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: GPT2Config):
         super().__init__()
-        self.c_fc = Conv1D(cfg.n_embd, 4 * cfg.n_embd)
-        self.c_proj = Conv1D(4 * cfg.n_embd, cfg.n_embd)
+        inner = cfg.n_inner or 4 * cfg.n_embd
+        self.c_fc = Conv1D(cfg.n_embd, inner)
+        self.c_proj = Conv1D(inner, cfg.n_embd)
 
     def forward(self, x):
         return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
@@ -140,16 +155,35 @@ class GPT2LMHeadModel(nn.Module):
         nn.init.normal_(self.transformer.wte.weight, std=0.02)
         nn.init.normal_(self.transformer.wpe.weight, std=0.01)
 
+    def adapt_state(self, state: dict) -> dict:
+        """Accept a bare ``GPT2Model`` folder (no ``transformer.`` prefix): its ``wte`` is the LM head too."""
+        if not any(k.startswith("transformer.") for k in state):
+            state = {f"transformer.{k}": v for k, v in state.items()}
+        return state
+
     def forward(self, input_ids, attention_mask=None, cache=None, want: Want | None = None, labels=None,
                 causal: bool = True) -> GPT2Output:
-        """``input_ids [B, T]``; ``attention_mask [B, T_past + T]`` (1 = real token, 0 = padding);
+        """``input_ids [B, T]``; ``attention_mask [B, T_past + T]`` (1 = real token, 0 = padding, on the right
+        only: position ids count from the first column, as in ``transformers`` without ``position_ids``);
         ``cache`` from a previous call continues the sequence one step (or more) at a time.
         ``causal=False`` removes the causal mask so every token sees the future (the Masks page's experiment)."""
         cfg = self.config
         past_len = cache[0][0].shape[2] if cache else 0
-        ids = check_ids(input_ids, cfg.vocab_size, cfg.n_positions - past_len if past_len else cfg.n_positions)
-        ids = ids.to(self.transformer.wte.weight.device)
+        ids = check_ids(input_ids, cfg.vocab_size, None if past_len else cfg.n_positions)
         B, T = ids.shape
+        if cache:
+            if len(cache) != cfg.n_layer or cache[0][0].shape[0] != B:
+                raise LmvizError(f"The cache is for a batch of {cache[0][0].shape[0]} in {len(cache)} layers, but the input is a batch "
+                                 f"of {B} and this model has {cfg.n_layer} layers: pass the cache of the same batch and model.")
+            if past_len + T > cfg.n_positions:
+                raise LmvizError(f"The cache holds {past_len} tokens and the input adds {T}: GPT-2 reads at most "
+                                 f"n_positions = {cfg.n_positions} positions.")
+        ids = ids.to(self.transformer.wte.weight.device)
+        if attention_mask is not None:
+            real = check_mask(attention_mask, (B, past_len + T), covers=f"the cached {past_len} and the {T} new tokens" if past_len else "the input")
+            if bool((real[:, 1:] & ~real[:, :-1]).any()):
+                raise LmvizError("attention_mask has padding before a real token (left padding); lmviz's GPT-2 counts positions "
+                                 "from the first column, so pad on the right.")
         pos = torch.arange(past_len, past_len + T, device=ids.device)
         x = self.transformer.drop(self.transformer.wte(ids) + self.transformer.wpe(pos))
         mask = None
@@ -158,7 +192,7 @@ class GPT2LMHeadModel(nn.Module):
             if not causal:
                 keep = torch.ones_like(keep)
             if attention_mask is not None:
-                keep = keep & torch.as_tensor(attention_mask, device=ids.device).bool()[:, None, None, :]
+                keep = keep & real.to(ids.device)[:, None, None, :]
             mask = additive_mask(keep)
         record = AttentionRecord() if want is not None else None
         if record is not None:
@@ -174,9 +208,12 @@ class GPT2LMHeadModel(nn.Module):
         logits = self.lm_head(x)
         if record is not None:
             if hidden is not None:
+                hidden[-1] = x  # the last hidden state is after ln_f, as transformers' output_hidden_states has it
                 record.hidden["decoder"] = [h.detach().float().cpu() for h in hidden]
             record.logits = logits.detach().float().cpu()
         loss = None
         if labels is not None:
+            if tuple(labels.shape) != (B, T):
+                raise LmvizError(f"labels have shape {tuple(labels.shape)}; they must match input_ids, {(B, T)}.")
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
         return GPT2Output(logits, new_cache, record, loss)

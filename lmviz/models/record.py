@@ -83,9 +83,20 @@ class AttentionRecord:
         if qkv is not None:
             self.qkv.setdefault(kind, []).append(tuple(t.detach().float().cpu() for t in qkv))
 
-    def numpy(self) -> dict[str, list[np.ndarray]]:
-        """The probabilities as numpy arrays, ``{kind: [array [B, H, Q, K] per layer]}``."""
-        return {k: [p.numpy() for p in v] for k, v in self.probs.items()}
+    def numpy(self) -> dict:
+        """Everything the record kept, as numpy arrays under the attributes' names and shapes:
+        ``probs``, ``scores``, ``masks``, ``hidden`` (``{key: [array per layer]}``), ``qkv``
+        (``{kind: [(q, k, v) per layer]}``), ``position_bias`` (``{kind: array}``), ``logits``
+        (an array, or None) and ``scale`` (``{kind: float}``)."""
+        def arrays(d):
+            return {k: [t.numpy() for t in v] for k, v in d.items()}
+
+        return {
+            "probs": arrays(self.probs), "scores": arrays(self.scores), "masks": arrays(self.masks),
+            "hidden": arrays(self.hidden), "qkv": {k: [tuple(t.numpy() for t in qkv) for qkv in v] for k, v in self.qkv.items()},
+            "position_bias": {k: v.numpy() for k, v in self.position_bias.items()},
+            "logits": None if self.logits is None else self.logits.numpy(), "scale": dict(self.scale),
+        }
 
 
 def additive_mask(keep: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -123,9 +134,15 @@ def attend(q, k, v, *, scale: float, bias: torch.Tensor | None, mask: torch.Tens
     return out, probs, scores
 
 
-def check_ids(ids: torch.Tensor, vocab_size: int, max_positions: int | None, name: str = "input") -> torch.Tensor:
+def check_ids(ids, vocab_size: int, max_positions: int | None, name: str = "input") -> torch.Tensor:
     """Token ids as a ``[B, T]`` long tensor, or a readable error for what would give a wrong picture."""
-    ids = torch.as_tensor(ids)
+    if isinstance(ids, (str, bytes)):
+        raise LmvizError(f"The {name} is text; a model reads token ids: encode the text with the model's tokenizer first.")
+    try:
+        ids = torch.as_tensor(ids)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise LmvizError(f"The {name} must be token ids, [batch, seq] whole numbers with every row the same length "
+                         f"(pad shorter rows and pass an attention mask); got {type(ids).__name__}: {str(err)[:80]}.") from err
     if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
         raise LmvizError(f"Token ids must be integers; got {ids.dtype}.")
     ids = ids.long()
@@ -140,3 +157,40 @@ def check_ids(ids: torch.Tensor, vocab_size: int, max_positions: int | None, nam
     if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
         raise LmvizError(f"Token id {int(ids.max() if ids.max() >= vocab_size else ids.min())} is outside the vocabulary (0–{vocab_size - 1}).")
     return ids
+
+
+def check_mask(mask, shape: tuple[int, int], name: str = "attention_mask", covers: str = "the input") -> torch.Tensor:
+    """A padding mask (1 = real token, 0 = padding) of exactly ``shape`` ``[B, K]``, as bool; else a readable error."""
+    try:
+        m = torch.as_tensor(mask)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise LmvizError(f"{name} must be a [batch, seq] array of 0s and 1s: {str(err)[:80]}.") from err
+    if m.dim() == 1:
+        m = m[None]
+    if tuple(m.shape) != tuple(shape):
+        raise LmvizError(f"{name} has shape {tuple(m.shape)}; it must be {tuple(shape)}: one 0 or 1 per sequence and position "
+                         f"of {covers}.")
+    if m.dtype != torch.bool and not bool(((m == 0) | (m == 1)).all()):
+        raise LmvizError(f"{name} must hold only 1 (a real token) and 0 (padding).")
+    return m.bool()
+
+
+def check_sizes(cfg, positive: tuple[str, ...], divides: tuple[str, str] | None = None) -> None:
+    """A config's sizes are positive whole numbers, its norm epsilon positive, its dropout a share, and
+    the heads ``divides = (heads, width)`` split the width evenly; a ``LmvizError`` names the setting."""
+    for name in positive:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise LmvizError(f"{name} must be a positive whole number; got {value!r}.")
+    for name in ("layer_norm_eps", "layer_norm_epsilon"):
+        value = getattr(cfg, name, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise LmvizError(f"{name} must be a positive number; got {value!r}.")
+    dropout = getattr(cfg, "dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise LmvizError(f"dropout must be a number from 0 to below 1; got {dropout!r}.")
+    if divides is not None:
+        heads, width = divides
+        if getattr(cfg, width) % getattr(cfg, heads):
+            raise LmvizError(f"{heads} = {getattr(cfg, heads)} does not divide {width} = {getattr(cfg, width)}: "
+                             f"every head needs the same share of the width.")

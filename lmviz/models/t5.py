@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmviz.errors import LmvizError
-from lmviz.models.record import AttentionRecord, Want, additive_mask, attend, causal_keep, check_ids
+from lmviz.models.record import AttentionRecord, Want, additive_mask, attend, causal_keep, check_ids, check_mask, check_sizes
 
 
 @dataclass
@@ -36,6 +36,14 @@ class T5Config:
     max_input_length: int = 512
     max_target_length: int = 512
 
+    def __post_init__(self):
+        check_sizes(self, ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+                           "relative_attention_num_buckets", "relative_attention_max_distance", "max_input_length", "max_target_length"))
+        # Half the buckets of a direction are exact; the log-spaced rest need room, or the bucket formula divides by zero.
+        if self.relative_attention_num_buckets < 4 or self.relative_attention_max_distance <= self.relative_attention_num_buckets // 2:
+            raise LmvizError(f"relative_attention_num_buckets = {self.relative_attention_num_buckets} and relative_attention_max_distance = "
+                             f"{self.relative_attention_max_distance}: T5 needs at least 4 buckets and a distance above half of them.")
+
     def to_hf(self) -> dict:
         return {
             "model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "vocab_size": self.vocab_size,
@@ -51,15 +59,19 @@ class T5Config:
 
     @classmethod
     def from_hf(cls, d: dict) -> "T5Config":
-        if d.get("feed_forward_proj", "relu") != "relu" or d.get("tie_word_embeddings", True) is False:
-            raise LmvizError("lmviz's T5 is T5 v1.0: ReLU feed-forward and a tied LM head.")
+        """Our config from a ``transformers`` one; T5 v1.1 and later (gated GELU, no output rescale) are refused."""
+        if d.get("feed_forward_proj", "relu") != "relu":
+            raise LmvizError(f"feed_forward_proj is {d['feed_forward_proj']!r}; lmviz's T5 is T5 v1.0, whose feed-forward is 'relu'.")
+        # Before transformers 5 an untied head marked T5 v1.1; since, scale_decoder_outputs says it.
+        if d.get("tie_word_embeddings", True) is False or d.get("scale_decoder_outputs", True) is False:
+            raise LmvizError("This T5 has no d_model ** -0.5 rescale before its LM head (T5 v1.1 and later); lmviz's T5 is T5 v1.0, "
+                             "whose head is the shared embedding after that rescale.")
         keys = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
                 "relative_attention_num_buckets", "relative_attention_max_distance", "layer_norm_epsilon",
                 "pad_token_id", "eos_token_id", "decoder_start_token_id")
-        cfg = cls(**{k: d[k] for k in keys if d.get(k) is not None})
-        if d.get("num_decoder_layers") is None:
-            cfg.num_decoder_layers = cfg.num_layers
-        return cfg
+        given = {k: d[k] for k in keys if d.get(k) is not None}
+        given.setdefault("num_decoder_layers", given.get("num_layers"))
+        return cls(**{k: v for k, v in given.items() if v is not None}, max_input_length=d.get("n_positions") or 512)
 
 
 def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool, num_buckets: int, max_distance: int) -> torch.Tensor:
@@ -233,8 +245,8 @@ class T5ForConditionalGeneration(nn.Module):
 
     def encode(self, input_ids, attention_mask=None, want: Want | None = None, record: AttentionRecord | None = None):
         """Encoder states ``[B, S, D]`` and the additive padding mask ``[B, 1, 1, S]`` for cross-attention."""
-        ids = check_ids(input_ids, self.config.vocab_size, None).to(self.shared.weight.device)
-        keep = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else torch.as_tensor(attention_mask, device=ids.device).bool()
+        ids = check_ids(input_ids, self.config.vocab_size, self.config.max_input_length).to(self.shared.weight.device)
+        keep = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else check_mask(attention_mask, tuple(ids.shape)).to(ids.device)
         enc_mask = additive_mask(keep[:, None, None, :])
         S = ids.shape[1]
         bias = self.encoder.block[0].layer[0].SelfAttention.compute_bias(S, S, ids.device)
@@ -259,19 +271,31 @@ class T5ForConditionalGeneration(nn.Module):
         ``cache`` from a previous call holds the decoder's self-attention ``(k, v)`` per layer and
         the cross-attention ``(k, v)`` of the encoder states, so decoding goes one token at a time.
         """
+        cfg = self.config
+        if decoder_input_ids is None:
+            raise LmvizError(f"T5 needs decoder_input_ids: the target so far, starting with decoder_start_token_id "
+                             f"({cfg.decoder_start_token_id}).")
+        if input_ids is None and encoder_out is None:
+            raise LmvizError("T5 needs input_ids for its encoder (or encoder_out from encode()).")
         record = AttentionRecord() if want is not None else None
         if encoder_out is None:
             encoder_out = self.encode(input_ids, attention_mask, want, record)
         enc, enc_mask = encoder_out
-        dec = check_ids(decoder_input_ids, self.config.vocab_size, None, "decoder input").to(enc.device)
+        dec = check_ids(decoder_input_ids, cfg.vocab_size, None, "decoder input").to(enc.device)
         past = cache["self"] if cache else None
         past_len = past[0][0].shape[2] if past else 0
-        T = dec.shape[1]
+        B, T = dec.shape
+        if enc.shape[0] not in (1, B):
+            raise LmvizError(f"The encoder read {enc.shape[0]} sequences but the decoder input has {B}: one target per source.")
+        if past and (len(past) != len(self.decoder.block) or past[0][0].shape[0] != B):
+            raise LmvizError(f"The cache is for a batch of {past[0][0].shape[0]} in {len(past)} layers, but the decoder input is a "
+                             f"batch of {B} and this model has {len(self.decoder.block)} decoder layers: pass the cache of the same batch and model.")
         sa = self.decoder.block[0].layer[0].SelfAttention
         bias = sa.compute_bias(T, past_len + T, dec.device)
         keep = causal_keep(T, past_len + T, dec.device)[None, None]
         if decoder_attention_mask is not None:
-            keep = keep & torch.as_tensor(decoder_attention_mask, device=dec.device).bool()[:, None, None, :]
+            covers = f"the cached {past_len} and the {T} new decoder tokens" if past_len else "the decoder input"
+            keep = keep & check_mask(decoder_attention_mask, (B, past_len + T), "decoder_attention_mask", covers).to(dec.device)[:, None, None, :]
         mask = additive_mask(keep)
         if record is not None:
             record.position_bias["causal"] = bias.detach().float().cpu()
@@ -286,7 +310,7 @@ class T5ForConditionalGeneration(nn.Module):
             new_cross.append(ckv)
             hidden.append(x)
         x = self.decoder.dropout(self.decoder.final_layer_norm(x))
-        logits = self.lm_head(x * self.config.d_model ** -0.5)
+        logits = self.lm_head(x * cfg.d_model ** -0.5)
         if record is not None:
             if want.hidden:
                 record.hidden["decoder"] = [h.detach().float().cpu() for h in hidden[:-1]] + [x.detach().float().cpu()]
