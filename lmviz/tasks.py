@@ -136,7 +136,8 @@ class BertTask(Task):
             ids[r, : len(row)], types[r, : len(tt)] = torch.tensor(row), torch.tensor(tt)
             nsp[r] = 0 if pair.is_next else 1  # transformers' convention: 0 = IsNext
         special = (ids == self.ids["[PAD]"]) | (ids == self.ids["[CLS]"]) | (ids == self.ids["[SEP]"])
-        draw = masking.mlm_mask(ids, special, mask_id=self.ids["[MASK]"], vocab_size=self.tok.get_vocab_size(), generator=gen)
+        draw = masking.mlm_mask(ids, special, mask_id=self.ids["[MASK]"], vocab_size=self.tok.get_vocab_size(), generator=gen,
+                                special_ids=self.ids.values())
         return {"input_ids": draw.input_ids, "token_type_ids": types, "attention_mask": (ids != self.ids["[PAD]"]).long(),
                 "labels": draw.labels, "next_sentence_label": nsp}
 
