@@ -11,9 +11,9 @@ from lmviz.errors import LmvizError
 
 
 def cmd_tokenizers(args) -> None:
-    from lmviz.tokenizers import train_all
+    from lmviz.tokenizers import DEFAULT_OUT, train_all
 
-    report = train_all(Path(args.out))
+    report = train_all(Path(args.out) if args.out else DEFAULT_OUT)
     for kind, r in report.items():
         print(f"{kind:5s} vocab {r['vocab_size']:6d}  trained in {r['seconds']:.1f} s  → {r['path']}")
 
@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lmviz", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tokenizers", help="train the three tokenizers on the training plays")
-    t.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "models"))
+    t.add_argument("--out", help="output folder, one sub-folder per model (default: runs/tokenizers; never a folder "
+                                 "beside a trained model, whose token ids a new tokenizer would change)")
     t.set_defaults(fn=cmd_tokenizers)
     tr = sub.add_parser("train", help="pretrain one model (resumes from <out>/resume if present)")
     tr.add_argument("model", choices=["bert", "gpt2", "t5"])

@@ -93,18 +93,30 @@ def train_tokenizer(kind: Kind, texts: Iterable[str]) -> Tokenizer:
     return _finish(kind, tok)
 
 
-def train_all(out_dir: Path) -> dict[Kind, dict]:
-    """Train the three tokenizers on the training plays; write ``out_dir/<kind>/tokenizer.json``."""
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "runs" / "tokenizers"
+"""Where ``python -m lmviz tokenizers`` writes: a fresh folder, never the shipped models' (their ids would change)."""
+
+
+def train_all(out_dir: Path, docs: Iterable | None = None) -> dict[Kind, dict]:
+    """Train the three tokenizers on the training split of ``docs`` (default: the plays); write ``out_dir/<kind>/tokenizer.json``.
+
+    Refuses a folder that holds a ``model.safetensors``: a new tokenizer numbers its pieces
+    differently, so writing it beside a trained model would silently break that model.
+    """
     from lmviz.corpus import split
 
-    train, _ = split()
-    texts = [s.text if not s.speaker else str(s) for d in train for s in d.speeches]
+    folders = {kind: Path(out_dir) / kind for kind in KINDS}
+    for folder in folders.values():
+        if (folder / "model.safetensors").exists():
+            raise LmvizError(f"{folder / 'model.safetensors'} is a trained model; a new tokenizer.json beside it would "
+                             "renumber its tokens. Choose another --out folder.")
+    train, _ = split(docs)
+    texts = [str(s) for d in train for s in d.speeches]
     report = {}
-    for kind in KINDS:
+    for kind, folder in folders.items():
         start = time.perf_counter()
         tok = train_tokenizer(kind, texts)
         seconds = time.perf_counter() - start
-        folder = Path(out_dir) / kind
         folder.mkdir(parents=True, exist_ok=True)
         tok.save(str(folder / "tokenizer.json"))
         report[kind] = {"vocab_size": tok.get_vocab_size(), "seconds": round(seconds, 2), "path": str(folder / "tokenizer.json")}
@@ -183,30 +195,41 @@ class Explanation:
         return len(self.text) / n if n else 0.0
 
 
+def _byte_piece(token: str) -> tuple[bytes, str, bool]:
+    """A byte-level BPE token's raw bytes, how it reads, and whether it holds only part of a character."""
+    raw = token_bytes(token)
+    try:
+        return raw, raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return raw, raw.decode("utf-8", errors="replace"), True
+
+
 def explain(kind: Kind, tok: Tokenizer, text: str, pair: str | None = None) -> Explanation:
     """Every piece of ``text`` (and ``pair``, for BERT) with its id, offsets and what it is."""
     text = safe_text(text)
-    enc = tok.encode(text, safe_text(pair)) if pair is not None else tok.encode(text)
+    pair = safe_text(pair) if pair is not None else None
+    enc = tok.encode(text, pair) if pair is not None else tok.encode(text)
     specials = special_ids(tok)
     unk = tok.token_to_id("[UNK]" if kind == "bert" else "<unk>") if kind != "gpt2" else None
+    byte_pieces: dict[int, tuple[bytes, str, bool]] = {}  # a long text repeats its pieces: decode each id once
     pieces = []
     prev_word = None
     for i, (tid, token, (start, end), word, seq) in enumerate(zip(enc.ids, enc.tokens, enc.offsets, enc.word_ids, enc.sequence_ids)):
         special = tid in specials and tid != unk  # [UNK] stands for text, so it is content, not a template token
         raw, partial, display = None, False, token
         if kind == "gpt2" and not special:
-            raw = token_bytes(token)
-            try:
-                display = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                partial = True
-                display = raw.decode("utf-8", errors="replace")
+            if tid not in byte_pieces:
+                byte_pieces[tid] = _byte_piece(token)
+            raw, display, partial = byte_pieces[tid]
         if kind == "bert":
             cont = token.startswith("##")
         elif kind == "gpt2":
             cont = not special and not display[:1].isspace() and prev_word is not None and word == prev_word
         else:
             cont = not special and not token.startswith("▁")
+            source = (pair if seq == 1 else text) or ""
+            if token == "▁" and source[start:end].strip(" "):
+                end = start  # the word boundary Metaspace adds before the first word stands for no character
         prev_word = word if seq is not None else None
         # a template token belongs to the segment its token_type_id names (BERT's final [SEP] is segment B)
         segment = seq if seq is not None else enc.type_ids[i]
