@@ -4,7 +4,7 @@ Cleaning choices (documented here, used everywhere):
 - Markdown is removed: headings (acts, scenes) are dropped, emphasis and escapes are stripped.
 - Stage directions (``_Exit_``, ``_[Aside]_``, multi-line ``_Enter ..._`` blocks) are dropped:
   they are editors' notes, not speech.
-- Each speech keeps its speaker, upper-cased, as ``SPEAKER:`` on its own line, then the verse
+- Each speech keeps its speaker, upper-cased and without colons, as ``SPEAKER:`` on its own line, then the verse
   lines. Speeches are separated by a blank line. The speaker names are part of what a model sees.
 
 The split is by whole plays: ``HELD_OUT`` names the plays that no training run ever sees.
@@ -81,7 +81,8 @@ def clean_play(markdown: str) -> list[Speech]:
         match = _SPEAKER.match(line)
         if match:
             flush()
-            speaker, lines = " ".join(match["name"].split()).upper(), []
+            # one source heading reads "ROSENCRANTZ: & GUILDENSTERN:"; the colon is ours, written after the name
+            speaker, lines = " ".join(match["name"].replace(":", " ").split()).upper(), []
             continue
         if line[0] in "_*" and not _INLINE_DIRECTION.fullmatch(line):
             in_direction = not (len(line) > 1 and line.endswith(("_", "*")))
@@ -151,6 +152,8 @@ def user_document(text: str, name: str = "your text") -> Document:
 
 def load_user_path(path: str | Path) -> list[Document]:
     """A ``.txt`` file or a folder of them as documents, through the same interface as the plays."""
+    if not str(path).strip():
+        raise LmvizError("No file or folder was given.")
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.txt"))

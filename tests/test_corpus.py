@@ -63,6 +63,13 @@ def test_speakers_are_upper_case_and_written_as_a_heading_line(plays):
             assert str(speech).startswith(f"{speech.speaker}:\n")
 
 
+def test_speaker_names_hold_no_colon_of_their_own(plays):
+    names = {s.speaker for p in plays for s in p.speeches}
+    assert not [n for n in names if ":" in n]
+    assert "ROSENCRANTZ & GUILDENSTERN" in names  # the source writes one of its headings "ROSENCRANTZ: & GUILDENSTERN:"
+    assert corpus.clean_play("**FIRST LORD:**\n\nMy lord.\n") == [corpus.Speech("FIRST LORD", "My lord.")]
+
+
 def test_a_speech_keeps_its_verse_lines(plays):
     macbeth = next(p for p in plays if p.name == "macbeth")
     speech = next(s for s in macbeth.speeches if "To-morrow, and to-morrow, and to-morrow," in s.text)
@@ -138,6 +145,14 @@ def test_a_folder_with_a_bad_file_names_that_file(tmp_path):
 def test_a_missing_path_is_refused(tmp_path):
     with pytest.raises(LmvizError, match="does not exist"):
         corpus.load_user_path(tmp_path / "nowhere.txt")
+
+
+@pytest.mark.parametrize("path", ["", "  "])
+def test_an_empty_path_is_refused_rather_than_read_as_the_current_folder(tmp_path, monkeypatch, path):
+    (tmp_path / "private.txt").write_text("Not meant to be loaded.", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LmvizError, match="No file or folder"):
+        corpus.load_user_path(path)
 
 
 def test_a_folder_without_txt_files_is_refused(tmp_path):

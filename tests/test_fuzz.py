@@ -97,3 +97,38 @@ def test_span_corruption_any_settings(length, density, mean, seed):
     if spans is not None:
         for a, b in spans:
             assert 0 <= a < b <= max(length, 0)
+
+
+@given(spans=st.lists(st.tuples(st.integers(-3, 12), st.integers(-3, 12)) | st.lists(st.integers(-3, 12), max_size=3), max_size=6),
+       n_sentinels=st.integers(0, 4))
+def test_span_corruption_any_spans(spans, n_sentinels):
+    ids = list(range(100, 110))
+    sentinels = list(range(900, 900 + n_sentinels))
+    sc = answers_or_lmviz_error(masking.span_corrupt, ids, None, sentinel_ids=sentinels, eos_id=1, spans=spans)
+    if sc is not None:
+        assert masking.uncorrupt(sc.input_ids, sc.target_ids, sentinels, 1) == ids
+
+
+@given(docs=st.lists(st.lists(st.lists(st.integers(5, 50), max_size=4), max_size=5), max_size=4),
+       max_tokens=st.none() | st.integers(-2, 40), seed=st.integers(0, 2**32))
+def test_nsp_any_documents(docs, max_tokens, seed):
+    import numpy as np
+
+    pair = answers_or_lmviz_error(masking.nsp_pair, docs, np.random.default_rng(seed), max_tokens)
+    if pair is not None:
+        assert pair.a and pair.b
+        max_len = max_tokens if max_tokens is not None else 64
+        row = answers_or_lmviz_error(masking.pair_ids, pair.a, pair.b, cls_id=2, sep_id=3, max_len=max_len)
+        if row is not None:
+            assert len(row[0]) == len(row[1]) <= max_len
+
+
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 6)), special_shape=st.tuples(st.integers(1, 3), st.integers(1, 6)),
+       vocab=st.integers(-1, 12), seed=st.integers(0, 2**32))
+def test_mlm_any_shapes_and_vocabulary(shape, special_shape, vocab, seed):
+    ids = torch.randint(0, 8, shape, generator=torch.Generator().manual_seed(seed))
+    special = torch.zeros(special_shape, dtype=torch.bool)
+    d = answers_or_lmviz_error(masking.mlm_mask, ids, special, mask_id=4, vocab_size=vocab, generator=torch.Generator().manual_seed(seed))
+    if d is not None:
+        assert d.input_ids.shape == ids.shape
+        assert not ((d.outcome == masking.RANDOM) & (d.input_ids == 4)).any()
