@@ -15,6 +15,8 @@ from lmviz.errors import LmvizError
 STRATEGIES = ("greedy", "temperature", "top_k", "top_p", "beam")
 STRATEGY_NAMES = {"greedy": "greedy", "temperature": "temperature sampling", "top_k": "top-k sampling",
                   "top_p": "top-p (nucleus) sampling", "beam": "beam search"}
+USES = {"greedy": (), "temperature": ("temperature",), "top_k": ("temperature", "top_k"),
+        "top_p": ("temperature", "top_p"), "beam": ("beam_width", "length_penalty")}  # the settings each strategy reads
 MAX_BEAM = 8
 MIN_TEMPERATURE = 0.05
 MAX_TEMPERATURE = 5.0
@@ -39,39 +41,40 @@ class Strategy:
     length_penalty: float = 1.0
 
     def checked(self, vocab_size: int) -> tuple["Strategy", list[str]]:
-        """The strategy with every setting in range, and a note for each value that was clamped."""
+        """The strategy with every setting in range, and a note for each clamped value that this strategy uses
+        (a greedy link with ``t=0`` is clamped quietly: greedy never reads the temperature)."""
         if self.name not in STRATEGIES:
             raise LmvizError(f"Unknown strategy {self.name!r}; choose one of {', '.join(STRATEGIES)}.")
-        notes, s = [], self
+        notes, s = {}, self
         t = self.temperature
         if not (isinstance(t, (int, float)) and math.isfinite(t)) or t < MIN_TEMPERATURE:
-            notes.append(f"Temperature {t} is not above 0 (dividing the logits by it is undefined; greedy is the limit "
-                         f"T → 0), so the smallest temperature, {MIN_TEMPERATURE}, is used.")
+            notes["temperature"] = (f"Temperature {t} is not above 0 (dividing the logits by it is undefined; greedy is "
+                                    f"the limit T → 0), so the smallest temperature, {MIN_TEMPERATURE}, is used.")
             s = replace(s, temperature=MIN_TEMPERATURE)
         elif t > MAX_TEMPERATURE:
-            notes.append(f"Temperature {t} is above {MAX_TEMPERATURE}; {MAX_TEMPERATURE} is used.")
+            notes["temperature"] = f"Temperature {t} is above {MAX_TEMPERATURE}; {MAX_TEMPERATURE} is used."
             s = replace(s, temperature=MAX_TEMPERATURE)
         if self.top_k < 1:
-            notes.append(f"top-k = {self.top_k} keeps no token; top-k = 1 is used.")
+            notes["top_k"] = f"top-k = {self.top_k} keeps no token; top-k = 1 is used."
             s = replace(s, top_k=1)
         elif self.top_k > vocab_size:
-            notes.append(f"top-k = {self.top_k} is larger than the vocabulary ({vocab_size} tokens); all {vocab_size} are kept.")
+            notes["top_k"] = f"top-k = {self.top_k} is larger than the vocabulary ({vocab_size} tokens); all {vocab_size} are kept."
             s = replace(s, top_k=vocab_size)
         p = self.top_p
         if not (isinstance(p, (int, float)) and math.isfinite(p)) or p <= 0 or p > 1:
             clamped = 1.0 if isinstance(p, (int, float)) and math.isfinite(p) and p > 1 else 0.01
-            notes.append(f"top-p must lie in (0, 1]; {p} is outside, so p = {clamped} is used.")
+            notes["top_p"] = f"top-p must lie in (0, 1]; {p} is outside, so p = {clamped} is used."
             s = replace(s, top_p=clamped)
         if self.beam_width < 1:
-            notes.append(f"Beam width {self.beam_width} keeps no beam; width 1 (the same as greedy) is used.")
+            notes["beam_width"] = f"Beam width {self.beam_width} keeps no beam; width 1 (the same as greedy) is used."
             s = replace(s, beam_width=1)
         elif self.beam_width > MAX_BEAM:
-            notes.append(f"Beam width {self.beam_width} is more than {MAX_BEAM}; {MAX_BEAM} is used.")
+            notes["beam_width"] = f"Beam width {self.beam_width} is more than {MAX_BEAM}; {MAX_BEAM} is used."
             s = replace(s, beam_width=MAX_BEAM)
         if not math.isfinite(self.length_penalty) or abs(self.length_penalty) > 5:
-            notes.append(f"Length penalty {self.length_penalty} is outside −5…5; 1.0 is used.")
+            notes["length_penalty"] = f"Length penalty {self.length_penalty} is outside −5…5; 1.0 is used."
             s = replace(s, length_penalty=1.0)
-        return s, notes
+        return s, [note for setting, note in notes.items() if setting in USES[self.name]]
 
     def describe(self) -> str:
         if self.name == "greedy":
@@ -101,18 +104,21 @@ class Shaped:
     kept: int
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max())
     return e / e.sum()
 
 
 def shape(logits, strategy: Strategy) -> Shaped:
-    """Apply ``strategy`` (already ``checked``) to one logits vector."""
+    """Apply ``strategy`` (already ``checked``; greedy or sampling) to one logits vector. Beam search ranks whole
+    beams rather than reshaping one distribution: ``lmviz.beam.beam_view`` draws its steps."""
+    if strategy.name == "beam":
+        raise LmvizError("Beam search does not reshape one distribution; lmviz.beam draws its steps.")
     z = np.asarray(logits, dtype=np.float64)
-    raw = _softmax(z)
-    tempered = raw if strategy.name in ("greedy", "beam") else _softmax(z / strategy.temperature)
+    raw = softmax(z)
+    tempered = raw if strategy.name == "greedy" else softmax(z / strategy.temperature)
     order = np.argsort(-tempered, kind="stable")
-    if strategy.name in ("greedy", "beam"):
+    if strategy.name == "greedy":
         kept = 1
     elif strategy.name == "top_k":
         kept = min(strategy.top_k, z.size)
