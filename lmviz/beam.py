@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from lmviz.checkpoints import Loaded
 from lmviz.generation import MAX_STEPS, ROWS, TIMING_REPEATS, Generation, _Decoder, _record_step
-from lmviz.strategies import Strategy, shape
+from lmviz.strategies import Shaped, Strategy, softmax
 
 
 @dataclass
@@ -55,7 +56,7 @@ def beam_search(loaded: Loaded, text: str, strategy: Strategy, max_steps: int = 
         inputs = seqs.tolist()
         history.append([{"logits": out.logits[b, -1].float().cpu().numpy(), "rows": dec.rows(out.record, b),
                          "cache": dec.cache_shapes(out.cache), "ms": (ms_cached, ms_recompute), "inputs": inputs,
-                         "repeats": TIMING_REPEATS if measure else 1} for b in range(len(live))])
+                         "repeats": TIMING_REPEATS if measure else 1, "survivors": []} for b in range(len(live))])
         total = (torch.tensor([b.score for b in live])[:, None] + logp).view(-1)
         order = torch.argsort(total, descending=True, stable=True)
         nxt, parents = [], []
@@ -70,6 +71,8 @@ def beam_search(loaded: Loaded, text: str, strategy: Strategy, max_steps: int = 
                 nxt.append(beam)
                 parents.append(b)
         gen.beams.append(nxt)
+        for beam in nxt:
+            history[t][beam.parent]["survivors"].append(beam.ids[-1])
         live = [b for b in nxt if not b.finished]
         if len(gen.finished) >= width or not live:
             gen.stop_reason = ("every beam ended with the end-of-text token" if not live
@@ -98,7 +101,17 @@ def _best_path_steps(gen: Generation, dec: _Decoder, best: Beam, history: list[l
     ids = list(dec.start)
     for t, (tok, slot) in enumerate(zip(best.ids, slots)):
         h = history[t][slot]
-        shaped = shape(h["logits"], gen.strategy)
+        shaped = beam_view(h["logits"], h["survivors"])
         gen.steps.append(_record_step(t, len(ids) - 1, dec.label(ids[-1]), shaped, tok, None, False, gen.strategy, dec.label,
                                       h["rows"], h["cache"], *h["ms"], h["inputs"], h["repeats"]))
         ids.append(tok)
+
+
+def beam_view(logits, survivors: list[int]) -> Shaped:
+    """One beam's next-token distribution as beam search sees it: ``final`` holds the model's probability of the
+    continuations that stayed among the best beams (``survivors``) and 0 for the rest; nothing is renormalised,
+    because beam search ranks whole beams by summed log-probability rather than drawing from this distribution."""
+    raw = softmax(np.asarray(logits, dtype=np.float64))
+    final = np.zeros_like(raw)
+    final[survivors] = raw[survivors]
+    return Shaped(raw, raw, final, np.argsort(-raw, kind="stable"), len(survivors))

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 MAX_STEPS = 64
 TOP_N = 12  # candidates kept per step for the bar chart
-CURVE_N = 200  # points of the sorted-probability and cumulative curves
+CURVE_N = 200  # log-spaced ranks sampled over the whole vocabulary for the sorted-probability and cumulative curves
 ROWS = Want(attention=True)
 TIMING_REPEATS = 3  # a step's time is the best of 3 runs of the same forward
 
@@ -72,8 +72,10 @@ class Step:
     reason: str
     kept: int
     kept_mass: float  # the model's probability mass on the kept tokens
-    curve_raw: list[float]  # the model's probabilities, sorted by the tempered order (first CURVE_N)
+    curve_ranks: list[int]  # ranks sampled from 1 to the vocabulary size (``curve_ranks``), with the cut at kept / kept + 1
+    curve_raw: list[float]  # the model's probability at each of those ranks (tokens sorted by the tempered order)
     curve_tempered: list[float]
+    curve_cumulative: list[float]  # the tempered mass of the tokens up to that rank
     draw: float | None
     forced: bool
     attention: dict[str, np.ndarray]
@@ -104,11 +106,19 @@ def _record_step(index, position, query, shaped: Shaped, chosen_id, draw, forced
     chosen = next((c for c in top if c.id == chosen_id), None) or cand(chosen_id)
     if chosen not in top:
         top.append(chosen)
-    kept_mass = float(shaped.raw[shaped.order[: shaped.kept]].sum())
-    n = min(CURVE_N, shaped.order.size)
+    kept_mass = float(shaped.raw[shaped.final > 0].sum())
+    at = curve_ranks(shaped.order.size, shaped.kept) - 1
+    tempered = shaped.tempered[shaped.order]
     return Step(index, position, query, top, chosen, _reason(strategy, shaped, chosen, draw, forced, kept_mass), shaped.kept,
-                kept_mass, shaped.raw[shaped.order[:n]].tolist(), shaped.tempered[shaped.order[:n]].tolist(), draw, forced,
-                attention, cache, ms_cached, ms_recompute, inputs, repeats)
+                kept_mass, (at + 1).tolist(), shaped.raw[shaped.order][at].tolist(), tempered[at].tolist(),
+                np.cumsum(tempered)[at].tolist(), draw, forced, attention, cache, ms_cached, ms_recompute, inputs, repeats)
+
+
+def curve_ranks(vocab: int, kept: int) -> np.ndarray:
+    """The ranks a curve is drawn at: every one of the first 20, ``CURVE_N`` log-spaced up to ``vocab``, and the
+    two either side of the cut (``kept``, ``kept + 1``), so the cut and the mass it keeps are drawn exactly."""
+    spaced = np.geomspace(1, vocab, CURVE_N).round().astype(int)
+    return np.unique(np.concatenate([np.arange(1, min(vocab, 20) + 1), spaced, [kept, min(kept + 1, vocab)]]))
 
 
 def _reason(s: Strategy, shaped: Shaped, c: Candidate, draw: float | None, forced: bool, kept_mass: float) -> str:
@@ -118,7 +128,10 @@ def _reason(s: Strategy, shaped: Shaped, c: Candidate, draw: float | None, force
     if s.name == "greedy":
         return f"Greedy takes the most likely token: {tok}, p = {c.prob:.3f}."
     if s.name == "beam":
-        return f"{tok} (p = {c.prob:.3f}, rank {c.rank}) lies on the beam that scored best at the end."
+        which = "the only continuation" if shaped.kept == 1 else f"one of the {shaped.kept} continuations"
+        among = "the best beam" if s.beam_width == 1 else f"the {s.beam_width} best beams"
+        return (f"{tok} (p = {c.prob:.3f}, rank {c.rank}) is {which} of this beam that stayed among {among}, "
+                f"on the beam that scored best at the end.")
     if draw is None:
         return f"Only one token survives the cut, so {tok} is taken (p = {c.prob:.3f})."
     cut = {"temperature": f"Temperature {s.temperature:g} reshaped the distribution",
@@ -174,8 +187,8 @@ class _Decoder:
                               f"every document it read in training.")
         keep = self.model.config.n_positions - 1 - room
         if len(ids) > keep:
-            self.notes.append(f"The prompt has {len(ids)} tokens; GPT-2 reads at most {self.model.config.n_positions} and "
-                              f"{room} are kept free for new tokens, so only the last {keep} prompt tokens are used.")
+            self.notes.append(f"The prompt is longer than GPT-2 can read: it reads at most {self.model.config.n_positions} "
+                              f"tokens and {room} are kept free for new ones, so only the last {keep} prompt tokens are used.")
             ids = ids[-keep:]
         return [eot] + ids
 
@@ -410,7 +423,8 @@ def step_table(gen: Generation, step: int) -> list[dict]:
 
 
 def view_data(gen: Generation, step: int, layer: int, head: int | None) -> dict:
-    """The current view as plain data (the JSON export): tokens, the step's candidates, its attention row."""
+    """The current view as plain data (the JSON export): tokens, the step's candidates, its attention row,
+    and for beam search the tree of beams with their scores (``beam_levels``)."""
     s = gen.steps[step]
     att = {kind: (rows[layer].mean(0) if head is None else rows[layer, head]).round(6).tolist()
            for kind, rows in s.attention.items()}
@@ -419,7 +433,18 @@ def view_data(gen: Generation, step: int, layer: int, head: int | None) -> dict:
             "text": gen.text, "stop_reason": gen.stop_reason, "step": step, "layer": layer,
             "head": "mean" if head is None else head, "query": s.query, "reason": s.reason,
             "candidates": step_table(gen, step), "attention": att, "attention_keys": {"causal": gen.context(step), "cross": gen.source},
-            "kv_cache": s.cache, "ms_cached": s.ms_cached, "ms_recompute": s.ms_recompute}
+            "kv_cache": s.cache, "ms_cached": s.ms_cached, "ms_recompute": s.ms_recompute,
+            **({"beams": beam_levels(gen)} if gen.strategy.name == "beam" else {})}
+
+
+def beam_levels(gen: Generation) -> list[list[dict]]:
+    """Beam search's tree as plain data: per step, each kept beam's tokens, ``score`` (Σ log p), the score it is
+    ranked by at the end (``score / length ** length_penalty``), its parent among the previous step's live beams,
+    whether it ended, and whether it lies on the winning beam."""
+    best = [s.chosen.id for s in gen.steps]
+    return [[{"tokens": b.tokens, "ids": b.ids, "score": b.score, "ranked": b.ranked(gen.strategy.length_penalty),
+              "parent": b.parent, "finished": b.finished, "on_best": b.ids == best[: len(b.ids)]} for b in level]
+            for level in gen.beams]
 
 
 @torch.inference_mode()

@@ -93,15 +93,25 @@ def test_temperature_above_one_flattens_the_distribution():
     assert entropy(shape(z, Strategy("temperature", temperature=2.0)).final) > entropy(shape(z, Strategy("temperature")).final)
 
 
-@pytest.mark.parametrize("given, field, expected", [
-    (dict(temperature=0), "temperature", MIN_TEMPERATURE), (dict(temperature=-3), "temperature", MIN_TEMPERATURE),
-    (dict(temperature=float("nan")), "temperature", MIN_TEMPERATURE), (dict(top_p=0), "top_p", 0.01),
-    (dict(top_p=1.5), "top_p", 1.0), (dict(top_p=-0.2), "top_p", 0.01), (dict(top_k=10 ** 6), "top_k", 8192),
-    (dict(top_k=0), "top_k", 1), (dict(beam_width=0), "beam_width", 1), (dict(beam_width=99), "beam_width", 8),
+@pytest.mark.parametrize("name, given, field, expected", [
+    ("temperature", dict(temperature=0), "temperature", MIN_TEMPERATURE),
+    ("top_k", dict(temperature=-3), "temperature", MIN_TEMPERATURE),
+    ("top_p", dict(temperature=float("nan")), "temperature", MIN_TEMPERATURE), ("top_p", dict(top_p=0), "top_p", 0.01),
+    ("top_p", dict(top_p=1.5), "top_p", 1.0), ("top_p", dict(top_p=-0.2), "top_p", 0.01),
+    ("top_k", dict(top_k=10 ** 6), "top_k", 8192), ("top_k", dict(top_k=0), "top_k", 1),
+    ("beam", dict(beam_width=0), "beam_width", 1), ("beam", dict(beam_width=99), "beam_width", 8),
+    ("beam", dict(length_penalty=9), "length_penalty", 1.0),
 ])
-def test_out_of_range_settings_are_clamped_with_a_note(given, field, expected):
-    s, notes = Strategy("top_p", **given).checked(8192)
+def test_out_of_range_settings_are_clamped_with_a_note(name, given, field, expected):
+    s, notes = Strategy(name, **given).checked(8192)
     assert getattr(s, field) == expected and len(notes) == 1
+
+
+def test_settings_a_strategy_does_not_use_are_clamped_without_a_note():
+    s, notes = Strategy("greedy", temperature=0, top_k=0, top_p=3, beam_width=0).checked(8192)
+    assert notes == [] and (s.temperature, s.top_k, s.top_p, s.beam_width) == (MIN_TEMPERATURE, 1, 1.0, 1)
+    assert Strategy("beam", temperature=-1, top_p=0).checked(8192)[1] == []
+    assert Strategy("top_k", top_p=0, beam_width=99).checked(8192)[1] == []
 
 
 def test_settings_in_range_pass_without_notes():
@@ -162,16 +172,18 @@ def test_beam_width_one_is_greedy(gpt2):
     assert [s.chosen.id for s in beam.steps] == [s.chosen.id for s in greedy.steps]
 
 
-def test_beam_scores_are_summed_log_probabilities(gpt2):
-    gen = generate(gpt2, PROMPT, Strategy("beam", beam_width=3), 6, measure=False)
-    for beams in gen.beams[-1:]:
-        for beam in beams:
-            ids = [gpt2.tokenizer.token_to_id("<|endoftext|>")] + gpt2.tokenizer.encode(PROMPT).ids + beam.ids
-            logp = recomputed_logprobs(gpt2, ids)
-            start = len(ids) - len(beam.ids) - 1
-            summed = sum(float(logp[start + t, tok]) for t, tok in enumerate(beam.ids))
+def test_beam_scores_are_summed_log_probabilities_at_every_level(gpt2):
+    ending = "New joy wait on you! Here our play has ending."  # a play's last line: one beam ends at once
+    gen = generate(gpt2, ending, Strategy("beam", beam_width=3), 6, measure=False)
+    assert any(b.finished for b in gen.beams[0]) and len(gen.beams) == 6  # it ended early; the others went on
+    start = [gpt2.tokenizer.token_to_id("<|endoftext|>")] + gpt2.tokenizer.encode(ending).ids
+    for t, level in enumerate(gen.beams):
+        assert sum(not b.finished for b in level) == 3
+        for beam in level:
+            assert len(beam.ids) == t + 1
+            logp = recomputed_logprobs(gpt2, start + beam.ids)
+            summed = sum(float(logp[len(start) - 1 + i, tok]) for i, tok in enumerate(beam.ids))
             assert beam.score == pytest.approx(summed, abs=1e-3)
-    assert len(gen.steps) == len(gen.text and gen.steps) and all(len(b) >= 1 for b in gen.beams)
 
 
 def test_beam_search_score_beats_greedy(gpt2):
@@ -325,3 +337,49 @@ def test_csv_export_of_a_step(gpt2):
     text = csv_text(step_table(gen, 1))
     assert text.splitlines()[0] == "step,rank,token,id,prob,after_temperature,after_strategy,chosen"
     assert len(text.splitlines()) == len(gen.steps[1].candidates) + 1
+
+
+@pytest.mark.parametrize("strategy", [Strategy("top_p", top_p=0.95, temperature=1.3), Strategy("top_k", top_k=500)])
+def test_the_cut_off_is_drawn_where_the_strategy_cuts_even_past_200_tokens(gpt2, strategy):
+    from lmviz.viz.generation import strategy_figure
+
+    gen = generate(gpt2, PROMPT, strategy, 3, seed=0)
+    step = next(s for s in gen.steps if s.kept > 200)
+    fig = strategy_figure(step, strategy)
+    cut = next(t for t in fig.data if t.name.startswith("cut-off"))
+    assert list(cut.x) == [step.kept + 0.5] * 2
+    cum = next(t for t in fig.data if t.name == "cumulative")
+    assert cum.x[-1] == gpt2.model.config.vocab_size and cum.y[-1] == pytest.approx(1.0)  # the curve covers every token
+    if strategy.name == "top_p":  # the cut sits where the cumulative curve first reaches p
+        assert np.interp(step.kept + 0.5, cum.x, cum.y) >= strategy.top_p
+        assert np.interp(step.kept - 1, cum.x, cum.y) < strategy.top_p
+
+
+def test_beam_steps_show_the_continuations_that_stayed_in_the_beams(gpt2):
+    from lmviz.viz.generation import candidates_figure, strategy_figure
+
+    strategy = Strategy("beam", beam_width=3)
+    gen = generate(gpt2, "ROMEO:\nBut soft, what light through yonder window breaks?", strategy, 12, measure=False)
+    assert any(s.chosen.rank > 1 for s in gen.steps)  # the best beam took a runner-up somewhere
+    for t, step in enumerate(gen.steps):
+        kept = {c.id for c in step.candidates if c.kept}
+        assert step.chosen.id in kept and kept <= {b.ids[-1] for b in gen.beams[t]} and len(kept) == step.kept
+        bars = candidates_figure(step, strategy)
+        chosen_row = next(i for i, y in enumerate(bars.data[1].y) if "◀ chosen" in y)
+        assert bars.data[1].text[chosen_row] == "" and bars.data[1].x[chosen_row] == pytest.approx(step.chosen.prob)
+        curve = strategy_figure(step, strategy)
+        assert not any(tr.name.startswith("cut-off") for tr in curve.data)
+        assert len(next(tr for tr in curve.data if tr.name == "kept among the best beams").x) == len(kept)
+
+
+def test_json_export_of_a_beam_run_holds_the_tree_and_its_scores(t5, gpt2):
+    import json
+
+    gen = generate(t5, T5_INPUT, Strategy("beam", beam_width=3, length_penalty=0.5), 4, measure=False)
+    data = json.loads(json.dumps(view_data(gen, 1, 0, None)))
+    assert [[b["score"] for b in level] for level in data["beams"]] == [[b.score for b in level] for level in gen.beams]
+    ends = data["beams"][len(gen.steps) - 1]
+    assert [b["tokens"] for b in ends if b["on_best"]] == [[s.chosen.token for s in gen.steps]]
+    last = data["beams"][-1][0]
+    assert last["ranked"] == pytest.approx(last["score"] / len(last["ids"]) ** 0.5)
+    assert "beams" not in view_data(generate(gpt2, PROMPT, Strategy("greedy"), 2, measure=False), 1, 0, None)

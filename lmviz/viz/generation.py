@@ -17,15 +17,17 @@ def candidates_figure(step: Step, strategy: Strategy) -> go.Figure:
     """The most likely next tokens: the model's probability beside what the strategy draws from; the chosen one outlined."""
     cands = step.candidates
     y = [f"{c.rank}. {escape(c.token)}" + ("  ◀ chosen" if c.id == step.chosen.id else "") for c in cands]
-    after = "after " + STRATEGY_NAMES[strategy.name] if strategy.name != "beam" else "greedy pick (beam search ranks whole beams)"
+    beam = strategy.name == "beam"
+    after = "kept among the best beams" if beam else "after " + STRATEGY_NAMES[strategy.name]
+    dropped = "not kept" if beam else "cut"
     fig = go.Figure([
         go.Bar(y=y, x=[c.prob for c in cands], orientation="h", name="the model's probability", marker_color=MODEL_C,
                hovertemplate="%{y}<br>model p = %{x:.4f}<extra></extra>"),
         # a cut candidate's bar has length 0, so it says "cut" in grey instead
         go.Bar(y=y, x=[c.final for c in cands], orientation="h", name=after,
-               marker_color=[AFTER_C if c.kept else CUT_C for c in cands], text=["" if c.kept else "cut" for c in cands],
+               marker_color=[AFTER_C if c.kept else CUT_C for c in cands], text=["" if c.kept else dropped for c in cands],
                textposition="outside", textfont=dict(color="#777777", size=14), cliponaxis=False,
-               hovertemplate="%{y}<br>after the strategy p = %{x:.4f}<extra></extra>"),
+               hovertemplate=f"%{{y}}<br>{'kept in a beam, model p' if beam else 'after the strategy p'} = %{{x:.4f}}<extra></extra>"),
     ])
     # the chosen row outlined as one frame (an outline on the bars would also draw on the legend's swatches)
     for i, c in enumerate(cands):
@@ -39,10 +41,11 @@ def candidates_figure(step: Step, strategy: Strategy) -> go.Figure:
 
 
 def strategy_figure(step: Step, strategy: Strategy) -> go.Figure:
-    """Probabilities sorted from most to least likely (log rank): the model's, the reshaped ones, the cumulative
-    curve, and where top-k or top-p cut the tail."""
-    n = len(step.curve_raw)
-    rank = np.arange(1, n + 1)
+    """Probabilities sorted from most to least likely over the whole vocabulary (log rank): the model's, the reshaped
+    ones, the cumulative curve, and where greedy, top-k or top-p cut the tail (at ``kept + 0.5``); for beam search,
+    the continuations of this beam that stayed among the best beams."""
+    rank = np.array(step.curve_ranks)
+    n = int(rank[-1])
     raw, temp = np.array(step.curve_raw), np.array(step.curve_tempered)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Scatter(x=rank, y=raw, name="the model (T = 1)", line=dict(color=MODEL_C, width=3),
@@ -51,15 +54,20 @@ def strategy_figure(step: Step, strategy: Strategy) -> go.Figure:
         fig.add_trace(go.Scatter(x=rank, y=temp, name=f"reshaped, T = {strategy.temperature:g}",
                                  line=dict(color=AFTER_C, width=3, dash="dash"),
                                  hovertemplate="rank %{x}: p = %{y:.4f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=rank, y=np.cumsum(temp), name="cumulative", line=dict(color=PALETTE[2], width=2, dash="dot"),
+    fig.add_trace(go.Scatter(x=rank, y=step.curve_cumulative, name="cumulative", line=dict(color=PALETTE[2], width=2, dash="dot"),
                              hovertemplate="top %{x} tokens hold %{y:.3f}<extra></extra>"), secondary_y=True)
-    if strategy.name in ("top_k", "top_p", "greedy", "beam"):
-        cut = min(step.kept, n) + 0.5
-        label = {"top_k": f"top-k: {step.kept} kept", "top_p": f"top-p: {step.kept} kept",
-                 "greedy": "greedy: rank 1 only", "beam": "this beam's best token"}[strategy.name]
+    if strategy.name in ("top_k", "top_p", "greedy"):
+        cut = step.kept + 0.5
+        label = {"top_k": f"top-k: {step.kept} kept", "top_p": f"top-p: {step.kept} kept", "greedy": "greedy: rank 1 only"}
         top = float(max(raw.max(), temp.max()))
-        fig.add_trace(go.Scatter(x=[cut, cut], y=[0, top], mode="lines", name=f"cut-off ({label})",
+        fig.add_trace(go.Scatter(x=[cut, cut], y=[0, top], mode="lines", name=f"cut-off ({label[strategy.name]})",
                                  line=dict(color=CHOSEN_C, width=2), hoverinfo="skip"))
+    if strategy.name == "beam":
+        kept = [c for c in step.candidates if c.kept]
+        fig.add_trace(go.Scatter(x=[c.rank for c in kept], y=[c.prob for c in kept], mode="markers",
+                                 name="kept among the best beams", marker=dict(color=AFTER_C, size=10),
+                                 customdata=[escape(c.token) for c in kept],
+                                 hovertemplate="%{customdata} (rank %{x}) stays in a beam<extra></extra>"))
     if strategy.name == "top_p":
         fig.add_trace(go.Scatter(x=[1, n], y=[strategy.top_p] * 2, mode="lines", name=f"p = {strategy.top_p:g}",
                                  line=dict(color=PALETTE[2], width=1.5, dash="dash"), hoverinfo="skip"), secondary_y=True)
