@@ -139,8 +139,10 @@ try:
     b4.number_input("Step limit", 1, MAX_STEPS, step=1, key="w_limit")
     limit = int(state.w_limit)
     if state.gen_n > limit:
+        st.info(f"{state.gen_n} steps were asked for, but the step limit is {limit}, so {limit} are run.", icon="ℹ️")
         state.gen_n = limit
     if state.gen_n < 0:
+        st.info(f"{state.gen_n} steps cannot be run; the page starts with none.", icon="ℹ️")
         state.gen_n = 0
     gen = regenerate(loaded, name, text, strategy, seed, limit, state.gen_forced, state.gen_n) if state.gen_n else None
     ended = gen is not None and gen.stop_reason is not None and not gen.stop_reason.startswith("the step limit")
@@ -195,6 +197,9 @@ try:
         st.write("Beam search keeps the best few partial texts instead of one. Each node is a kept token; its colour is "
                  "the beam's summed log-probability; squares are beams that ended. The thick line is the winner.")
         ui.plot(beam_tree(gen))
+        unused = f" The link's branch choice {format_forced(state.gen_forced)} is not used." if state.gen_forced else ""
+        st.info("Branching works with greedy and sampling; beam search keeps its alternatives in the tree above." + unused,
+                icon="ℹ️")
     else:
         st.write(f"**Branch.** Pick another candidate for step {step.index} and continue from there: steps before it stay "
                  "the same (the link remembers the choice).")

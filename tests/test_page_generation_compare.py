@@ -38,8 +38,8 @@ def test_generation_next_token_and_scrub_back():
     assert len(at.get("plotly_chart")) >= 4 and len(at.get("download_button")) == 2
 
 
-@pytest.mark.parametrize("strategy, extra", [("temperature", {"t": 0.7}), ("top_k", {"k": 5}), ("top_p", {"p": 0.8}),
-                                             ("beam", {"beam": 2})])
+@pytest.mark.parametrize("strategy, extra", [("greedy", {}), ("temperature", {"t": 0.7}), ("top_k", {"k": 5}),
+                                             ("top_p", {"p": 0.8}), ("beam", {"beam": 2})])
 def test_every_strategy_on_both_models(strategy, extra):
     for model in ("gpt2", "t5"):
         at = open_page("generation", model=model, strategy=strategy, n=4, seed=3, **extra)
@@ -70,14 +70,36 @@ def test_branch_keeps_earlier_steps_and_goes_into_the_link():
     assert "You chose" in texts(at)
 
 
-def test_bad_settings_are_clamped_and_stated():
-    at = open_page("generation", strategy="top_p", t=-1, p=1.7, k=10 ** 6, beam=0, step=999, n=3, limit=500, seed=-4)
+@pytest.mark.parametrize("params, phrases", [
+    (dict(strategy="top_p", t=-1, p=1.7, step=999, n=3, limit=500, seed=-4),
+     ("Temperature -1.0 is not above 0", "top-p must lie in", "step limit must be", "Seed -4", "past the end")),
+    (dict(strategy="top_k", k=10 ** 6, n=2), ("larger than the vocabulary",)),
+    (dict(strategy="beam", beam=0, lp=99, n=2), ("Beam width 0", "Length penalty 99")),
+    (dict(n=40, limit=20), ("40 steps were asked for, but the step limit is 20",)),
+])
+def test_bad_settings_are_clamped_and_stated(params, phrases):
+    at = open_page("generation", **params)
     ok(at)
-    shown = texts(at)
-    for phrase in ("Temperature -1.0 is not above 0", "top-p must lie in (0, 1]", "larger than the vocabulary",
-                   "Beam width 0", "step limit must be", "Seed -4", "past the end"):
-        assert phrase.replace("(", "\\(").split("\\")[0] in shown.replace("\\", ""), phrase
+    shown = texts(at).replace("\\", "")
+    for phrase in phrases:
+        assert phrase in shown, phrase
+
+
+def test_settings_the_strategy_does_not_use_raise_no_note():
+    at = open_page("generation", strategy="greedy", t=0, k=0, p=7, beam=0, n=2)
+    ok(at)
+    notes = " ".join(e.value for e in at.info)
+    assert "Greedy takes" in notes and not any(w in notes for w in ("Temperature", "top-k =", "top-p must", "Beam width"))
+    at.selectbox(key="w_strategy").set_value("temperature").run()  # the clamped value is what the widget then holds
+    ok(at)
     assert at.number_input(key="w_t").value == MIN_TEMPERATURE
+
+
+def test_beam_search_says_branching_is_unavailable_and_drops_a_links_branch():
+    at = open_page("generation", strategy="beam", beam=3, n=4, branch="2:5")
+    ok(at)
+    assert "Branching works with greedy and sampling" in texts(at) and "branch choice 2:5 is not used" in texts(at)
+    assert "branch" not in at.query_params
 
 
 def test_empty_prompt_starts_from_endoftext_and_t5_empty_input_says_so():
@@ -92,6 +114,12 @@ def test_long_and_hostile_prompts():
     at = open_page("generation", prompt="word " * 1500, n=2)
     ok(at)
     assert "only the last" in texts(at)
+    at = open_page("generation", n=2)
+    at.text_area(key="w_prompt").set_value("ROMEO: " + "word " * 5000 + "THE END").run()  # past 20,000 characters
+    ok(at)
+    notes = [e.value for e in at.info]
+    assert any("only the last 20,000" in n for n in notes) and any("only the last 235 prompt tokens" in n for n in notes)
+    assert "THE END" in at.get("code")[0].value and not any("first" in n for n in notes)  # the end is what continues
     for text in ("<script>alert(1)</script>", "**bold** $x$ 👩‍👩‍👧 שלום [MASK] </s>"):
         at = open_page("generation", prompt=text, n=2)
         ok(at)
