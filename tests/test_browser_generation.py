@@ -6,7 +6,17 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from browser import error_boxes, screenshot, wait_for_app
 
+from lmviz import checkpoints
+from lmviz.generation import generate
+from lmviz.strategies import Strategy
+
 pytestmark = pytest.mark.browser
+ROMEO = "ROMEO:\nBut soft, what light through yonder window breaks?"  # the page's default prompt
+
+
+def written(page) -> str:
+    """The page's "text so far" box: the prompt, then what the model wrote."""
+    return page.locator("[data-testid='stCode'] code").first.inner_text()
 
 
 def param(page, key: str) -> str | None:
@@ -31,10 +41,15 @@ def test_generate_ten_tokens_by_clicking_then_scrub_and_branch(app_server, brows
     page.wait_for_function("() => new URLSearchParams(location.search).get('step') === '4'", timeout=30_000)
     wait_for_app(page)
     assert "Step 4" in page.locator("h3").first.inner_text()
+    before = written(page)
     page.get_by_role("button", name="Branch at step 4").click()
     page.wait_for_function("() => (new URLSearchParams(location.search).get('branch') || '').startsWith('4:')", timeout=30_000)
     wait_for_app(page)
     assert page.get_by_text("You chose").count() >= 1
+    after = written(page)
+    run = generate(checkpoints.load(checkpoints.shipped("gpt2")), ROMEO, Strategy("top_k", top_k=8, temperature=0.9), 4, seed=4)
+    kept = ROMEO + run.text  # the prompt and steps 0-3, which the branch at step 4 must leave as they were
+    assert before.startswith(kept) and after.startswith(kept) and after != before
     screenshot(page, "generation_branch")
     assert not error_boxes(page) and not rec.dialogs
     assert rec.foreign_requests() == []
