@@ -67,7 +67,8 @@ def bert_words(loaded: Loaded, text: str) -> list[str]:
 
 @dataclass
 class MlmPrediction:
-    """One selected position: what was there, what the model saw, and its five best guesses."""
+    """One selected position: what was there, what the model saw, and its five best guesses. A ``[MASK]`` the user
+    typed (``typed``) is predicted too, but has no true token: its ``true_prob`` and ``loss`` are NaN."""
 
     position: int
     truth: str
@@ -77,6 +78,7 @@ class MlmPrediction:
     true_prob: float
     in_top5: bool
     loss: float
+    typed: bool = False
 
 
 @dataclass
@@ -85,8 +87,13 @@ class MlmResult:
     shown: list[str]  # what the model read after corruption
     outcome: list[int]  # masking.UNSELECTED / MASKED / RANDOM / KEPT per position
     predictions: list[MlmPrediction]
-    loss: float  # mean cross-entropy (nats) over the selected positions: BERT's MLM loss
+    loss: float  # mean cross-entropy (nats) over the selected positions: BERT's MLM loss (NaN if only typed [MASK]s)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def scored(self) -> list[MlmPrediction]:
+        """The predictions that have a true token (not a ``[MASK]`` the user typed): the ones in the loss."""
+        return [p for p in self.predictions if not p.typed]
 
 
 def _word_of_piece(labels: list[str], special: list[bool]) -> list[int]:
@@ -109,38 +116,56 @@ def mlm_predict(loaded: Loaded, text: str, seed: int = 0, rate: float = 0.15, sp
 
     ``rate`` is the share of pieces selected; ``split`` the shares of the selected that become
     ``[MASK]`` and a random token (the rest stay). ``chosen`` (word indices, see ``bert_words``)
-    selects those words' pieces instead of a random draw.
+    selects those words' pieces instead of a random draw, and all of them become ``[MASK]``: the
+    student chose them to see what BERT guesses there, so ``rate`` and ``split`` do not apply.
+    A ``[MASK]`` typed in the text is a hole too: BERT's top-5 there is shown, outside the loss.
     """
     _need(loaded, "bert", heads=True)
     enc = encode(loaded, text)
+    tok = loaded.tokenizer
+    mask_id = tok.token_to_id("[MASK]")
     ids = torch.tensor(enc.ids)
     special = torch.tensor(enc.special)
-    if not (~special).any():
+    typed = [i for i, (t, sp) in enumerate(zip(enc.ids, enc.special)) if sp and t == mask_id]
+    if not (~special).any() and not typed:
         raise LmvizError("The text has no words to mask (only special tokens).")
+    notes = list(enc.notes)
     picked = None
     if chosen:
         words = _word_of_piece(enc.labels, enc.special)
         picked = torch.tensor([w in set(chosen) for w in words])
         if not picked.any():
             raise LmvizError("None of the chosen words is in the text any more; choose again.")
-    tok = loaded.tokenizer
-    draw = masking.mlm_mask(ids, special, mask_id=tok.token_to_id("[MASK]"), vocab_size=tok.get_vocab_size(),
+        split = (1.0, 0.0)
+    draw = masking.mlm_mask(ids, special, mask_id=mask_id, vocab_size=tok.get_vocab_size(),
                             generator=torch.Generator().manual_seed(masking.check_seed(seed)), rate=rate, mask_frac=split[0],
                             random_frac=split[1], chosen=picked)
+    outcome = draw.outcome[0].tolist()
+    if typed:
+        for i in typed:
+            outcome[i] = masking.MASKED
+        notes.append(f"You typed [MASK] {'once' if len(typed) == 1 else f'{len(typed)} times'}: BERT guesses there too (its "
+                     "top 5 are shown), but there is no true word to score, so those positions are not in the loss.")
+    if sum(enc.special) - 2 - len(typed) > 0:  # beyond the template's [CLS] and [SEP]
+        notes.append("Special tokens typed in the text (such as [SEP] or [CLS]) are read as BERT's own markers and are "
+                     "never selected for masking.")
     device = _device(loaded)
     out = loaded.model(draw.input_ids.to(device), torch.tensor([enc.type_ids], device=device))
     logp = out.logits[0].float().log_softmax(-1).cpu()
-    outcome = draw.outcome[0].tolist()
     shown = [_token(loaded, i) for i in draw.input_ids[0].tolist()]
     preds = []
-    for pos in (draw.labels[0] != masking.IGNORE).nonzero().flatten().tolist():
-        gold = enc.ids[pos]
+    for pos in sorted((draw.labels[0] != masking.IGNORE).nonzero().flatten().tolist() + typed):
         best = logp[pos].topk(TOP_K)
         top = [(_token(loaded, i), math.exp(v)) for v, i in zip(best.values.tolist(), best.indices.tolist())]
+        if pos in typed:
+            preds.append(MlmPrediction(pos, enc.labels[pos], shown[pos], masking.MASKED, top, math.nan, False, math.nan, typed=True))
+            continue
+        gold = enc.ids[pos]
         preds.append(MlmPrediction(pos, enc.labels[pos], shown[pos], outcome[pos], top, math.exp(logp[pos, gold]),
                                    gold in best.indices.tolist(), -float(logp[pos, gold])))
-    loss = sum(p.loss for p in preds) / len(preds) if preds else float("nan")
-    return MlmResult(enc.labels, shown, outcome, preds, loss, enc.notes)
+    scored = [p.loss for p in preds if not p.typed]
+    loss = sum(scored) / len(scored) if scored else float("nan")
+    return MlmResult(enc.labels, shown, outcome, preds, loss, notes)
 
 
 # --- BERT: next sentence prediction ----------------------------------------------------------------
@@ -285,6 +310,10 @@ def gpt2_shift_table(loaded: Loaded, text: str) -> ShiftTable:
     enc = encode(loaded, text, stack="decoder")
     eot = loaded.tokenizer.token_to_id(GPT2_EOT)
     ids = ([eot] + enc.ids)[: loaded.model.config.n_positions]
+    notes = list(enc.notes)
+    if eot in ids[1:]:
+        notes.append(f"You typed {GPT2_EOT}: GPT-2 reads it as the end of one document and the start of the next, as "
+                     "in training, so what comes after it is predicted as the start of a new text.")
     pairs_in, pairs_out = masking.causal_lm_pairs(torch.tensor(ids))
     logits = loaded.model(pairs_in.to(_device(loaded))).logits[0].float().cpu()
     logp = logits.log_softmax(-1)
@@ -294,4 +323,4 @@ def gpt2_shift_table(loaded: Loaded, text: str) -> ShiftTable:
     labels = [_token(loaded, i) for i in ids]
     rows = [ShiftRow(t, labels[t], labels[t + 1], math.exp(picked[t]), -float(picked[t]), _token(loaded, best.indices[t]),
                      math.exp(best.values[t])) for t in range(len(gold))]
-    return ShiftTable(rows, -float(picked.mean()), enc.notes)
+    return ShiftTable(rows, -float(picked.mean()), notes)

@@ -13,6 +13,7 @@ import streamlit as st
 import torch
 
 from lmviz import checkpoints
+from lmviz.corpus import decode_user_bytes
 from lmviz.device import describe_device, pick_device
 from lmviz.errors import LmvizError
 
@@ -221,20 +222,37 @@ def pick_model(kinds: tuple[str, ...] = ("bert", "gpt2", "t5"), key: str = "mode
     return name, load_model(name)
 
 
-def text_input(key: str = "text", presets: dict[str, str] | None = None, default: str = "", label: str = "Text", height: int = 90,
-               keep: str = "head") -> str:
+def text_input(key: str = "text", presets: dict[str, str | dict[str, str]] | None = None, default: str = "", label: str = "Text",
+               height: int = 90, keep: str = "head", upload: bool = False) -> str:
     """A text box with presets; the text lives in the URL. Over-long input is cut and the page says so:
-    `keep="head"` keeps the first characters (a text to read), `keep="tail"` the last (a prompt to continue)."""
+    `keep="head"` keeps the first characters (a text to read), `keep="tail"` the last (a prompt to continue).
+
+    A preset is a text, or ``{key: text}`` for presets that fill several boxes at once (a sentence pair).
+    ``upload`` adds a ``.txt`` upload that replaces the text; a file that is not text is refused with a message
+    and the box keeps what it had."""
     text = param(key, default)
     if presets:
+        own = lambda v: v.get(key, "") if isinstance(v, dict) else v  # noqa: E731
+        current = next((name for name, v in presets.items() if own(v) == text), None)
         choice = st.selectbox("Preset", ["(your own)", *presets], key=f"w_{key}_preset",
-                              index=([*presets].index(next(k for k, v in presets.items() if v == text)) + 1) if text in presets.values() else 0)
-        if choice != "(your own)" and st.session_state.get(f"_{key}_last_preset") != choice:
+                              index=[*presets].index(current) + 1 if current else 0)
+        if choice == "(your own)":
+            st.session_state.pop(f"_{key}_last_preset", None)  # so the same preset can be chosen again
+        elif st.session_state.get(f"_{key}_last_preset") != choice:
             st.session_state[f"_{key}_last_preset"] = choice
-            st.session_state[f"w_{key}"] = presets[choice]
+            value = presets[choice]
+            for k, v in (value if isinstance(value, dict) else {key: value}).items():
+                st.session_state[f"w_{k}"] = v
     if f"w_{key}" not in st.session_state:
         st.session_state[f"w_{key}"] = text
     value = st.text_area(label, key=f"w_{key}", height=height)
+    if upload:
+        with st.expander("📄 …or upload a text file (.txt, UTF-8)"):
+            file = st.file_uploader("A text file", key=f"w_{key}_file", on_change=_take_upload, args=(key,),
+                                    label_visibility="collapsed")
+        refused = st.session_state.get(f"_{key}_refused")
+        if file is not None and refused and refused[0] == file.file_id:
+            st.error(refused[1], icon="🚫")
     if len(value) > MAX_TEXT_CHARS:
         which = "last" if keep == "tail" else "first"
         st.info(f"The text is {len(value):,} characters; only the {which} {MAX_TEXT_CHARS:,} are used.")
@@ -243,6 +261,24 @@ def text_input(key: str = "text", presets: dict[str, str] | None = None, default
         st.caption(f"This text is longer than {MAX_LINK_CHARS:,} characters, so the page's link does not carry it.")
     set_params(**{key: value if len(value) <= MAX_LINK_CHARS else None})
     return value
+
+
+def _take_upload(key: str) -> None:
+    """The uploader's callback (it runs before the page, so it may still set the text box): the file's text
+    replaces the box's, or the reason it is refused is kept for the page to show."""
+    file = st.session_state.get(f"w_{key}_file")
+    if file is None:
+        return
+    try:
+        text = decode_user_bytes(file.getvalue(), f"The file “{plain(file.name)}”")
+    except LmvizError as err:
+        st.session_state[f"_{key}_refused"] = (file.file_id, f"{err} The text box keeps its text.")
+        return
+    st.session_state.pop(f"_{key}_refused", None)
+    st.session_state[f"w_{key}"] = text
+    if f"w_{key}_preset" in st.session_state:
+        st.session_state[f"w_{key}_preset"] = "(your own)"
+        st.session_state.pop(f"_{key}_last_preset", None)
 
 
 def show_notes(notes: list[str]) -> None:

@@ -16,6 +16,7 @@ PRESETS = {
     "Twelfth Night": "If music be the food of love, play on; give me excess of it.",
 }
 DEFAULT = PRESETS["Hamlet"]
+MAX_SEED = 999_999
 PAIR_MODES = {"true": "the true next speech", "random": "a speech from another play", "own": "my own two sentences"}
 
 
@@ -53,19 +54,38 @@ def _shift(name: str, text: str):
     return table, vm.shift_figure(table)
 
 
-def seed_control() -> int:
+def seed_control(disabled: bool = False) -> int:
     """A seed in the URL, and a re-roll button that draws again (dynamic masking: a new draw every time)."""
     if "w_seed" not in st.session_state:
-        st.session_state["w_seed"] = ui.param("seed", 0, int)
+        asked = ui.param("seed", 0, int)
+        st.session_state["w_seed"] = min(max(asked, 0), MAX_SEED)
+        if asked != st.session_state["w_seed"]:
+            st.info(f"The link's seed {asked:,} is outside 0–{MAX_SEED:,}, so the seed is {st.session_state['w_seed']:,}.", icon="ℹ️")
 
     def reroll() -> None:
-        st.session_state["w_seed"] = (st.session_state["w_seed"] + 1) % 1_000_000
+        st.session_state["w_seed"] = (st.session_state["w_seed"] + 1) % (MAX_SEED + 1)
 
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    seed = c1.number_input("Seed (the same seed gives the same draw)", 0, 999_999, key="w_seed", step=1)
-    c2.button("🎲 Re-roll", on_click=reroll, key="reroll", help="A new random draw: BERT and T5 see a new one every epoch.")
+    seed = c1.number_input("Seed (the same seed gives the same draw)", 0, MAX_SEED, key="w_seed", step=1, disabled=disabled)
+    c2.button("🎲 Re-roll", on_click=reroll, key="reroll", disabled=disabled,
+              help="A new random draw: BERT and T5 see a new one every epoch.")
     ui.set_params(seed=int(seed))
     return int(seed)
+
+
+def chosen_words(words: list[str], text: str) -> list[int]:
+    """The words the student picked to mask, kept in the URL. A new text drops the choice: its word numbers would
+    point at other words."""
+    if st.session_state.get("_words_for", text) != text:
+        st.session_state["w_words"] = []
+    elif "w_words" not in st.session_state:
+        st.session_state["w_words"] = [int(w) for w in ui.param("words", "").split(",")
+                                       if w.isascii() and w.isdigit() and int(w) < len(words)]
+    st.session_state["_words_for"] = text
+    chosen = st.multiselect("Choose the words to mask yourself (leave empty for BERT's random draw)", range(len(words)),
+                            format_func=lambda i: f"{i}: {words[i]}", key="w_words")
+    ui.set_params(words=",".join(map(str, chosen)) or None)
+    return chosen
 
 
 def mlm_section(name: str, text: str) -> None:
@@ -73,28 +93,33 @@ def mlm_section(name: str, text: str) -> None:
                 "**80 %** become `[MASK]`, **10 %** a random token and **10 %** stay as they were — so BERT cannot know which "
                 "visible tokens are genuine, and must keep a good guess for every position. The loss is the "
                 "cross-entropy −ln p(true token) averaged over the selected positions only.")
-    seed = seed_control()
+    chosen = chosen_words(_words(name, text), text)
+    if chosen:
+        st.caption("Each word you chose becomes `[MASK]`, so you see what BERT guesses there: the seed, the share and the "
+                   "80/10/10 split below apply to the random draw only. Clear your choice to draw at random again.")
+    seed = seed_control(disabled=bool(chosen))
     c1, c2, c3 = st.columns(3)
-    rate = c1.slider("Selected share", 0.05, 0.5, ui.param("rate", 0.15, float, lo=0.05, hi=0.5), 0.01, key="w_rate")
-    mask = c2.slider("of which → [MASK]", 0.0, 1.0, ui.param("maskp", 0.8, float, lo=0.0, hi=1.0), 0.05, key="w_maskp")
-    rand = c3.slider("of which → random token", 0.0, 1.0, ui.param("randp", 0.1, float, lo=0.0, hi=1.0), 0.05, key="w_randp")
+    rate = c1.slider("Selected share", 0.05, 0.5, ui.param("rate", 0.15, float, lo=0.05, hi=0.5), 0.01, key="w_rate",
+                     disabled=bool(chosen))
+    mask = c2.slider("of which → [MASK]", 0.0, 1.0, ui.param("maskp", 0.8, float, lo=0.0, hi=1.0), 0.05, key="w_maskp",
+                     disabled=bool(chosen))
+    rand = c3.slider("of which → random token", 0.0, 1.0, ui.param("randp", 0.1, float, lo=0.0, hi=1.0), 0.05, key="w_randp",
+                     disabled=bool(chosen))
     if mask + rand > 1.0:
         st.info(f"[MASK] and random add up to {mask + rand:.0%}; the random share is cut to {1 - mask:.0%}.", icon="ℹ️")
         rand = round(1.0 - mask, 2)
-    st.caption(f"Of the selected: {mask:.0%} [MASK] · {rand:.0%} random · {1 - mask - rand:.0%} kept.")
-    words = _words(name, text)
-    picked = [int(w) for w in ui.param("words", "").split(",") if w.isdigit() and int(w) < len(words)]
-    chosen = st.multiselect("…or choose the words to mask yourself", range(len(words)), default=picked,
-                            format_func=lambda i: f"{i}: {words[i]}", key="w_words")
-    ui.set_params(rate=rate, maskp=mask, randp=rand, words=",".join(map(str, chosen)) or None)
-    result, strip, top5 = _mlm(name, text, seed, rate, (mask, rand), tuple(chosen) or None)
+    if not chosen:
+        st.caption(f"Of the selected: {mask:.0%} [MASK] · {rand:.0%} random · {1 - mask - rand:.0%} kept.")
+    ui.set_params(rate=rate, maskp=mask, randp=rand)
+    draw = (0, 0.15, (1.0, 0.0)) if chosen else (seed, rate, (mask, rand))  # chosen words ignore them: one cache entry
+    result, strip, top5 = _mlm(name, text, *draw, tuple(chosen) or None)
     ui.show_notes(result.notes)
-    n = len(result.predictions)
-    hits = sum(p.in_top5 for p in result.predictions)
+    scored = result.scored
+    hits = sum(p.in_top5 for p in scored)
     m1, m2, m3 = st.columns(3)
-    m1.metric("Selected positions", n)
-    m2.metric("True token in the top 5", f"{hits} of {n}")
-    m3.metric("MLM loss (nats)", f"{result.loss:.2f}", help="Mean −ln p(true token) over the selected positions.")
+    m1.metric("Selected positions", len(scored))
+    m2.metric("True token in the top 5", f"{hits} of {len(scored)}")
+    m3.metric("MLM loss (nats)", f"{result.loss:.2f}" if scored else "—", help="Mean −ln p(true token) over the selected positions.")
     st.markdown("**What the draw did.** Top row: the pieces of your text; bottom row: what BERT actually reads. "
                 "Hover a coloured piece to see BERT's five best guesses there.")
     ui.plot(strip, key="mlm_strip")
@@ -103,8 +128,6 @@ def mlm_section(name: str, text: str) -> None:
     ui.plot(top5, key="mlm_top5")
     with st.expander("The same as a table"):
         st.dataframe(vm.mlm_rows(result), hide_index=True, width="stretch")
-
-
 def nsp_section(name: str) -> None:
     st.markdown("BERT's second objective: given `[CLS] A [SEP] B [SEP]`, is B the text that really follows A (**IsNext**) "
                 "or a random one (**NotNext**)? Half of its training pairs are each. The **token_type_ids** (segment "
@@ -188,7 +211,7 @@ try:
     if objective == "nsp":
         nsp_section(name)
     else:
-        text = ui.text_input("text", PRESETS, default=DEFAULT, label="Text")
+        text = ui.text_input("text", PRESETS, default=DEFAULT, label="Text", upload=True)
         if not text.strip():
             st.info("Type a sentence (or pick a preset) to see what the model is trained to predict in it.", icon="✏️")
             st.stop()

@@ -17,8 +17,9 @@ PRESETS = {
     "Accents": "Café, naïve façade — the señor's fiancée in Verona.",
     "Other scripts": "Быть или не быть · 生存还是毁灭 · أكون أو لا أكون · Ἐν ἀρχῇ",
     "Markup and special tokens": "<b>bold</b> **not bold** $x^2$ [MASK] </s> <extra_id_0> <|endoftext|>",
+    "A sentence pair (BERT)": {"text": "To be, or not to be, that is the question:",
+                               "pair": "Whether 'tis nobler in the mind to suffer."},
 }
-PAIRS = {"The next line (for BERT's sentence pair)": "Whether 'tis nobler in the mind to suffer."}
 DEFAULT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer."
 
 
@@ -53,9 +54,10 @@ st.markdown("A model never sees letters: a **tokenizer** cuts the text into piec
             "(lower-case, `##` marks a piece that continues a word), GPT-2's **byte-level BPE** (merges of bytes, so any "
             "text can be written), and T5's **Unigram** (SentencePiece-style, `▁` marks the start of a word).")
 
-text = ui.text_input("text", PRESETS, default=DEFAULT, label="Text")
-with st.expander("Sentence B (BERT reads a pair as [CLS] A [SEP] B [SEP])", expanded=bool(ui.param("pair", ""))):
-    pair = ui.text_input("pair", PAIRS, default="", label="Sentence B (optional)", height=68)
+text = ui.text_input("text", PRESETS, default=DEFAULT, label="Text", upload=True)
+with st.expander("Sentence B (BERT reads a pair as [CLS] A [SEP] B [SEP])",
+                 expanded=bool(st.session_state.get("w_pair", ui.param("pair", "")))):
+    pair = ui.text_input("pair", default="", label="Sentence B (optional)", height=68)
 width = st.slider("Characters per line", 30, 100, ui.param("width", 56, int, range(30, 101)), step=2, key="w_width")
 ui.set_params(width=width)
 pair = pair if pair.strip() else None
@@ -71,9 +73,10 @@ if not explained:
 
 st.subheader("The pieces, aligned under the text")
 st.markdown("Each row is one tokenizer. A box sits under the characters it came from; hover it for its **id**, its "
-            "character span (the source is underlined) and, for BPE, its **bytes**. Grey boxes are added by the "
-            "model's template (`[CLS]`, `[SEP]`, `</s>`), black ones are unknown (`[UNK]`), hatched ones are single bytes "
-            "of a character that BPE has no piece for.")
+            "characters (quoted from the text, underlined) and, for BPE, its **bytes**; hover a character of the text to "
+            "see which piece each tokenizer put it in. Grey boxes are added by the model's template (`[CLS]`, `[SEP]`, "
+            "`</s>`), black ones are unknown (`[UNK]`), hatched ones are single bytes (in hex) of a character that BPE "
+            "has no piece for: such a character gets a wider column, one box per byte.")
 if len(text) > vt.MAX_SHOWN or (pair and len(pair) > vt.MAX_SHOWN):
     st.info(f"The text is {len(text):,} characters: the figure draws the first {vt.MAX_SHOWN}; "
             "the counts below cover all of it.", icon="ℹ️")
@@ -81,8 +84,9 @@ ui.plot(_figure(text, pair, width), key="aligned")
 
 st.subheader("How many pieces?")
 st.markdown("Fewer pieces per text means each piece carries more: **characters per token** is how much text one "
-            "position of the model's context holds.")
-st.dataframe(vt.token_counts(explained), hide_index=True, width="stretch")
+            "position of the model's context holds. **Tokens** counts every position the model reads, the template's "
+            "included; characters per token counts only the tokens made from the text.")
+st.dataframe(vt.token_counts(explained, pair), hide_index=True, width="stretch")
 
 st.subheader("Characters the vocabulary never saw")
 story = vt.unk_story(explained)

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 import transformers
+from safetensors.torch import load_file, save_file
 
 from lmviz import checkpoints
 from lmviz.errors import LmvizError
@@ -40,20 +41,34 @@ def test_save_then_load_gives_identical_logits_and_attention(kind, request, toke
         assert all(torch.equal(a, b) for a, b in zip(before.record.probs[k], after.record.probs[k]))
 
 
-@torch.no_grad()
-def test_a_bare_transformers_bert_model_loads_for_attention_without_heads(tmp_path):
+def _hf_bert_config():
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                  max_position_embeddings=24, attn_implementation="eager")
-    bare = transformers.BertModel(cfg).eval()
+    return transformers.BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                   max_position_embeddings=24, attn_implementation="eager")
+
+
+@pytest.mark.parametrize("pooler", [True, False])
+@torch.no_grad()
+def test_a_bare_transformers_bert_model_loads_for_attention_without_heads(pooler, tmp_path):
+    bare = transformers.BertModel(_hf_bert_config(), add_pooling_layer=pooler).eval()
     bare.save_pretrained(tmp_path, safe_serialization=True)
     loaded = checkpoints.load(tmp_path, need_tokenizer=False)
-    assert loaded.kind == "bert" and loaded.has_heads is False
+    assert loaded.kind == "bert" and loaded.heads == frozenset() and loaded.has_heads is False
     ids = torch.tensor([[2, 10, 11, 12, 3]])
     ours = loaded.model(ids, want=Want())
     ref = bare(input_ids=ids, output_attentions=True)
-    for a, b in zip(ours.record.probs["self"], ref.attentions):
+    for a, b in zip(ours.record.probs["self"], ref.attentions, strict=True):
         assert (a - b).abs().max() <= 1e-5
+
+
+@torch.no_grad()
+def test_a_bert_for_masked_lm_loads_with_its_mlm_head_and_no_nsp(tmp_path):
+    mlm = transformers.BertForMaskedLM(_hf_bert_config()).eval()
+    mlm.save_pretrained(tmp_path, safe_serialization=True)
+    loaded = checkpoints.load(tmp_path, need_tokenizer=False)
+    assert loaded.heads == {"mlm"} and loaded.has_heads is False  # has_heads: every pretraining head, NSP included
+    ids = torch.tensor([[2, 10, 11, 12, 3]])
+    assert (loaded.model(ids).logits - mlm(input_ids=ids).logits).abs().max() <= 1e-5
 
 
 def test_writing_leaves_no_temporary_files(tiny_t5, tokenizers, tmp_path):
@@ -141,6 +156,61 @@ def test_a_config_with_fewer_layers_than_the_tensors_is_named(saved_gpt2):
         checkpoints.load(saved_gpt2, need_tokenizer=False)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"vocab_size": -1}, "vocab_size must be a positive whole number; got -1"),
+    ({"n_embd": "32"}, "n_embd must be a positive whole number; got '32'"),
+    ({"n_layer": None}, "n_layer must be a positive whole number; got None"),
+    ({"n_layer": 2.5}, "n_layer must be a positive whole number; got 2.5"),
+    ({"n_head": 5}, "n_head = 5 does not divide n_embd = 32"),
+    ({"layer_norm_epsilon": 0}, "layer_norm_epsilon must be a positive number"),
+    ({"activation_function": "relu"}, "activation_function is 'relu'; lmviz's GPT-2 computes 'gelu_new'"),
+    ({"scale_attn_weights": False}, "scale_attn_weights is False"),
+    ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx is True"),
+    ({"reorder_and_upcast_attn": True}, "reorder_and_upcast_attn is True"),
+    ({"tie_word_embeddings": False}, "tie_word_embeddings is False"),
+])
+def test_a_config_lmviz_would_compute_wrongly_is_named(saved_gpt2, change, message):
+    _edit_config(saved_gpt2, **change)
+    with pytest.raises(LmvizError, match=f"gpt2/config.json: {message}"):
+        checkpoints.load(saved_gpt2, need_tokenizer=False)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"feed_forward_proj": "gated-gelu"}, "feed_forward_proj is 'gated-gelu'; lmviz's T5 is T5 v1.0, whose feed-forward is 'relu'.$"),
+    ({"tie_word_embeddings": False}, "This T5 has no d_model \\*\\* -0.5 rescale before its LM head"),
+    ({"scale_decoder_outputs": False}, "This T5 has no d_model \\*\\* -0.5 rescale before its LM head"),  # how transformers 5 says T5 v1.1
+    ({"relative_attention_num_buckets": 2}, "relative_attention_num_buckets = 2 .* T5 needs at least 4 buckets"),
+])
+def test_a_t5_config_that_is_not_t5_v1_0_is_named(tiny_t5, tmp_path, change, message):
+    folder = checkpoints.save(tiny_t5, tmp_path / "t5")
+    _edit_config(folder, **change)
+    with pytest.raises(LmvizError, match=f"^t5/config.json: {message}"):
+        checkpoints.load(folder, need_tokenizer=False)
+
+
+@pytest.mark.parametrize("kind, embedding", [("gpt2", "transformer.wte.weight"), ("t5", "shared.weight"),
+                                             ("bert", "bert.embeddings.word_embeddings.weight")])
+def test_an_untied_lm_head_is_refused_not_loaded_over_the_embedding(kind, embedding, request, tmp_path):
+    folder = checkpoints.save(request.getfixturevalue(f"tiny_{kind}"), tmp_path / kind)
+    state = load_file(folder / "model.safetensors")
+    head = "cls.predictions.decoder.weight" if kind == "bert" else "lm_head.weight"
+    state[head] = state[embedding] + 1
+    save_file(state, folder / "model.safetensors")
+    with pytest.raises(LmvizError, match=f"has its own {head}, different from {embedding}"):
+        checkpoints.load(folder, need_tokenizer=False)
+    state[head] = state[embedding].clone()  # a copy of the same numbers is still one matrix
+    save_file(state, folder / "model.safetensors")
+    assert checkpoints.load(folder, need_tokenizer=False).has_heads
+
+
+def test_integer_weights_are_named(saved_gpt2):
+    state = load_file(saved_gpt2 / "model.safetensors")
+    state["transformer.wpe.weight"] = state["transformer.wpe.weight"].to(torch.int32)
+    save_file(state, saved_gpt2 / "model.safetensors")
+    with pytest.raises(LmvizError, match="transformer.wpe.weight holds I32 numbers"):
+        checkpoints.load(saved_gpt2, need_tokenizer=False)
+
+
 def test_a_config_lacking_a_size_is_named(saved_gpt2):
     config = json.loads((saved_gpt2 / "config.json").read_text())
     del config["n_embd"]
@@ -168,10 +238,12 @@ def test_a_broken_tokenizer_file_is_named(saved_gpt2):
         checkpoints.load(saved_gpt2)
 
 
-def test_the_shipped_gpt2_folder_loads_if_present():
-    folder = checkpoints.shipped("gpt2")
-    if not (folder / "model.safetensors").is_file():
-        pytest.skip("no shipped GPT-2 checkpoint yet")
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "t5"])
+def test_the_shipped_folders_load_every_tensor_as_stored(kind):
+    folder = checkpoints.shipped(kind)
     loaded = checkpoints.load(folder)
-    assert loaded.kind == "gpt2" and loaded.has_heads
+    assert loaded.kind == kind and loaded.has_heads
     assert loaded.model.config.vocab_size == loaded.tokenizer.get_vocab_size()
+    own = loaded.model.state_dict()
+    stored = load_file(folder / "model.safetensors")
+    assert stored and all(torch.equal(own[name], t) for name, t in stored.items())

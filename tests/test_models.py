@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import transformers
 
 from lmviz import checkpoints
+from lmviz.arithmetic import head_arithmetic
 from lmviz.errors import LmvizError
 from lmviz.models.record import ALL, Want
 
@@ -27,6 +29,15 @@ def assert_attention_equal(ours: list[torch.Tensor], theirs, rows: torch.Tensor 
         if rows is not None:
             a, b = a.permute(0, 2, 1, 3)[rows], b.permute(0, 2, 1, 3)[rows]
         assert max_diff(a, b) <= TOL, f"layer {layer} differs by {max_diff(a, b)}"
+
+
+def assert_hidden_equal(ours: list[torch.Tensor], theirs, rows: torch.Tensor | None = None) -> None:
+    """The embedding output and every layer's output agree, the last one after the final norm in both."""
+    assert len(ours) == len(theirs)
+    for layer, (a, b) in enumerate(zip(ours, theirs)):
+        if rows is not None:
+            a, b = a[rows], b[rows]
+        assert max_diff(a, b) <= TOL, f"hidden state {layer} differs by {max_diff(a, b)}"
 
 
 # --- inputs: a BERT sentence pair with padding, GPT-2 right padding, a padded T5 source ---------
@@ -64,37 +75,53 @@ def test_bert_matches_transformers_loading_our_checkpoint(tiny_bert, tmp_path):
     checkpoints.save(tiny_bert, tmp_path)
     hf = transformers.BertForPreTraining.from_pretrained(tmp_path, attn_implementation="eager").eval()
     ids, types, mask = bert_inputs()
-    ours = tiny_bert(ids, types, mask, want=Want())
+    ours = tiny_bert(ids, types, mask, want=Want(hidden=True))
     with torch.no_grad():
-        ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask, output_attentions=True)
+        ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask, output_attentions=True, output_hidden_states=True)
     assert max_diff(ours.logits, ref.prediction_logits) <= TOL
     assert max_diff(ours.nsp_logits, ref.seq_relationship_logits) <= TOL
     assert_attention_equal(ours.record.probs["self"], ref.attentions, rows=mask.bool())
+    assert_hidden_equal(ours.record.hidden["encoder"], ref.hidden_states)
 
 
 def test_gpt2_matches_transformers_with_right_padding(tiny_gpt2, tmp_path):
     checkpoints.save(tiny_gpt2, tmp_path)
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
     ids, mask = gpt2_inputs()
-    ours = tiny_gpt2(ids, attention_mask=mask, want=Want())
+    ours = tiny_gpt2(ids, attention_mask=mask, want=Want(hidden=True))
     with torch.no_grad():
-        ref = hf(input_ids=ids, attention_mask=mask, output_attentions=True)
+        ref = hf(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
     real = mask.bool()
     assert max_diff(ours.logits[real], ref.logits[real]) <= TOL
     assert_attention_equal(ours.record.probs["causal"], ref.attentions, rows=real)
+    assert_hidden_equal(ours.record.hidden["decoder"], ref.hidden_states, rows=real)
 
 
 def test_t5_matches_transformers_in_encoder_decoder_and_cross_attention(tiny_t5, tmp_path):
     checkpoints.save(tiny_t5, tmp_path)
     hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path, attn_implementation="eager").eval()
     ids, mask, dec = t5_inputs()
-    ours = tiny_t5(ids, dec, attention_mask=mask, want=Want())
+    ours = tiny_t5(ids, dec, attention_mask=mask, want=Want(hidden=True))
     with torch.no_grad():
-        ref = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, output_attentions=True)
+        ref = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, output_attentions=True, output_hidden_states=True)
     assert max_diff(ours.logits, ref.logits) <= TOL
     assert_attention_equal(ours.record.probs["self"], ref.encoder_attentions, rows=mask.bool())
     assert_attention_equal(ours.record.probs["causal"], ref.decoder_attentions)
     assert_attention_equal(ours.record.probs["cross"], ref.cross_attentions)
+    assert_hidden_equal(ours.record.hidden["encoder"], ref.encoder_hidden_states)
+    assert_hidden_equal(ours.record.hidden["decoder"], ref.decoder_hidden_states)
+
+
+@torch.no_grad()
+def test_gpt2_left_padding_is_refused_because_positions_would_shift(tiny_gpt2):
+    ids, _ = gpt2_inputs()
+    left = torch.ones(2, 14, dtype=torch.long)
+    left[1, :4] = 0
+    with pytest.raises(LmvizError, match="left padding.*pad on the right"):
+        tiny_gpt2(ids, attention_mask=left)
+    right = tiny_gpt2(ids[:, :10], attention_mask=torch.tensor([[1] * 10, [1] * 6 + [0] * 4]))
+    with pytest.raises(LmvizError, match="left padding"):  # a real token after the padding, one cached step later
+        tiny_gpt2(ids[:, 10:11], cache=right.cache, attention_mask=torch.tensor([[1] * 11, [1] * 6 + [0] * 4 + [1]]))
 
 
 # --- parity, transformers → ours --------------------------------------------------------------------
@@ -150,6 +177,22 @@ def test_t5_loads_a_transformers_checkpoint_and_matches_it(tmp_path):
     assert_attention_equal(ours.record.probs["self"], ref.encoder_attentions, rows=mask.bool())
     assert_attention_equal(ours.record.probs["causal"], ref.decoder_attentions)
     assert_attention_equal(ours.record.probs["cross"], ref.cross_attentions)
+
+
+@torch.no_grad()
+def test_a_bare_transformers_gpt2model_with_its_own_mlp_width_loads_and_predicts_as_the_lm_head_model(tmp_path):
+    torch.manual_seed(7)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=101, n_positions=40, n_embd=32, n_layer=2, n_head=4,
+                                                                n_inner=48, attn_implementation="eager")).eval()
+    hf.transformer.save_pretrained(tmp_path, safe_serialization=True)  # GPT2Model: no lm_head, no "transformer." prefix
+    loaded = checkpoints.load(tmp_path, need_tokenizer=False)
+    assert loaded.model.config.n_inner == 48 and loaded.has_heads
+    ids, mask = gpt2_inputs()
+    ours = loaded.model(ids, attention_mask=mask, want=Want())
+    ref = hf(input_ids=ids, attention_mask=mask, output_attentions=True)
+    real = mask.bool()
+    assert max_diff(ours.logits[real], ref.logits[real]) <= TOL
+    assert_attention_equal(ours.record.probs["causal"], ref.attentions, rows=real)
 
 
 # --- the fused path and the explicit path agree -----------------------------------------------------
@@ -249,6 +292,36 @@ def test_t5_record_scores_are_q_dot_k_plus_position_bias_without_sqrt_d(tiny_t5)
         assert max_diff(rec.scores["cross"][layer], q @ k.transpose(-1, -2)) <= TOL
 
 
+def _arithmetic_worst(record, kind: str, batch: int) -> float:
+    """The largest recomputed-vs-record gap over every layer, head and query, each held to its documented tolerance."""
+    worst = 0.0
+    for layer in range(record.n_layers(kind)):
+        for head in range(record.n_heads(kind)):
+            for query in range(record.probs[kind][layer].shape[2]):
+                a = head_arithmetic(record, kind, layer, head, query, batch=batch)
+                assert a.max_difference <= a.tolerance, (kind, layer, head, query, a.max_difference, a.tolerance)
+                worst = max(worst, a.max_difference)
+    return worst
+
+
+@torch.no_grad()
+def test_one_heads_arithmetic_reproduces_the_records_rows_for_every_kind(tiny_bert, tiny_gpt2, tiny_t5):
+    ids, types, mask = bert_inputs()
+    bert = tiny_bert(ids, types, mask, want=ALL).record
+    g_ids, g_mask = gpt2_inputs()
+    gpt2 = tiny_gpt2(g_ids, attention_mask=g_mask, want=ALL).record
+    t_ids, t_mask, dec = t5_inputs()
+    t5 = tiny_t5(t_ids, dec, attention_mask=t_mask, want=ALL).record
+    prompt = tiny_gpt2(g_ids[:, :9], attention_mask=g_mask[:, :9])
+    step = tiny_gpt2(g_ids[:, 9:10], attention_mask=g_mask[:, :10], cache=prompt.cache, want=ALL).record  # one cached row
+    worst = {name: _arithmetic_worst(rec, kind, batch=1)  # batch row 1 is the padded one
+             for name, rec, kind in [("bert self", bert, "self"), ("gpt2 causal", gpt2, "causal"), ("t5 self", t5, "self"),
+                                     ("t5 causal", t5, "causal"), ("t5 cross", t5, "cross"), ("gpt2 cached step", step, "causal")]}
+    assert max(worst.values()) < 1e-6, worst  # small random models: scores near 1, so the tolerance is 1e-6
+    with pytest.raises(LmvizError, match="no batch row 5; this choice has batch rows 0–1"):
+        head_arithmetic(gpt2, "causal", 0, 0, 0, batch=5)
+
+
 # --- KV cache ---------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -331,9 +404,59 @@ def test_a_sequence_longer_than_the_positions_is_refused_naming_the_limit(kind, 
 
 @torch.no_grad()
 def test_gpt2_refuses_to_decode_past_its_context_with_a_cache(tiny_gpt2):
-    out = tiny_gpt2(torch.ones(1, 40, dtype=torch.long))
-    with pytest.raises(LmvizError):
+    out = tiny_gpt2(torch.ones(1, 38, dtype=torch.long))
+    with pytest.raises(LmvizError, match="cache holds 38 tokens and the input adds 3: GPT-2 reads at most n_positions = 40"):
+        tiny_gpt2(torch.ones(1, 3, dtype=torch.long), cache=out.cache)
+    assert tiny_gpt2(torch.ones(1, 2, dtype=torch.long), cache=out.cache).cache[0][0].shape[2] == 40
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "t5"])
+def test_ragged_rows_and_text_are_refused_as_token_ids(kind, request):
+    model = request.getfixturevalue(f"tiny_{kind}")
+    with pytest.raises(LmvizError, match="every row the same length"):
+        _call(model, [[1, 2, 3], [4, 5]])
+    with pytest.raises(LmvizError, match="encode the text with the model's tokenizer"):
+        _call(model, "hello")
+
+
+@pytest.mark.parametrize("mask, message", [
+    (torch.ones(2, 13), r"shape \(2, 13\); it must be \(2, 14\)"),
+    (torch.ones(3, 14), r"shape \(3, 14\); it must be \(2, 14\)"),
+    (torch.full((2, 14), 0.5), "only 1 .* and 0"),
+    (torch.full((2, 14), 2), "only 1 .* and 0"),
+])
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "t5"])
+def test_a_padding_mask_of_the_wrong_shape_or_values_is_refused(kind, mask, message, request):
+    model = request.getfixturevalue(f"tiny_{kind}")
+    ids = torch.ones(2, 14, dtype=torch.long)
+    with pytest.raises(LmvizError, match=message):
+        if kind == "t5":
+            model(ids, torch.zeros(2, 1, dtype=torch.long), attention_mask=mask)
+        else:
+            model(ids, attention_mask=mask)
+
+
+@torch.no_grad()
+def test_a_cached_gpt2_step_needs_a_mask_over_the_cache_and_the_new_token(tiny_gpt2):
+    out = tiny_gpt2(torch.ones(2, 5, dtype=torch.long))
+    with pytest.raises(LmvizError, match=r"must be \(2, 6\).*the cached 5 and the 1 new tokens"):
+        tiny_gpt2(torch.ones(2, 1, dtype=torch.long), cache=out.cache, attention_mask=torch.ones(2, 1))
+    with pytest.raises(LmvizError, match="cache is for a batch of 2 .* input is a batch of 1"):
         tiny_gpt2(torch.ones(1, 1, dtype=torch.long), cache=out.cache)
+
+
+@torch.no_grad()
+def test_t5_names_a_missing_decoder_input_a_batch_mismatch_and_its_input_limit(tiny_t5):
+    ids = torch.ones(2, 3, dtype=torch.long)
+    with pytest.raises(LmvizError, match=r"needs decoder_input_ids.*decoder_start_token_id \(0\)"):
+        tiny_t5(ids)
+    with pytest.raises(LmvizError, match="encoder read 2 sequences but the decoder input has 3"):
+        tiny_t5(ids, torch.zeros(3, 1, dtype=torch.long))
+    step = tiny_t5(ids, torch.zeros(2, 1, dtype=torch.long))
+    with pytest.raises(LmvizError, match="cache is for a batch of 2 .* decoder input is a batch of 1"):
+        tiny_t5(decoder_input_ids=torch.zeros(1, 1, dtype=torch.long), encoder_out=tiny_t5.encode(ids[:1]), cache=step.cache)
+    with pytest.raises(LmvizError, match="513 tokens; this model reads at most 512"):  # n_positions of its config.json
+        tiny_t5(torch.ones(1, 513, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long))
 
 
 def test_record_names_a_missing_kind_or_layer(tiny_gpt2):
@@ -342,3 +465,18 @@ def test_record_names_a_missing_kind_or_layer(tiny_gpt2):
         rec.attention("cross", 0)
     with pytest.raises(LmvizError, match="layers 0–1"):
         rec.attention("causal", 2)
+
+
+@torch.no_grad()
+def test_record_numpy_holds_every_tensor_the_record_kept(tiny_t5):
+    ids, mask, dec = t5_inputs()
+    rec = tiny_t5(ids, dec, attention_mask=mask, want=ALL).record
+    arrays = rec.numpy()
+    for key in ("probs", "scores", "masks", "hidden"):
+        original = getattr(rec, key)
+        assert arrays[key].keys() == original.keys() and arrays[key]
+        for name in original:
+            assert all(np.array_equal(a, t.numpy()) for a, t in zip(arrays[key][name], original[name], strict=True))
+    assert np.array_equal(arrays["qkv"]["cross"][1][2], rec.qkv["cross"][1][2].numpy())
+    assert np.array_equal(arrays["position_bias"]["self"], rec.position_bias["self"].numpy())
+    assert arrays["logits"].shape == (2, 9, 103) and arrays["scale"] == {"self": 1.0, "causal": 1.0, "cross": 1.0}

@@ -11,7 +11,7 @@ from lmviz import checkpoints, objectives
 from lmviz.masking import MASKED, UNSELECTED
 from lmviz.tokenizers import explain
 from lmviz.viz import home, masking as vm
-from lmviz.viz.tokens import Cell, aligned_rows, token_strip, unk_story
+from lmviz.viz.tokens import Cell, aligned_rows, token_counts, token_strip, unk_story
 
 APP = str(checkpoints.ASSETS.parent.parent / "app.py")
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "**bold** $x$ [MASK] </s> <extra_id_0>",
@@ -181,17 +181,10 @@ def test_mlm_figure_colours_each_position_by_its_outcome(models):
     assert top5.data[0].z.shape == (len(r.predictions), 5)
 
 
-def test_chosen_words_are_the_ones_masked(models):
-    bert = models["bert"]
-    words = objectives.bert_words(bert, "to be or not to be")
-    r = objectives.mlm_predict(bert, "to be or not to be", seed=0, split=(1.0, 0.0), chosen=(words.index("not"),))
-    assert [p.truth for p in r.predictions] == ["not"] and r.outcome.count(MASKED) == 1
-
-
 def test_top5_probabilities_come_from_the_model(models):
     import torch
     bert = models["bert"]
-    r = objectives.mlm_predict(bert, "good night , sweet prince", seed=0, split=(1.0, 0.0), chosen=(3,))
+    r = objectives.mlm_predict(bert, "good night , sweet prince", seed=0, chosen=(3,))
     p = r.predictions[0]
     ids = [bert.tokenizer.token_to_id(t) for t in ["[CLS]", "good", "night", ",", "[MASK]", "prince", "[SEP]"]]
     with torch.inference_mode():
@@ -334,3 +327,196 @@ def test_masking_nsp_own_pair_shows_token_types():
     at = _page("pages/masking.py", objective="nsp", pair="own", a="<b>hi</b>", b="[SEP] $x$")
     assert not at.exception and not at.error
     assert at.metric[0].value.endswith("%")
+
+
+# --- uploads, hand-chosen words, typed special tokens, links ---------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+
+
+@pytest.mark.parametrize("page", ["pages/tokenization.py", "pages/masking.py"])
+def test_an_uploaded_text_file_replaces_the_text(page):
+    at = _page(page)
+    at.file_uploader(key="w_text_file").set_value(("sonnet.txt", "Shall I compare thee 🌞 to a summer's day?\n".encode(), "text/plain"))
+    at.run()
+    assert not at.exception and not at.error
+    assert at.text_area(key="w_text").value == "Shall I compare thee 🌞 to a summer's day?\n"
+    assert "summer" in at.query_params["text"] or "summer" in at.query_params["text"][0]
+
+
+@pytest.mark.parametrize("name,data,why", [("picture.png", PNG, "binary"), ("empty.txt", b"", "empty"),
+                                           ("blank.txt", b" \n\t\n", "empty"),
+                                           ("latin1.txt", "Café naïve".encode("latin-1"), "not UTF-8")])
+def test_an_upload_that_is_not_text_is_refused_and_the_text_stays(name, data, why):
+    at = _page("pages/tokenization.py", text="'Tis true")
+    at.file_uploader(key="w_text_file").set_value((name, data, "application/octet-stream"))
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] and why in at.error[0].value and name in at.error[0].value.replace("\\", "")
+    assert at.text_area(key="w_text").value == "'Tis true"
+    assert at.dataframe[0].value["characters"].tolist()[0] == len("'Tis true")  # the figures still show the old text
+
+
+def test_chosen_words_all_become_mask_whatever_the_split(models):
+    bert = models["bert"]
+    text = "to be or not to be that is the question"
+    words = objectives.bert_words(bert, text)
+    chosen = (words.index("not"), words.index("question"))
+    for seed in range(5):  # with BERT's 80/10/10 some of these would be random or kept
+        r = objectives.mlm_predict(bert, text, seed=seed, rate=0.5, split=(0.0, 0.5), chosen=chosen)
+        assert [p.truth for p in r.predictions] == ["not", "question"]
+        assert [p.shown for p in r.predictions] == ["[MASK]", "[MASK]"] and r.outcome.count(MASKED) == 2
+
+
+def test_a_typed_mask_is_a_hole_bert_fills_outside_the_loss(models):
+    import torch
+    bert = models["bert"]
+    r = objectives.mlm_predict(bert, "to be or not to [MASK]", seed=0, chosen=(0,))
+    assert [(p.truth, p.typed) for p in r.predictions] == [("to", False), ("[MASK]", True)]
+    typed = r.predictions[1]
+    assert r.outcome[typed.position] == MASKED and any("typed [MASK]" in n for n in r.notes)
+    assert r.loss == r.predictions[0].loss  # the typed hole has no truth, so it is not in the loss
+    ids = bert.tokenizer.encode("[MASK] be or not to [MASK]").ids
+    with torch.inference_mode():
+        probs = bert.model(torch.tensor([ids])).logits[0, typed.position].softmax(-1)
+    best = probs.topk(5)
+    assert [t for t, _ in typed.top] == [bert.tokenizer.id_to_token(int(i)) for i in best.indices]
+    assert typed.top[0][1] == pytest.approx(float(best.values[0]), abs=1e-5)
+    assert vm.mlm_top5_figure(r).layout.yaxis.ticktext[1].endswith("you typed [MASK]")
+    only = objectives.mlm_predict(bert, "[MASK]", seed=0)
+    assert len(only.predictions) == 1 and only.scored == [] and only.loss != only.loss  # NaN: nothing to score
+
+
+def test_a_typed_endoftext_is_named_as_a_document_boundary(models):
+    g = objectives.gpt2_shift_table(models["gpt2"], "Exeunt.<|endoftext|>Enter Hamlet")
+    assert [r.input for r in g.rows].count("<|endoftext|>") == 2  # the start of every text, and the typed one
+    assert any("<|endoftext|>" in n and "new text" in n for n in g.notes)
+    assert not any("<|endoftext|>" in n for n in objectives.gpt2_shift_table(models["gpt2"], "Exeunt.").notes)
+
+
+def test_nsp_token_type_ids_mark_sentence_a_then_b(models):
+    n = objectives.nsp_predict(models["bert"], "to be", "or not to be")
+    assert n.tokens == ["[CLS]", "to", "be", "[SEP]", "or", "not", "to", "be", "[SEP]"]
+    assert n.type_ids == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    row = vm.nsp_figure(n).data[1]  # the token_type_ids row
+    assert list(row.text) == [str(t) for t in n.type_ids]
+
+
+def test_shift_figure_at_64_tokens_thins_ticks_so_labels_do_not_overlap(models):
+    import html
+    import math
+    text = " ".join(["the king is dead, long live the king"] * 12)
+    g = objectives.gpt2_shift_table(models["gpt2"], text)
+    assert len(g.rows) >= 64
+    g.rows = g.rows[:64]
+    fig = vm.shift_figure(g)
+    vals = list(fig.layout.xaxis.tickvals)
+    assert len(vals) <= 32 and vals == sorted(vals)
+    # on a 900-px plot, neighbouring labels slanted at the figure's angle must be a line height apart
+    gap_px = 900 / 64 * (vals[1] - vals[0])
+    assert gap_px * math.sin(math.radians(abs(fig.layout.xaxis.tickangle))) >= 1.2 * fig.layout.font.size
+    assert all(len(html.unescape(t)) <= 14 for t in fig.layout.xaxis.ticktext)  # long labels are cut
+
+
+def test_emoji_bytes_get_a_readable_box_each_and_the_other_rows_stretch(models):
+    text = "Love 😍 now"
+    ex = {k: explain(k, m.tokenizer, text) for k, m in models.items()}
+    fig = aligned_rows(text, ex)
+    bars = {t.name: t for t in fig.data if t.type == "bar"}
+    gpt2 = bars["GPT-2"]
+    bytes_ = [(b, w, t) for b, w, t in zip(gpt2.base, gpt2.x, gpt2.text) if t in ("F0", "9F", "98", "8D")]
+    assert [t for *_, t in bytes_] == ["F0", "9F", "98", "8D"] and all(w >= 1 - 1e-9 for _, w, _ in bytes_)
+    emoji_x0, emoji_x1 = bytes_[0][0], bytes_[-1][0] + bytes_[-1][1]
+    unk = [(b, w) for b, w, t in zip(bars["BERT"].base, bars["BERT"].x, bars["BERT"].text) if t == "[UNK]"][0]
+    assert unk == pytest.approx((emoji_x0, emoji_x1 - emoji_x0))  # BERT's [UNK] spans the same stretched column
+    chars = fig.data[0]
+    emoji = list(chars.text).index("😍")
+    assert emoji_x0 < chars.x[emoji] < emoji_x1
+    assert "GPT-2: pieces 2–5" in chars.hovertext[emoji] and "BERT:" in chars.hovertext[emoji]
+
+
+def test_token_counts_divide_the_characters_by_the_tokens_made_from_them(models):
+    a, b = "to be, or not to be", "that is the question"
+    ex = {"bert": explain("bert", models["bert"].tokenizer, a, b)}
+    row = token_counts(ex, b)[0]
+    assert row["characters"] == len(a) + len(b) and row["added by the template"] == 3
+    assert row["characters per token"] == round(row["characters"] / (row["tokens"] - 3), 2)
+
+
+def test_the_sentence_pair_preset_fills_both_sentences():
+    at = _page("pages/tokenization.py")
+    at.selectbox(key="w_text_preset").set_value("A sentence pair (BERT)").run()
+    assert not at.exception
+    assert at.text_area(key="w_text").value.startswith("To be, or not to be")
+    assert at.text_area(key="w_pair").value.startswith("Whether 'tis nobler")
+    assert at.dataframe[0].value["added by the template"].tolist()[0] == 3  # [CLS] A [SEP] B [SEP]
+
+
+def test_masking_mlm_link_restores_seed_rate_split_and_words():
+    text = "to be or not to be that is the question whether tis nobler in the mind"
+    at = _page("pages/masking.py", text=text, seed="7", rate="0.3", maskp="0.5", randp="0.3")
+    assert at.number_input(key="w_seed").value == 7 and at.slider(key="w_rate").value == 0.3
+    assert (at.slider(key="w_maskp").value, at.slider(key="w_randp").value) == (0.5, 0.3)
+    shown = at.dataframe[0].value["position"].tolist()
+    again = _page("pages/masking.py", **{k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()})
+    assert again.dataframe[0].value["position"].tolist() == shown  # the same link, the same draw
+    words = _page("pages/masking.py", text=text, words="3,9")
+    assert words.multiselect(key="w_words").value == [3, 9]
+    assert words.dataframe[0].value["true token"].tolist() == ["not", "question"]
+    assert words.dataframe[0].value["BERT read"].tolist() == ["[MASK]", "[MASK]"]
+    assert words.slider(key="w_rate").disabled and words.button(key="reroll").disabled
+
+
+def test_masking_chosen_words_are_dropped_when_the_text_changes():
+    at = _page("pages/masking.py", text="to be or not to be", words="3")
+    assert at.multiselect(key="w_words").value == [3] and at.query_params["words"] in ("3", ["3"])
+    at.text_area(key="w_text").set_value("the lady doth protest too much methinks").run()
+    assert not at.exception and at.multiselect(key="w_words").value == []
+    assert "words" not in at.query_params and not at.slider(key="w_rate").disabled
+
+
+def test_masking_page_top5_is_the_models_own_forward_pass(models):
+    import torch
+    bert = models["bert"]
+    at = _page("pages/masking.py", text="good night sweet prince", words="2")
+    table = at.dataframe[0].value
+    ids = bert.tokenizer.encode("good night sweet prince").ids
+    pos = int(table["position"][0])
+    ids[pos] = bert.tokenizer.token_to_id("[MASK]")
+    with torch.inference_mode():
+        probs = bert.model(torch.tensor([ids])).logits[0, pos].softmax(-1)
+    best = probs.topk(5)
+    expected = " · ".join(f"{bert.tokenizer.id_to_token(int(i))} {float(p):.0%}" for p, i in zip(best.values, best.indices))
+    assert table["top 5"][0] == expected
+
+
+def test_masking_t5_link_restores_noise_and_span():
+    text = "All the world's a stage, and all the men and women merely players; they have their exits and their entrances."
+    at = _page("pages/masking.py", objective="t5", text=text, seed="3", noise="0.3", span="2.0")
+    assert at.slider(key="w_noise").value == 0.3 and at.slider(key="w_span").value == 2.0 and at.number_input(key="w_seed").value == 3
+    fills = at.dataframe[0].value["hidden text"].tolist()
+    again = _page("pages/masking.py", objective="t5", text=text, seed="3", noise="0.3", span="2.0")
+    assert again.dataframe[0].value["hidden text"].tolist() == fills and len(fills) >= 2
+
+
+@pytest.mark.parametrize("mode", ["true", "random"])
+def test_masking_nsp_link_restores_the_pair(mode):
+    at = _page("pages/masking.py", objective="nsp", pair=mode, seed="5")
+    assert at.radio(key="w_pair").value == mode and at.number_input(key="w_seed").value == 5
+    a, b = objectives.nsp_sample(5, mode == "true")
+    assert [t.value for t in at.text_area if t.disabled] == [a, b]
+
+
+def test_a_seed_out_of_range_in_a_link_is_clamped_with_a_note():
+    at = _page("pages/masking.py", seed="-99999999999999999999")
+    assert at.number_input(key="w_seed").value == 0 and any("outside 0–999,999" in i.value for i in at.info)
+    big = _page("pages/masking.py", objective="t5", seed="123456789")
+    assert big.number_input(key="w_seed").value == 999_999 and big.query_params["seed"] in ("999999", ["999999"])
+
+
+def test_masking_page_predicts_at_a_typed_mask():
+    at = _page("pages/masking.py", text="to be or not to [MASK]")
+    table = at.dataframe[0].value
+    assert "(none: you typed [MASK])" in table["true token"].tolist()
+    assert any("You typed [MASK]" in i.value for i in at.info)
+    assert at.metric[0].value == str(len(table) - 1)  # the typed hole is shown, not counted as selected

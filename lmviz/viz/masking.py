@@ -46,8 +46,8 @@ def mlm_figure(result: MlmResult, per_line: int = 14) -> go.Figure:
         hover = f"position {i}: <b>{escape(tok)}</b><br>{escape(OUTCOME_NAMES[oc]) if oc else 'not selected'}"
         if i in preds:
             p = preds[i]
-            hover += (f"<br>the model read <b>{escape(seen)}</b><br>its top 5:<br>{_top_text(p.top)}"
-                      f"<br>P(true token) {p.true_prob:.1%} · loss {p.loss:.2f}")
+            hover += f"<br>the model read <b>{escape(seen)}</b><br>its top 5:<br>{_top_text(p.top)}"
+            hover += "<br>you typed [MASK]: no true token to score" if p.typed else f"<br>P(true token) {p.true_prob:.1%} · loss {p.loss:.2f}"
         original.append(Cell(escape(tok), colour, hover, ink, OUTCOME_PATTERN[oc] if not special else ""))
         shown.append(Cell(escape(seen), colour, hover, ink, OUTCOME_PATTERN[oc] if not special else ""))
     fig = token_strip([("original", original), ("BERT reads", shown)], per_line)
@@ -60,10 +60,11 @@ def mlm_top5_figure(result: MlmResult) -> go.Figure:
     the true token's cell is marked ✓."""
     preds = result.predictions
     z = np.array([[p for _, p in pr.top] for pr in preds]) if preds else np.zeros((0, 5))
-    text = [[("✓ " if tok == pr.truth else "") + escape(tok) + f"<br>{p:.0%}" for tok, p in pr.top] for pr in preds]
-    rows = [f"{pr.position}: {escape(pr.truth)} → {escape(pr.shown)}" for pr in preds]
-    hover = [[f"position {pr.position} (truth <b>{escape(pr.truth)}</b>)<br>guess {j + 1}: <b>{escape(tok)}</b> {p:.2%}"
-              for j, (tok, p) in enumerate(pr.top)] for pr in preds]
+    hit = lambda pr, tok: not pr.typed and tok == pr.truth  # noqa: E731
+    text = [[("✓ " if hit(pr, tok) else "") + escape(tok) + f"<br>{p:.0%}" for tok, p in pr.top] for pr in preds]
+    rows = [f"{pr.position}: you typed [MASK]" if pr.typed else f"{pr.position}: {escape(pr.truth)} → {escape(pr.shown)}" for pr in preds]
+    hover = [[f"position {pr.position} ({'typed [MASK], no truth' if pr.typed else f'truth <b>{escape(pr.truth)}</b>'})<br>"
+              f"guess {j + 1}: <b>{escape(tok)}</b> {p:.2%}" for j, (tok, p) in enumerate(pr.top)] for pr in preds]
     fig = go.Figure(go.Heatmap(
         z=z, x=[f"guess {j + 1}" for j in range(z.shape[1] if z.size else 5)], y=list(range(len(rows))), text=text,
         texttemplate="%{text}", textfont=dict(size=15), customdata=hover, hovertemplate="%{customdata}<extra></extra>",
@@ -71,7 +72,7 @@ def mlm_top5_figure(result: MlmResult) -> go.Figure:
         xgap=2, ygap=2))
     for r, pr in enumerate(preds):  # outline the true token where the model ranked it in its top 5
         for j, (tok, _) in enumerate(pr.top):
-            if tok == pr.truth:
+            if hit(pr, tok):
                 fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=r - 0.5, y1=r + 0.5, line=dict(color="#D55E00", width=3))
     fig.update_yaxes(tickvals=list(range(len(rows))), ticktext=rows, autorange="reversed", title="position: true → what BERT read", fixedrange=True)
     fig.update_xaxes(side="top", fixedrange=True)
@@ -82,9 +83,11 @@ def mlm_top5_figure(result: MlmResult) -> go.Figure:
 
 def mlm_rows(result: MlmResult) -> list[dict]:
     """A table row per selected position."""
-    return [{"position": p.position, "true token": p.truth, "BERT read": p.shown, "what happened": OUTCOME_NAMES[p.outcome],
-             "top 5": " · ".join(f"{t} {q:.0%}" for t, q in p.top), "P(true)": round(p.true_prob, 4),
-             "true in top 5": "yes" if p.in_top5 else "no", "loss (nats)": round(p.loss, 3)} for p in result.predictions]
+    return [{"position": p.position, "true token": "(none: you typed [MASK])" if p.typed else p.truth, "BERT read": p.shown,
+             "what happened": "typed [MASK]" if p.typed else OUTCOME_NAMES[p.outcome],
+             "top 5": " · ".join(f"{t} {q:.0%}" for t, q in p.top), "P(true)": None if p.typed else round(p.true_prob, 4),
+             "true in top 5": "—" if p.typed else "yes" if p.in_top5 else "no",
+             "loss (nats)": None if p.typed else round(p.loss, 3)} for p in result.predictions]
 
 
 def nsp_figure(result: NspResult, per_line: int = 14) -> go.Figure:

@@ -66,10 +66,54 @@ def legend_key(fig: go.Figure, items: list[tuple[str, str]]) -> None:
 
 # --- the aligned tokenizer rows ----------------------------------------------------------------------
 
-def _layout_pieces(exp: Explanation, seq_base: list[int], gaps: list[int]) -> list[tuple[float, float]]:
-    """Each piece's ``[x0, x1)`` in the virtual row: characters at their offsets, template tokens in the gaps
-    (``gaps``: where the gap before, between and after the sequences starts), and pieces that share characters
-    (the bytes of one emoji, T5's ``▁``) splitting those characters between them."""
+def _byte_label(p) -> str:
+    """A byte piece's label: its bytes in hex (``F0 9F``), readable where a replacement character would not be."""
+    return " ".join(f"{b:02X}" for b in p.raw_bytes or b"")
+
+
+def _weight(p) -> float:
+    """Slots a piece asks for inside its group: its characters, or for a byte piece room for its hex label."""
+    return max(1.0, len(_byte_label(p)) / 2) if p.partial_char else max(0.5, p.end - p.start)
+
+
+def _groups(exp: Explanation) -> list[list[int]]:
+    """Runs of consecutive pieces that share characters (the bytes of one emoji, T5's ``▁``), as piece indices;
+    template tokens, which have no characters, are left out."""
+    groups: list[list[int]] = []
+    end, seq = -1, -1
+    for i, p in enumerate(exp.pieces):
+        if p.special and p.start == p.end:
+            continue
+        if groups and p.sequence == seq and p.start < end:
+            groups[-1].append(i)
+            end = max(end, p.end)
+        else:
+            groups.append([i])
+            end, seq = p.end, p.sequence
+    return groups
+
+
+def _slot_widths(explanations: dict[str, Explanation], seq_base: list[int], lengths: list[int], total: int) -> list[float]:
+    """Each character slot's width: 1, or wider where byte-level BPE spells a character in several byte pieces,
+    so that each byte gets a box a reader can read (the other rows stretch with it and stay aligned)."""
+    widths = [1.0] * total
+    for exp in explanations.values():
+        for group in _groups(exp):
+            pieces = [exp.pieces[j] for j in group]
+            if not any(p.partial_char for p in pieces):
+                continue
+            seq = min(pieces[0].sequence, len(seq_base) - 1)
+            lo, hi = min(p.start for p in pieces), max(max(p.end for p in pieces), min(p.start for p in pieces) + 1)
+            need = sum(_weight(p) for p in pieces) / (hi - lo)
+            for u in range(seq_base[seq] + lo, seq_base[seq] + min(hi, lengths[seq])):  # only characters that are drawn
+                widths[u] = max(widths[u], need)
+    return widths
+
+
+def _layout_pieces(exp: Explanation, seq_base: list[int], gaps: list[int], at) -> list[tuple[float, float]]:
+    """Each piece's ``[x0, x1)``: characters at their offsets (``at(u)``: where virtual slot ``u`` starts), template
+    tokens in the gaps (``gaps``: where the gap before, between and after the sequences starts), and pieces that
+    share characters splitting those characters between them."""
     pieces = exp.pieces
     n_seq = len(seq_base)
     spans: list[tuple[float, float] | None] = [None] * len(pieces)
@@ -79,47 +123,36 @@ def _layout_pieces(exp: Explanation, seq_base: list[int], gaps: list[int]) -> li
         if p.special and p.start == p.end:
             gap = gaps[0] if not seen_content[0] else gaps[1] if n_seq > 1 and not seen_content[1] else gaps[-1]
             width = min(GAP - 1, max(3, len(p.display) + 1))
-            x0 = cursors.get(gap, gap + 0.5)
-            spans[i] = (x0, x0 + width)
-            cursors[gap] = x0 + width
+            u0 = cursors.get(gap, gap + 0.5)
+            spans[i] = (at(u0), at(u0 + width))
+            cursors[gap] = u0 + width
         else:
             seen_content[min(p.sequence, n_seq - 1)] = True
-    # pieces with characters: consecutive overlapping pieces share their union, weighted by own length
-    group: list[int] = []
-
-    def flush() -> None:
-        if not group:
-            return
+    for group in _groups(exp):
         lo = min(pieces[j].start for j in group)
         hi = max(max(pieces[j].end for j in group), lo + 1)
-        weights = [max(0.5, pieces[j].end - pieces[j].start) for j in group]
-        x = seq_base[min(pieces[group[0]].sequence, n_seq - 1)] + lo
+        base = seq_base[min(pieces[group[0]].sequence, n_seq - 1)]
+        x, right = at(base + lo), at(base + hi)
+        weights = [_weight(pieces[j]) for j in group]
         for j, w in zip(group, weights):
-            step = (hi - lo) * w / sum(weights)
+            step = (right - at(base + lo)) * w / sum(weights)
             spans[j] = (x, x + step)
             x += step
-        group.clear()
-
-    end, seq = -1, -1
-    for i, p in enumerate(pieces):
-        if spans[i] is not None:
-            continue
-        if group and (p.sequence != seq or p.start >= end):
-            flush()
-        group.append(i)
-        end, seq = max(end, p.end) if group[1:] else p.end, p.sequence
-    flush()
     return spans  # type: ignore[return-value]
 
 
-def _bands(chars: list[str], width: int) -> list[tuple[int, int]]:
-    """Cut the virtual row into lines of at most ``width`` slots, before a space where there is one
-    (so a BPE or Unigram piece that starts with its space stays whole at the start of the next line)."""
+def _bands(chars: list[str], starts: list[float], width: int) -> list[tuple[int, int]]:
+    """Cut the virtual row into lines at most ``width`` wide (``starts[u]``: where slot ``u`` starts, one more entry
+    for the end), before a space where there is one (so a BPE or Unigram piece that starts with its space stays whole
+    at the start of the next line)."""
     out, start, n = [], 0, len(chars)
     while start < n:
-        end = min(n, start + width)
+        end = start + 1
+        while end < n and starts[end + 1] - starts[start] <= width:
+            end += 1
         if end < n:
-            spaces = [i for i in range(start + width // 2, end + 1) if chars[i].isspace()]
+            half = starts[start] + width / 2
+            spaces = [i for i in range(start + 1, end + 1) if chars[i].isspace() and starts[i] >= half]
             end = spaces[-1] if spaces else end
         out.append((start, end))
         start = end
@@ -147,9 +180,32 @@ def _piece_hover(kind: str, i: int, p, source: str) -> str:
     return "<br>".join(lines)
 
 
+def _owners(exp: Explanation, sequence: int, n: int) -> list[list[int]]:
+    """For each character of one sequence, the pieces (indices) made from it."""
+    out: list[list[int]] = [[] for _ in range(n)]
+    for i, p in enumerate(exp.pieces):
+        if min(p.sequence, 1) == sequence:
+            for c in range(p.start, min(p.end, n)):
+                out[c].append(i)
+    return out
+
+
+def _char_hover(c: str, off: int, seq: int, owners: dict[str, list[int]], explanations: dict[str, Explanation]) -> str:
+    lines = [f"character {off} of {'B' if seq else 'the text'}: {escape(label(c))} (U+{ord(c):04X})"]
+    for kind, idx in owners.items():
+        pieces = explanations[kind].pieces
+        names = ", ".join(_byte_label(pieces[i]) if pieces[i].partial_char else escape(label(pieces[i].display)) for i in idx)
+        if names:
+            lines.append(f"{SHORT[kind]}: piece{'s' if len(idx) > 1 else ''} {idx[0]}{'–' + str(idx[-1]) if len(idx) > 1 else ''} "
+                         f"<b>{names}</b>")
+    return "<br>".join(lines)
+
+
 def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | None = None, width: int = 56) -> go.Figure:
     """The source text (and ``pair``) with one row of pieces per tokenizer under it, wrapped every ``width``
-    characters. Pieces sit under the characters they come from; hover names id, span and (BPE) bytes."""
+    character slots. Pieces sit under the characters they come from; a character that byte-level BPE spells in
+    several bytes gets a wider slot, one readable box per byte. Hover a piece for its id, span (quoted from the
+    source, underlined) and BPE bytes; hover a character for the piece each tokenizer made it part of."""
     text = text[:MAX_SHOWN]
     pair = pair[:MAX_SHOWN] if pair else None
     seq_base = [GAP, 2 * GAP + len(text)] if pair else [GAP]
@@ -160,11 +216,21 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
     for s, base in enumerate(seq_base):
         for j, c in enumerate(sources[s]):
             chars[base + j] = c
-    bands = _bands([c if c else " " for c in chars], width)
+    widths = _slot_widths(explanations, seq_base, [len(x) for x in sources], total)
+    starts = [0.0]
+    for w in widths:
+        starts.append(starts[-1] + w)
+
+    def at(u: float) -> float:  # where virtual slot position u lies on the stretched row
+        k = min(int(u), total - 1)
+        return starts[k] + (u - k) * widths[k]
+
+    bands = _bands([c if c else " " for c in chars], starts, width)
     kinds = list(explanations)
     rows = len(kinds) + 1
     y_of = lambda band, row: -(band * (rows + 0.7) + row)  # noqa: E731
     fig = go.Figure()
+    owners = [{k: _owners(explanations[k], s, len(sources[s])) for k in kinds} for s in range(len(seq_base))]
     # the source characters, one per slot, in a monospace font
     xs, ys, ts, hs = [], [], [], []
     for b, (lo, hi) in enumerate(bands):
@@ -174,15 +240,15 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
                 continue
             s = 0 if u < seq_base[-1] or not pair else 1
             off = u - seq_base[s]
-            xs.append(u - lo + 0.5)
+            xs.append(starts[u] + widths[u] / 2 - starts[lo])
             ys.append(y_of(b, 0))
             ts.append(escape("·" if c == " " else label(c)))
-            hs.append(f"character {off} of {'B' if s else 'the text'}: {escape(label(c))} (U+{ord(c):04X})")
+            hs.append(_char_hover(c, off, s, {k: owners[s][k][off] for k in kinds}, explanations))
     fig.add_trace(go.Scatter(x=xs, y=ys, text=ts, hovertext=hs, mode="text", showlegend=False,
                              textfont=dict(family=MONO, size=18, color="#111111"), hovertemplate="%{hovertext}<extra></extra>"))
     for r, kind in enumerate(kinds, start=1):
         exp = explanations[kind]
-        spans = _layout_pieces(exp, seq_base, gaps)
+        spans = _layout_pieces(exp, seq_base, gaps, at)
         light, dark = tint(MODEL_COLOURS[kind], 0.72), tint(MODEL_COLOURS[kind], 0.45)
         boxes, k = [], 0
         for i, (p, (x0, x1)) in enumerate(zip(exp.pieces, spans)):
@@ -196,14 +262,14 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
                 colour, ink = (light, dark)[k % 2], "#111111"
                 k += 1
             hover = _piece_hover(kind, i, p, sources[min(p.sequence, 1)])
-            shown = escape(label(p.display)) if not p.partial_char else "⟨" + " ".join(f"{b:02X}" for b in p.raw_bytes or b"") + "⟩"
+            shown = _byte_label(p) if p.partial_char else escape(label(p.display))
             for b, (lo, hi) in enumerate(bands):
-                a, z = max(x0, lo), min(x1, hi)
+                a, z = max(x0, starts[lo]), min(x1, starts[hi])
                 if z - a > 1e-6:
                     first = a == x0
                     # a box narrower than its label (about 1.6 characters fit per slot) drops WordPiece's ##
                     text = shown[2:] if shown.startswith("##") and len(shown) > 1.6 * (z - a) else shown
-                    boxes.append(Box(a - lo, z - lo, y_of(b, r), text if first else "…", colour, hover, ink,
+                    boxes.append(Box(a - starts[lo], z - starts[lo], y_of(b, r), text if first else "…", colour, hover, ink,
                                      "/" if p.partial_char else ""))
         add_boxes(fig, boxes, SHORT[kind])
     tickvals = [y_of(b, r) for b in range(len(bands)) for r in range(rows)]
@@ -217,14 +283,17 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
     return fig
 
 
-def token_counts(explanations: dict[str, Explanation]) -> list[dict]:
-    """One row per tokenizer: tokens, template tokens, unknowns, characters and characters per token."""
+def token_counts(explanations: dict[str, Explanation], pair: str | None = None) -> list[dict]:
+    """One row per tokenizer. ``tokens`` is every position the model reads; characters per token divides the text's
+    characters (and ``pair``'s, when BERT reads one) by the tokens made from them, the template's left out."""
     rows = []
     for kind, exp in explanations.items():
         template = sum(p.special and p.start == p.end for p in exp.pieces)
+        chars = len(exp.text) + (len(pair) if pair and any(p.sequence == 1 for p in exp.pieces) else 0)
+        from_text = exp.n_tokens - template
         rows.append({"tokenizer": LONG[kind], "tokens": exp.n_tokens, "added by the template": template,
-                     "unknown": sum(p.unknown for p in exp.pieces), "characters": len(exp.text),
-                     "characters per token": round(exp.chars_per_token, 2)})
+                     "unknown": sum(p.unknown for p in exp.pieces), "characters": chars,
+                     "characters per token": round(chars / from_text, 2) if from_text else 0.0})
     return rows
 
 
