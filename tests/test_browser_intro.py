@@ -51,6 +51,12 @@ def test_home_renders_the_diagrams_and_curves(app_server, browser_page):
     assert page.locator(".js-plotly-plot").count() >= 5
     assert page.get_by_text("encoder-decoder").count() >= 1
     _shot(page, "home")
+    curves = "[role='tabpanel']:not([hidden]) .js-plotly-plot"
+    page.wait_for_selector(curves, timeout=30_000)
+    assert "NSP accuracy" in page.locator(curves).first.inner_text()  # BERT's tab first
+    page.get_by_role("tab", name="GPT-2").click()  # a control: the GPT-2 tab draws GPT-2's curves
+    page.wait_for_function(f"() => {{ const f = document.querySelector({curves!r}); return f && !f.innerText.includes('NSP accuracy') "
+                           "&& f.innerText.includes('held-out loss'); }}", timeout=30_000)
     _shot(page, "home_curves", 4)
     _clean(page, rec)
 
@@ -68,6 +74,33 @@ def test_tokenization_changes_with_the_text_and_never_renders_markup(app_server,
     assert "honor" in page.locator(".js-plotly-plot").first.inner_text()
     assert page.locator("img[src='x']").count() == 0
     _shot(page, "tokenization")
+    _clean(page, rec)
+
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+
+
+def test_tokenization_takes_an_upload_and_refuses_what_is_not_text(app_server, browser_page):
+    page, rec = browser_page
+    _open(page, f"{app_server}/tokenization?text={quote('To be, or not to be')}")
+    page.get_by_text("upload a text file").click()
+    upload = page.locator("input[type='file']").first
+    box = page.locator("textarea").first
+    for name, data, why in (("picture.png", PNG, "binary"), ("empty.txt", b"", "empty"),
+                            ("latin1.txt", "Café naïve".encode("latin-1"), "not UTF-8")):
+        upload.set_input_files(files=[{"name": name, "mimeType": "application/octet-stream", "buffer": data}])
+        page.wait_for_selector(f"[data-testid='stAlert']:has-text('{why}')", timeout=30_000)
+        wait_for_app(page)
+        assert box.input_value() == "To be, or not to be"  # nothing lost
+    emoji = "Love 😍 and a family 👨‍👩‍👧, thumbs-up 👍🏽! 生存还是毁灭"
+    before = page.locator(".js-plotly-plot").first.inner_text()
+    upload.set_input_files(files=[{"name": "mine.txt", "mimeType": "text/plain", "buffer": emoji.encode()}])
+    page.wait_for_function("t => document.querySelector('textarea').value === t", arg=emoji, timeout=30_000)
+    wait_for_app(page)
+    _changes(page, before)
+    assert page.locator("[data-testid='stAlert']:has-text('binary')").count() == 0
+    assert "F0" in page.locator(".js-plotly-plot").first.inner_text()  # byte pieces labelled in hex
+    _shot(page, "tokenization_emoji")
     _clean(page, rec)
 
 
