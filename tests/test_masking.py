@@ -13,6 +13,14 @@ from lmviz.tokenizers import SENTINELS
 ROWS, SEQ = 512, 128
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: a second thread only waits for a busy core
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def hamlet():
     return next(d for d in corpus.shakespeare() if d.name == "hamlet")
