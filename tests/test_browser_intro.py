@@ -55,8 +55,8 @@ def test_home_renders_the_diagrams_and_curves(app_server, browser_page):
     page.wait_for_selector(curves, timeout=30_000)
     assert "NSP accuracy" in page.locator(curves).first.inner_text()  # BERT's tab first
     page.get_by_role("tab", name="GPT-2").click()  # a control: the GPT-2 tab draws GPT-2's curves
-    page.wait_for_function(f"() => {{ const f = document.querySelector({curves!r}); return f && !f.innerText.includes('NSP accuracy') "
-                           "&& f.innerText.includes('held-out loss'); }}", timeout=30_000)
+    page.wait_for_function("s => { const f = document.querySelector(s); return f && !f.innerText.includes('NSP accuracy') "
+                           "&& f.innerText.includes('held-out loss'); }", arg=curves, timeout=30_000)
     _shot(page, "home_curves", 4)
     _clean(page, rec)
 

@@ -520,3 +520,16 @@ def test_masking_page_predicts_at_a_typed_mask():
     assert "(none: you typed [MASK])" in table["true token"].tolist()
     assert any("You typed [MASK]" in i.value for i in at.info)
     assert at.metric[0].value == str(len(table) - 1)  # the typed hole is shown, not counted as selected
+
+
+def test_a_line_never_cuts_a_template_token_and_invisible_characters_are_named(models):
+    text = "Love 😍 and a family 👨‍👩‍👧, thumbs-up 👍🏽! 生存还是毁灭"
+    ex = {k: explain(k, m.tokenizer, text) for k, m in models.items()}
+    for width in (30, 44, 56, 80):
+        fig = aligned_rows(text, ex, width=width)
+        for tr in fig.data:
+            if tr.type == "bar":
+                template = [t for t, h in zip(tr.text, tr.hovertext) if "added by the template" in h]
+                assert "…" not in template, (width, tr.name)  # each [CLS], [SEP], </s> drawn whole, once
+                assert len(template) == sum(p.special and p.start == p.end for p in ex[{"BERT": "bert", "GPT-2": "gpt2", "T5": "t5"}[tr.name]].pieces)
+    assert list(fig.data[0].text).count("ZWJ") == 2  # the family's two zero-width joiners have a visible column

@@ -74,7 +74,7 @@ def mlm_top5_figure(result: MlmResult) -> go.Figure:
         for j, (tok, _) in enumerate(pr.top):
             if hit(pr, tok):
                 fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=r - 0.5, y1=r + 0.5, line=dict(color="#D55E00", width=3))
-    fig.update_yaxes(tickvals=list(range(len(rows))), ticktext=rows, autorange="reversed", title="position: true → what BERT read", fixedrange=True)
+    fig.update_yaxes(tickvals=list(range(len(rows))), ticktext=rows, autorange="reversed", title="true → BERT read", fixedrange=True)
     fig.update_xaxes(side="top", fixedrange=True)
     base_layout(fig, None, height=max(220, 52 * len(rows) + 90))
     fig.update_layout(margin=dict(l=10, r=10, t=40, b=10))

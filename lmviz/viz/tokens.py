@@ -5,6 +5,7 @@ span and bytes, and the text inside each box shrinks to fit rather than overlap 
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
@@ -72,8 +73,9 @@ def _byte_label(p) -> str:
 
 
 def _weight(p) -> float:
-    """Slots a piece asks for inside its group: its characters, or for a byte piece room for its hex label."""
-    return max(1.0, len(_byte_label(p)) / 2) if p.partial_char else max(0.5, p.end - p.start)
+    """Slots a piece asks for inside its group: its characters, or for a byte piece room for its hex label at full
+    size (a label character is about 0.7 of a slot wide, plus the box's margins)."""
+    return 0.75 * len(_byte_label(p)) + 0.5 if p.partial_char else max(0.5, p.end - p.start)
 
 
 def _groups(exp: Explanation) -> list[list[int]]:
@@ -143,8 +145,9 @@ def _layout_pieces(exp: Explanation, seq_base: list[int], gaps: list[int], at) -
 
 def _bands(chars: list[str], starts: list[float], width: int) -> list[tuple[int, int]]:
     """Cut the virtual row into lines at most ``width`` wide (``starts[u]``: where slot ``u`` starts, one more entry
-    for the end), before a space where there is one (so a BPE or Unigram piece that starts with its space stays whole
-    at the start of the next line)."""
+    for the end; ``chars[u]``: "" in the gaps where template tokens sit). A line starts at a space where there is one
+    (so a BPE or Unigram piece that starts with its space stays whole) or at a gap, and never inside a gap (which
+    would cut a [SEP] in two)."""
     out, start, n = [], 0, len(chars)
     while start < n:
         end = start + 1
@@ -152,8 +155,13 @@ def _bands(chars: list[str], starts: list[float], width: int) -> list[tuple[int,
             end += 1
         if end < n:
             half = starts[start] + width / 2
-            spaces = [i for i in range(start + 1, end + 1) if chars[i].isspace() and starts[i] >= half]
-            end = spaces[-1] if spaces else end
+            soft = [i for i in range(start + 1, end + 1)
+                    if starts[i] >= half and (chars[i].isspace() or (chars[i] == "" and chars[i - 1] != ""))]
+            if soft:
+                end = soft[-1]
+            else:
+                while end > start + 1 and chars[end] == "" and chars[end - 1] == "":
+                    end -= 1
         out.append((start, end))
         start = end
     return out or [(0, 1)]
@@ -166,7 +174,8 @@ def _context(text: str, start: int, end: int) -> str:
 
 
 def _piece_hover(kind: str, i: int, p, source: str) -> str:
-    head = f"<b>{SHORT[kind]}</b> piece {i}: <b>{escape(label(p.display))}</b> · id {p.id}"
+    name = f"byte{'s' if len(p.raw_bytes or b'') > 1 else ''} {_byte_label(p)}" if p.partial_char else escape(label(p.display))
+    head = f"<b>{SHORT[kind]}</b> piece {i}: <b>{name}</b> · id {p.id}"
     if p.special and p.start == p.end:
         return f"{head}<br>added by the template: no characters of the text"
     lines = [head, f"characters {p.start}–{p.end}: {_context(source, p.start, p.end)}"]
@@ -178,6 +187,14 @@ def _piece_hover(kind: str, i: int, p, source: str) -> str:
     if p.continues_word:
         lines.append("continues the word before it")
     return "<br>".join(lines)
+
+
+def _visible(c: str) -> str:
+    """A character for the text row: an invisible format character (a zero-width joiner, a bidi mark) by its
+    initials (ZWJ, RLO), so its column is not blank and it cannot reorder the row."""
+    if unicodedata.category(c) == "Cf":
+        return "".join(w[0] for w in unicodedata.name(c, "FORMAT CHARACTER").split())
+    return label(c)
 
 
 def _owners(exp: Explanation, sequence: int, n: int) -> list[list[int]]:
@@ -225,7 +242,7 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
         k = min(int(u), total - 1)
         return starts[k] + (u - k) * widths[k]
 
-    bands = _bands([c if c else " " for c in chars], starts, width)
+    bands = _bands(chars, starts, width)
     kinds = list(explanations)
     rows = len(kinds) + 1
     y_of = lambda band, row: -(band * (rows + 0.7) + row)  # noqa: E731
@@ -242,7 +259,7 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
             off = u - seq_base[s]
             xs.append(starts[u] + widths[u] / 2 - starts[lo])
             ys.append(y_of(b, 0))
-            ts.append(escape("·" if c == " " else label(c)))
+            ts.append(escape("·" if c == " " else _visible(c)))
             hs.append(_char_hover(c, off, s, {k: owners[s][k][off] for k in kinds}, explanations))
     fig.add_trace(go.Scatter(x=xs, y=ys, text=ts, hovertext=hs, mode="text", showlegend=False,
                              textfont=dict(family=MONO, size=18, color="#111111"), hovertemplate="%{hovertext}<extra></extra>"))
