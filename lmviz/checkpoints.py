@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.overrides import TorchFunctionMode
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
@@ -182,20 +183,36 @@ def load(folder: str | Path, device: torch.device | str | None = None, need_toke
         raise LmvizError(f"{folder.name}/config.json lacks a setting the {kind} model needs: {err}.") from err
     except (TypeError, ValueError) as err:
         raise LmvizError(f"{folder.name}/config.json has a setting the {kind} model cannot use: {err}") from err
-    with torch.device("meta"):
-        plan = _build(cls, cfg, folder)
     header = read_header(folder)
+    for name in ("n_layer", "num_hidden_layers", "num_layers", "num_decoder_layers"):  # each layer has tensors of its own
+        if getattr(cfg, name, 0) > len(header):
+            raise LmvizError(f"{folder.name}/config.json: {name} = {getattr(cfg, name)}, but model.safetensors holds only "
+                             f"{len(header)} tensors.")
+    with torch.device("meta"), _NoRandomInit():
+        plan = _build(cls, cfg, folder)
     heads = _check_tensors(plan, header, folder)
     state = _adapt(plan, read_weights(folder))
     _check_tied(plan, state, folder)
     model = _build(cls, cfg, folder)
-    model.load_state_dict({n: t for n, t in state.items() if n in model.state_dict()}, strict=False)
+    own = model.state_dict()
+    model.load_state_dict({n: t for n, t in state.items() if n in own}, strict=False)
     tokenizer = load_tokenizer(folder / "tokenizer.json") if need_tokenizer else None
     log = read_json(folder / "train_log.json") if (folder / "train_log.json").is_file() else None
     model.eval().requires_grad_(False)
     if device is not None:
         model.to(device)
     return Loaded(kind, model, tokenizer, folder, heads, log, config.get("lmviz"))
+
+
+class _NoRandomInit(TorchFunctionMode):
+    """Skips random initialisation while it is active (per thread): a model built under it on the meta device is
+    shapes only. On meta tensors ``normal_`` would import ``torch._dynamo`` (3–4 s on the first load)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", "") == "torch.nn.init" or getattr(func, "__name__", "") in ("normal_", "uniform_"):
+            return kwargs.get("tensor", args[0] if args else None)
+        return func(*args, **kwargs)
 
 
 def _build(cls, cfg, folder: Path) -> torch.nn.Module:

@@ -144,6 +144,15 @@ def test_a_config_whose_vocabulary_does_not_match_the_tensors_names_the_tensor(s
         checkpoints.load(saved_gpt2, need_tokenizer=False)
 
 
+def test_a_config_far_larger_than_its_tensors_is_named_before_any_memory_is_taken(saved_gpt2):
+    _edit_config(saved_gpt2, vocab_size=10**9)  # 128 GB of float32 if the model were built first
+    with pytest.raises(LmvizError, match=r"wte\.weight has shape \(101, 32\) but config.json implies \(1000000000, 32\)"):
+        checkpoints.load(saved_gpt2, need_tokenizer=False)
+    _edit_config(saved_gpt2, vocab_size=101, n_layer=10**7)  # ten million blocks would take hours to build, even without memory
+    with pytest.raises(LmvizError, match="n_layer = 10000000, but model.safetensors holds only 28 tensors"):
+        checkpoints.load(saved_gpt2, need_tokenizer=False)
+
+
 def test_a_config_with_more_layers_than_the_tensors_is_named(saved_gpt2):
     _edit_config(saved_gpt2, n_layer=3)
     with pytest.raises(LmvizError, match=r"model.safetensors lacks .* transformer\.h\.2\."):
