@@ -185,8 +185,10 @@ try:
 
     left, right = st.columns(2)
     with left:
-        st.write("The model's most likely next tokens (light) and the probabilities the strategy actually draws from "
-                 "(dark; grey = cut). The outlined bar is the chosen token.")
+        st.write("The model's most likely next tokens (light) and "
+                 + ("the continuations of this beam that stayed among the best beams (dark). " if strategy.name == "beam" else
+                    "the probabilities the strategy actually draws from (dark; grey = cut). ")
+                 + "The outlined bar is the chosen token.")
         ui.plot(candidates_figure(step, strategy))
     with right:
         st.write("All candidates sorted from most to least likely (rank on a log scale). Temperature bends the curve, "
