@@ -27,7 +27,11 @@ def cmd_train(args) -> None:
     cfg = DEFAULTS[args.model]
     overrides = {k: v for k, v in {"steps": args.steps, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
                                          "warmup": args.warmup, "short_frac": args.short_frac,
-                                         "embed_lr_scale": args.embed_lr_scale}.items() if v is not None}
+                                         "embed_lr_scale": args.embed_lr_scale, "seq_len": args.seq_len}.items() if v is not None}
+    if args.no_causal_mask:
+        if args.model != "gpt2":
+            raise SystemExit("--no-causal-mask is for gpt2 only")
+        overrides["causal"] = False
     cfg = replace(cfg, **overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,6 +76,9 @@ def main(argv=None) -> int:
     tr.add_argument("--init", help="start from this model folder's weights (a second phase of training)")
     tr.add_argument("--warmup", type=int)
     tr.add_argument("--short-frac", type=float, help="share of the steps run on short sequences")
+    tr.add_argument("--seq-len", type=int, help="sequence length of the long phase")
+    tr.add_argument("--no-causal-mask", action="store_true",
+                    help="gpt2: train without the causal mask, so it learns to cheat (the Masks page's twin)")
     tr.add_argument("--embed-lr-scale", type=float,
                     help="the token embedding's learning rate relative to the rest (10 helps T5, whose embedding starts at std 1)")
     tr.set_defaults(fn=cmd_train)

@@ -83,7 +83,7 @@ class GPT2Task(Task):
         return {"input_ids": torch.from_numpy(windows[:, :-1]), "labels": torch.from_numpy(windows[:, 1:])}
 
     def loss(self, model, batch):
-        out = model(batch["input_ids"], labels=batch["labels"])
+        out = model(batch["input_ids"], labels=batch["labels"], causal=self.cfg.causal)
         return out.loss, {}
 
     def held_windows(self, quick: bool) -> list[np.ndarray]:
@@ -98,7 +98,7 @@ class GPT2Task(Task):
         for w in self.held_windows(quick):
             x = torch.from_numpy(w[None, :-1]).to(device)
             y = torch.from_numpy(w[None, 1:]).to(device)
-            logits = model(x).logits.float()
+            logits = model(x, causal=self.cfg.causal).logits.float()
             nats += F.cross_entropy(logits[0], y[0], reduction="sum").item()
             n_tok += y.numel()
             n_chr += char_count(self.tok, w[1:])

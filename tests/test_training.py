@@ -92,3 +92,23 @@ def test_the_token_embedding_can_learn_at_its_own_rate(scale):
     assert embed_group["lr"] == pytest.approx(scale * lr_at(cfg, cfg.warmup + 3))
     assert embed_group["weight_decay"] == cfg.weight_decay
     assert opt.param_groups[0]["lr"] == pytest.approx(lr_at(cfg, cfg.warmup + 3))
+
+
+def test_the_no_mask_twin_trains_and_is_evaluated_without_the_causal_mask(small_corpus):
+    """--no-causal-mask: the loss optimised and the held-out loss both come from forwards that see the future."""
+    torch.set_num_threads(1)
+    loaded = checkpoints.load(checkpoints.shipped("gpt2"))
+    cfg = replace(DEFAULTS["gpt2"], batch_size=4, seq_len=64)
+    task, twin_task = (TASKS["gpt2"](loaded.tokenizer, c, corpus=small_corpus) for c in (cfg, replace(cfg, causal=False)))
+    model, batch = loaded.model, task.batch(0, 64)
+    with torch.no_grad():
+        loss, _ = twin_task.loss(model, batch)
+        seeing = model(batch["input_ids"], labels=batch["labels"], causal=False).loss
+        masked, _ = task.loss(model, batch)
+        future = batch["input_ids"].clone()
+        future[:, -1] = (future[:, -1] + 1) % model.config.vocab_size  # change only the last token
+        earlier = model(future, causal=False).logits[:, 0]
+        assert not torch.allclose(earlier, model(batch["input_ids"], causal=False).logits[:, 0]), "the first token sees the last"
+    assert torch.equal(loss, seeing) and abs(loss - masked) > 0.1
+    assert twin_task.evaluate(model, quick=True)["loss"] > task.evaluate(model, quick=True)["loss"] + 0.1, \
+        "the shipped GPT-2, trained with its mask, is worse without it on held-out text"
