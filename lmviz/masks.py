@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from lmviz.arithmetic import MASKED
+from lmviz import checkpoints
 from lmviz.checkpoints import Loaded
 from lmviz.errors import LmvizError
 from lmviz.inference import AttentionRun, encode, encode_gpt2
@@ -100,6 +101,10 @@ def bert_padded_batch(loaded: Loaded, texts: list[str]) -> PaddedBatch:
     return PaddedBatch(out, rec)
 
 
+TWIN = "gpt2-no-mask"
+"""The shipped GPT-2 trained on a little further with no causal mask (``python -m lmviz train gpt2 --init assets/models/gpt2
+--no-causal-mask --steps 400 --batch-size 16 --seq-len 128 --short-frac 0 --warmup 20 --lr 1e-3 --out
+assets/models/gpt2-no-mask``): it learned to copy the next token, so it shows what the mask prevents."""
 CLEAR_CHANGE = 1.0  # nats: a mean loss change smaller than this is not called cheating (or reliance on context)
 
 
@@ -146,6 +151,12 @@ class MaskExperiment:
         a = self.own if which == "own" else self.swapped
         return np.diagonal(a, offset=1, axis1=-2, axis2=-1).mean(axis=(0, 1))
 
+    def answer_head(self) -> tuple[int, int]:
+        """(layer, head) that puts the most weight on the next token without the model's own mask."""
+        per_head = np.diagonal(self.swapped, offset=1, axis1=-2, axis2=-1).mean(-1)
+        layer, head = np.unravel_index(int(per_head.argmax()), per_head.shape)
+        return int(layer), int(head)
+
     def future_share(self, which: str) -> float:
         """Mean attention weight on keys after the query (above the diagonal), over layers, heads and queries."""
         a = self.own if which == "own" else self.swapped
@@ -155,6 +166,12 @@ class MaskExperiment:
 
 def _stacked(record: AttentionRecord, kind: str) -> np.ndarray:
     return record.stacked(kind).numpy()
+
+
+def load_twin(device=None) -> Loaded | None:
+    """The GPT-2 twin trained without its mask, or None when this installation has none."""
+    folder = checkpoints.shipped(TWIN)
+    return checkpoints.load(folder, device) if (folder / "config.json").is_file() else None
 
 
 @torch.inference_mode()

@@ -4,7 +4,9 @@ from lmviz import ui
 from lmviz.arithmetic import head_arithmetic
 from lmviz.errors import LmvizError
 from lmviz.inference import FIGURES, attention_run
-from lmviz.masks import bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, keep_matrix, mask_matrices
+from lmviz.device import pick_device
+from lmviz.masks import (bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, keep_matrix, load_twin,
+                          mask_matrices)
 from lmviz.viz.masks import (answer_weight_figure, experiment_figure, loss_figure, mask_effect_figure, mask_heatmap,
                              position_bias_figure)
 
@@ -33,6 +35,51 @@ def padded_for(name: str, texts: tuple[str, ...]):
 def experiment_for(name: str, text: str):
     loaded = ui.load_model(name)
     return gpt2_without_mask(loaded, text) if loaded.kind == "gpt2" else bert_with_causal_mask(loaded, text)
+
+
+@st.cache_resource(show_spinner="Loading GPT-2's twin…")
+def twin_model():
+    try:
+        return load_twin(pick_device())
+    except LmvizError as err:
+        return str(err)
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the twin with and without its mask…")
+def twin_experiment_for(text: str):
+    twin = twin_model()
+    return twin if twin is None or isinstance(twin, str) else gpt2_without_mask(twin, text)
+
+
+def show_twin(text: str) -> None:
+    """The shipped GPT-2's twin, trained without the mask: the collapse the shipped model cannot show."""
+    twin = twin_experiment_for(text)
+    if twin is None:
+        return
+    st.subheader("Its twin, trained without the mask")
+    if isinstance(twin, str):
+        ui.error(LmvizError(f"The twin is unavailable: {twin}"))
+        return
+    st.write("This is the same GPT-2 trained on for 400 more steps (about 800,000 tokens) with **no** causal mask, so "
+             "each token could always see the one it had to predict. It learned to copy it. The same two runs:")
+    c1, c2 = st.columns(2)
+    c1.metric(f"{twin.metric}, {twin.own_name}", f"{twin.loss_own:.2f} nats")
+    c2.metric(f"{twin.metric}, {twin.swapped_name}", f"{twin.loss_swapped:.2f} nats",
+              delta=f"{twin.loss_swapped - twin.loss_own:+.2f}", delta_color="inverse")
+    change = f"{twin.loss_own:.2f} → {twin.loss_swapped:.2f} nats"
+    if twin.clear_change and twin.loss_change < 0:
+        st.write(f"**It cheats:** with the answer in view the loss collapses ({change}); each token puts "
+                 f"{twin.next_token_weight('swapped').mean():.1%} of its attention on the next token. Give it the mask "
+                 "back and it is lost, worse than the model above: it never had to predict anything, only to copy. "
+                 "That is why a decoder is trained, and run, with its causal mask.")
+    else:
+        st.write(f"On this text the twin does not gain much from the answer ({change}).")
+    layer, head = twin.answer_head()
+    st.write(f"Its head that looks at the answer most, layer {layer}, head {head}: without the mask, the bright line just "
+             "above the diagonal is each token reading the next one.")
+    ui.plot(experiment_figure(twin, layer, head))
+    ui.plot(answer_weight_figure(twin))
+    ui.plot(loss_figure(twin))
 
 
 def choose_index(key: str, what: str, count: int) -> int:
@@ -200,5 +247,7 @@ try:
             ui.plot(answer_weight_figure(exp))
         ui.plot(loss_figure(exp))
         experiment_heads(exp)
+        if name == "gpt2":  # the twin shares the shipped GPT-2's tokenizer
+            show_twin(text)
 except LmvizError as err:
     ui.error(err)

@@ -20,7 +20,7 @@ from lmviz import checkpoints
 from lmviz.arithmetic import head_arithmetic
 from lmviz.heads import CLEARLY, induction_score, induction_targets, named_heads, previous_token_score, sink_score
 from lmviz.inference import attention_run, encode
-from lmviz.masks import CLEAR_CHANGE, bert_padded_batch, bert_with_causal_mask, fill_in_loss, gpt2_without_mask, keep_matrix, mask_matrices
+from lmviz.masks import CLEAR_CHANGE, load_twin, bert_padded_batch, bert_with_causal_mask, fill_in_loss, gpt2_without_mask, keep_matrix, mask_matrices
 from lmviz.viz.arithmetic import MASK_EFFECT, steps_figure, vectors_figure, weighted_sum_figure
 from lmviz.viz.attention import CAUSAL_HIDDEN, HIDDEN_COLOUR, attention_heatmap, head_grid, layer_means
 from lmviz.viz.masks import answer_weight_figure, experiment_figure, loss_figure, mask_effect_figure, mask_heatmap, position_bias_figure
@@ -209,7 +209,21 @@ def test_gpt2_trained_with_its_mask_does_not_cheat_without_it(models):
     assert e.next_token_weight("swapped").mean() < 3 / len(e.tokens)
     at = page("pages/masks.py", {"model": "gpt2", "text": TEXT})
     said = shown(at)
-    assert "No cheating here" in said and "It cheats" not in said and "trained **with** its causal mask" in said
+    assert "No cheating here" in said and "trained **with** its causal mask" in said
+
+
+def test_the_twin_trained_without_the_mask_cheats(models):
+    """The shipped twin learned to copy the next token: without the mask its loss collapses and it looks at the answer;
+    with the mask back it is worse than the real GPT-2. The page says so under the real model's experiment."""
+    e = gpt2_without_mask(load_twin(), TEXT)
+    assert e.loss_swapped < 0.5 < e.loss_own - 3, (e.loss_own, e.loss_swapped)
+    assert e.next_token_weight("swapped").mean() > 3 / len(e.tokens)
+    layer, head = e.answer_head()
+    assert np.diagonal(e.swapped[layer, head], offset=1).mean() > 0.5, "one head reads the next token"
+    at = page("pages/masks.py", {"model": "gpt2", "text": TEXT})
+    said = shown(at)
+    assert "Its twin, trained without the mask" in [h.value for h in at.subheader] and "It cheats" in said
+    assert len(at.metric) == 4, "the real GPT-2's two losses, then its twin's"
 
 
 def test_bert_under_a_causal_mask_sees_no_future(models):
@@ -390,7 +404,7 @@ def test_masks_page_for_each_model(model):
     headers = [h.value for h in at.header]
     assert "The mask matrices" in headers and "What the mask does to the softmax" in headers
     if model == "gpt2":
-        assert "Remove the mask" in headers and len(at.metric) == 2
+        assert "Remove the mask" in headers and len(at.metric) == 4  # the real GPT-2's losses, then its twin's
     if model == "bert":
         assert "Give BERT a causal mask" in headers and "Padding in a batch" in [s.value for s in at.subheader]
         assert len(at.metric) == 0, "the per-word experiment runs only when asked"
