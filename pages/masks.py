@@ -51,6 +51,15 @@ def twin_experiment_for(text: str):
     return twin if twin is None or isinstance(twin, str) else gpt2_without_mask(twin, text)
 
 
+def loss_metrics(exp) -> str:
+    """The two losses side by side; returns them as "a → b nats" for the verdict."""
+    c1, c2 = st.columns(2)
+    c1.metric(f"{exp.metric}, {exp.own_name}", f"{exp.loss_own:.2f} nats")
+    c2.metric(f"{exp.metric}, {exp.swapped_name}", f"{exp.loss_swapped:.2f} nats",
+              delta=f"{exp.loss_swapped - exp.loss_own:+.2f}", delta_color="inverse")
+    return f"{exp.loss_own:.2f} → {exp.loss_swapped:.2f} nats"
+
+
 def show_twin(text: str) -> None:
     """The shipped GPT-2's twin, trained without the mask: the collapse the shipped model cannot show."""
     twin = twin_experiment_for(text)
@@ -62,11 +71,7 @@ def show_twin(text: str) -> None:
         return
     st.write("This is the same GPT-2 trained on for 400 more steps (about 800,000 tokens) with **no** causal mask, so "
              "each token could always see the one it had to predict. It learned to copy it. The same two runs:")
-    c1, c2 = st.columns(2)
-    c1.metric(f"{twin.metric}, {twin.own_name}", f"{twin.loss_own:.2f} nats")
-    c2.metric(f"{twin.metric}, {twin.swapped_name}", f"{twin.loss_swapped:.2f} nats",
-              delta=f"{twin.loss_swapped - twin.loss_own:+.2f}", delta_color="inverse")
-    change = f"{twin.loss_own:.2f} → {twin.loss_swapped:.2f} nats"
+    change = loss_metrics(twin)
     if twin.clear_change and twin.loss_change < 0:
         st.write(f"**It cheats:** with the answer in view the loss collapses ({change}); each token puts "
                  f"{twin.next_token_weight('swapped').mean():.1%} of its attention on the next token. Give it the mask "
@@ -218,11 +223,7 @@ try:
             st.write("BERT fills in a hidden word from both sides. Here every word is hidden in turn and BERT guesses it, "
                      "once with its own bidirectional mask and once under a causal mask, so it can use only the words "
                      "before the hole. Fill-in loss: lower is better.")
-        c1, c2 = st.columns(2)
-        c1.metric(f"{exp.metric}, {exp.own_name}", f"{exp.loss_own:.2f} nats")
-        c2.metric(f"{exp.metric}, {exp.swapped_name}", f"{exp.loss_swapped:.2f} nats",
-                  delta=f"{exp.loss_swapped - exp.loss_own:+.2f}", delta_color="inverse")
-        change = f"{exp.loss_own:.2f} → {exp.loss_swapped:.2f} nats"
+        change = loss_metrics(exp)
         if run.kind == "gpt2":
             if exp.clear_change and exp.loss_change < 0:  # only a real collapse is cheating, not any small drop
                 verdict = f"It cheats: with the answer in view, the loss falls ({change})."
