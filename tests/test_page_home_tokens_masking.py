@@ -11,7 +11,7 @@ from lmviz import checkpoints, objectives
 from lmviz.masking import MASKED, UNSELECTED
 from lmviz.tokenizers import explain
 from lmviz.viz import home, masking as vm
-from lmviz.viz.tokens import Cell, aligned_rows, token_counts, token_strip, unk_story
+from lmviz.viz.tokens import Cell, _groups, aligned_rows, token_counts, token_strip, unk_story
 
 APP = str(checkpoints.ASSETS.parent.parent / "app.py")
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "**bold** $x$ [MASK] </s> <extra_id_0>",
@@ -200,6 +200,14 @@ def test_token_strip_wraps_long_sequences_and_aligns_rows():
     assert list(a.base) == list(b.base)  # position t of row b sits under position t of row a
     unaligned = token_strip([("a", cells[:3]), ("b", cells)], per_line=16, aligned=False)
     assert max(unaligned.data[1].y) < min(unaligned.data[0].y)
+
+
+def test_t5s_zero_width_word_boundary_shares_the_box_of_the_piece_it_starts(models):
+    """T5 spells '漢字 hello' as '▁' (no characters of its own) then '漢字': one box, not two on top of each other."""
+    exp = explain("t5", models["t5"].tokenizer, "漢字 hello")
+    boundary = next(i for i, p in enumerate(exp.pieces) if p.display == "▁")
+    assert exp.pieces[boundary].start == exp.pieces[boundary].end
+    assert any(boundary in g and boundary + 1 in g for g in _groups(exp))
 
 
 def test_t5_and_shift_figures(models):

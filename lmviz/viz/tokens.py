@@ -88,10 +88,10 @@ def _groups(exp: Explanation) -> list[list[int]]:
             continue
         if groups and p.sequence == seq and p.start < end:
             groups[-1].append(i)
-            end = max(end, p.end)
+            end = max(end, p.end, p.start + 1)
         else:
             groups.append([i])
-            end, seq = p.end, p.sequence
+            end, seq = max(p.end, p.start + 1), p.sequence  # a zero-width piece (T5's leading ▁) joins the next one
     return groups
 
 
