@@ -29,11 +29,14 @@ def _device(loaded: Loaded) -> torch.device:
     return next(loaded.model.parameters()).device
 
 
-def _need(loaded: Loaded, kind: str, heads: bool = False) -> None:
+HEAD_USE = {"mlm": "predict masked words", "nsp": "judge whether B follows A"}
+
+
+def _need(loaded: Loaded, kind: str, head: str | None = None) -> None:
     if loaded.kind != kind:
         raise LmvizError(f"This needs a {kind} model; {loaded.folder.name} is a {loaded.kind} model.")
-    if heads and not loaded.has_heads:
-        raise LmvizError(f"{loaded.folder.name} has no pretraining heads (MLM/NSP), so it cannot predict masked words.")
+    if head is not None and head not in loaded.heads:
+        raise LmvizError(f"{loaded.folder.name} has no {head.upper()} head, so it cannot {HEAD_USE[head]}.")
 
 
 def _token(loaded: Loaded, i: int) -> str:
@@ -120,7 +123,7 @@ def mlm_predict(loaded: Loaded, text: str, seed: int = 0, rate: float = 0.15, sp
     student chose them to see what BERT guesses there, so ``rate`` and ``split`` do not apply.
     A ``[MASK]`` typed in the text is a hole too: BERT's top-5 there is shown, outside the loss.
     """
-    _need(loaded, "bert", heads=True)
+    _need(loaded, "bert", "mlm")
     enc = encode(loaded, text)
     tok = loaded.tokenizer
     mask_id = tok.token_to_id("[MASK]")
@@ -199,7 +202,7 @@ class NspResult:
 @torch.inference_mode()
 def nsp_predict(loaded: Loaded, a: str, b: str) -> NspResult:
     """``[CLS] A [SEP] B [SEP]``, its ``token_type_ids`` (0 for A, 1 for B) and BERT's P(IsNext)."""
-    _need(loaded, "bert", heads=True)
+    _need(loaded, "bert", "nsp")
     if not (b or "").strip():
         raise LmvizError("Sentence B is empty: NSP needs two sentences.")
     enc = encode(loaded, a, pair=b)
@@ -262,6 +265,7 @@ def t5_reconstruct(loaded: Loaded, text: str, seed: int = 0, noise: float = 0.15
     eos = tok.token_to_id("</s>")
     sc = masking.span_corrupt(ids, np.random.default_rng(masking.check_seed(seed)), sentinel_ids=sentinel_ids, eos_id=eos,
                               noise_density=noise, mean_span=mean_span)
+    notes += sc.notes
     out_ids = greedy_t5(loaded, sc.input_ids, min(T5_MAX_TARGET, len(sc.target_ids) + 8))[1:]
     truth, guess = _fills(sc.target_ids, set(sentinel_ids), eos), _fills(out_ids, set(sentinel_ids), eos)
     fills = [SpanFill(SENTINELS[k], tok.decode(truth.get(s, [])), tok.decode(guess.get(s, [])))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -256,3 +257,19 @@ def test_the_shipped_folders_load_every_tensor_as_stored(kind):
     own = loaded.model.state_dict()
     stored = load_file(folder / "model.safetensors")
     assert stored and all(torch.equal(own[name], t) for name, t in stored.items())
+
+
+@torch.no_grad()
+def test_a_bert_for_masked_lm_predicts_masked_words_and_says_it_has_no_nsp(tmp_path):
+    from lmviz import objectives
+
+    shipped = checkpoints.shipped("bert")
+    cfg = _hf_bert_config()
+    cfg.vocab_size = checkpoints.load(shipped).tokenizer.get_vocab_size()
+    transformers.BertForMaskedLM(cfg).eval().save_pretrained(tmp_path, safe_serialization=True)
+    shutil.copy(shipped / "tokenizer.json", tmp_path / "tokenizer.json")
+    loaded = checkpoints.load(tmp_path)
+    result = objectives.mlm_predict(loaded, "To be or not to [MASK].", seed=0)
+    assert result.predictions and all(len(p.top) == 5 for p in result.predictions)
+    with pytest.raises(LmvizError, match="no NSP head"):
+        objectives.nsp_predict(loaded, "To be or not to be.", "That is the question.")
