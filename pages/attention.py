@@ -92,7 +92,7 @@ try:
                    "pieces twice as often as always writing the most frequent one would (Home has the figures). So its **cross-attention** "
                    "is mostly noise; its encoder and decoder self-attention still show what the masks allow.", icon="⚠️")
 
-    text = ui.text_input("text", PRESETS, default=PRESETS["Hamlet"])
+    text = ui.text_input("text", PRESETS, default=PRESETS["Hamlet"], upload=True)
     pair = target = ""
     if loaded.kind == "bert":
         pair = ui.text_input("pair", label="Second sentence (optional: BERT reads [CLS] A [SEP] B [SEP])", height=68)

@@ -38,7 +38,7 @@ st.write("One sentence through all three models at once, each with its own token
          "and the decoder reads the encoder through *cross-attention*.")
 
 try:
-    text = ui.text_input("text", PRESETS, default=PRESETS["Romeo"], label="Sentence")
+    text = ui.text_input("text", PRESETS, default=PRESETS["Romeo"], label="Sentence", upload=True)
     comp = comparison_for(text)
     ui.show_notes(comp.notes)
     layers = max(v.layers for v in comp.views)

@@ -83,11 +83,11 @@ try:
     vocab = loaded.model.config.vocab_size
     if loaded.kind == "gpt2":
         st.caption("GPT-2 continues your prompt. It starts from <|endoftext|>, the token every training document began with.")
-        text = ui.text_input("prompt", GPT2_PRESETS, default=GPT2_PRESETS["Romeo"], label="Prompt", keep="tail")
+        text = ui.text_input("prompt", GPT2_PRESETS, default=GPT2_PRESETS["Romeo"], label="Prompt", keep="tail", upload=True)
     else:
         st.caption("T5's encoder reads the input once; its decoder then writes, one token at a time, what belongs in each "
                    "sentinel <extra_id_i> (the span-corruption task it was trained on). Your own text works too.")
-        text = ui.text_input("input", T5_PRESETS, default=T5_PRESETS["Hamlet, two holes"], label="Input")
+        text = ui.text_input("input", T5_PRESETS, default=T5_PRESETS["Hamlet, two holes"], label="Input", upload=True)
 
     # --- the strategy ---------------------------------------------------------------------------
     asked = Strategy(ui.param("strategy", "greedy", choices=STRATEGIES), ui.param("t", 1.0, float), ui.param("k", 20, int),

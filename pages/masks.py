@@ -125,7 +125,7 @@ st.write("Before the softmax, every attention score gets a mask added: **0** whe
 
 try:
     name, loaded = ui.pick_model()
-    text = ui.text_input("text", default=DEFAULT)
+    text = ui.text_input("text", default=DEFAULT, upload=True)
     pair = ""
     if loaded.kind == "bert":
         pair = ui.text_input("pair", default="", label="Second sentence (optional: shows the segments)", height=68)

@@ -159,21 +159,23 @@ def test_your_own_transformers_checkpoint_is_offered_on_every_page(tmp_path, mon
     st.cache_resource.clear()
 
 
-@pytest.mark.parametrize("page", ["pages/tokenization.py", "pages/masking.py"])
-def test_hostile_uploads_get_a_message_and_never_markup(page):
-    at = fresh_app({"text": "To be"})
+@pytest.mark.parametrize("page,key", [("pages/tokenization.py", "text"), ("pages/masking.py", "text"), ("pages/attention.py", "text"),
+                                      ("pages/masks.py", "text"), ("pages/generation.py", "prompt"), ("pages/compare.py", "text")])
+def test_hostile_uploads_get_a_message_and_never_markup(page, key):
+    at = fresh_app({key: "To be"})
     at.run()
     at.switch_page(page).run()
     name = "<img src=x onerror=alert(1)> **bold** $x$.txt"
     for data in (b"\x00\x01\x02binary", b"\xff\xfe\xfa not utf-8", b"   "):
-        at.file_uploader(key="w_text_file").set_value((name, data, "application/octet-stream")).run()
+        at.file_uploader(key=f"w_{key}_file").set_value((name, data, "application/octet-stream")).run()
         assert not at.exception, [e.value for e in at.exception]
         message = at.error[0].value
         assert "\\<img" in message and "\\*\\*bold\\*\\*" in message and "\\$x\\$" in message  # shown as typed, not rendered
-        assert at.text_area(key="w_text").value == "To be"
+        assert at.text_area(key=f"w_{key}").value == "To be"
     long = ("word " * 10_000).encode()  # 50,000 characters: taken, cut for the figures, and the page says so
-    at.file_uploader(key="w_text_file").set_value(("long.txt", long, "text/plain")).run()
+    at.file_uploader(key=f"w_{key}_file").set_value(("long.txt", long, "text/plain")).run()
     assert not at.exception and not at.error
-    assert at.text_area(key="w_text").value == long.decode()
-    assert any("only the first 20,000 are used" in i.value for i in at.info)
-    assert "text" not in at.query_params  # too long for the link
+    assert at.text_area(key=f"w_{key}").value == long.decode()
+    which = "last" if key == "prompt" else "first"  # a prompt keeps its end, the part the model continues
+    assert any(f"only the {which} 20,000 are used" in i.value for i in at.info)
+    assert key not in at.query_params  # too long for the link
