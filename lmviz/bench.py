@@ -305,7 +305,7 @@ def _masking(loaded, text):
     return vm.shift_figure(objectives.gpt2_shift_table(loaded, text))
 
 
-def _masks(loaded, text):
+def _masks(loaded, text, twin=None):
     from lmviz import masks
     from lmviz.inference import attention_run
     from lmviz.viz import masks as vmk
@@ -314,7 +314,10 @@ def _masks(loaded, text):
     figs = [vmk.mask_heatmap(m) for m in masks.mask_matrices(run)]
     if loaded.kind == "gpt2":  # BERT's experiment (one forward per word) runs only when the page's toggle asks for it
         e = masks.gpt2_without_mask(loaded, text)
-        figs += [vmk.experiment_figure(e, 0, 0), vmk.loss_figure(e)]
+        figs += [vmk.experiment_figure(e, 0, 0), vmk.loss_figure(e), vmk.answer_weight_figure(e)]
+    if twin is not None:  # the page runs the shipped GPT-2's twin (trained without the mask) under it
+        t = masks.gpt2_without_mask(twin, text)
+        figs += [vmk.experiment_figure(t, *t.answer_head()), vmk.loss_figure(t), vmk.answer_weight_figure(t)]
     return figs
 
 
@@ -337,11 +340,14 @@ def _compare(models, text):
 
 def page_cases(models: dict) -> dict[str, Callable[[str], object]]:
     """``{page (model): work(text)}`` for every page whose library is present."""
+    from lmviz.masks import load_twin
+
     cases: dict[str, Callable[[str], object]] = {f"tokenization (explain: {', '.join(models)})": lambda text: _tokenization(models, text)}
     for kind, loaded in models.items():
         cases[f"attention ({kind})"] = lambda text, m=loaded: _attention(m, text)
         cases[f"masking ({kind})"] = lambda text, m=loaded: _masking(m, text)
-        cases[f"masks ({kind})"] = lambda text, m=loaded: _masks(m, text)
+        twin = load_twin(next(loaded.model.parameters()).device) if kind == "gpt2" else None
+        cases[f"masks ({kind})"] = lambda text, m=loaded, t=twin: _masks(m, text, t)
         if kind in ("gpt2", "t5"):
             cases[f"generation ({kind}, 20 greedy steps)"] = lambda text, m=loaded: _generation(m, text)
     cases[f"compare ({', '.join(models)})"] = lambda text: _compare(models, text)
