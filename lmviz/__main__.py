@@ -10,10 +10,17 @@ from pathlib import Path
 from lmviz.errors import LmvizError
 
 
+def _corpus(args):
+    """``--corpus PATH``: a .txt file or a folder of them instead of the plays (None: the plays)."""
+    from lmviz.corpus import load_user_path
+
+    return load_user_path(args.corpus) if args.corpus else None
+
+
 def cmd_tokenizers(args) -> None:
     from lmviz.tokenizers import DEFAULT_OUT, train_all
 
-    report = train_all(Path(args.out) if args.out else DEFAULT_OUT)
+    report = train_all(Path(args.out) if args.out else DEFAULT_OUT, docs=_corpus(args))
     for kind, r in report.items():
         print(f"{kind:5s} vocab {r['vocab_size']:6d}  trained in {r['seconds']:.1f} s  → {r['path']}")
 
@@ -22,8 +29,11 @@ def cmd_train(args) -> None:
     import torch
 
     from lmviz import checkpoints
+    from lmviz.corpus import split
     from lmviz.training import DEFAULTS, train
 
+    if args.corpus and not args.out:
+        raise LmvizError("--corpus needs --out: a model trained on another corpus must not replace the shipped one.")
     cfg = DEFAULTS[args.model]
     overrides = {k: v for k, v in {"steps": args.steps, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
                                          "warmup": args.warmup, "short_frac": args.short_frac,
@@ -38,7 +48,8 @@ def cmd_train(args) -> None:
     out = Path(args.out) if args.out else checkpoints.shipped(args.model)
     tokenizer = Path(args.tokenizer) if args.tokenizer else checkpoints.shipped(args.model) / "tokenizer.json"
     log = train(cfg, out, tokenizer, time_budget=args.minutes * 60 if args.minutes else None,
-                fit_steps=bool(args.minutes) and args.steps is None, init=Path(args.init) if args.init else None)
+                fit_steps=bool(args.minutes) and args.steps is None, init=Path(args.init) if args.init else None,
+                corpus=split(docs) if (docs := _corpus(args)) is not None else None)
     if log["evals"]:
         print(json.dumps(log["evals"][-1]))
 
@@ -59,6 +70,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lmviz", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tokenizers", help="train the three tokenizers on the training plays")
+    t.add_argument("--corpus", help="a .txt file or a folder of them instead of the plays")
     t.add_argument("--out", help="output folder, one sub-folder per model (default: runs/tokenizers; never a folder "
                                  "beside a trained model, whose token ids a new tokenizer would change)")
     t.set_defaults(fn=cmd_tokenizers)
@@ -72,6 +84,7 @@ def main(argv=None) -> int:
     tr.add_argument("--lr", type=float)
     tr.add_argument("--threads", type=int, help="torch CPU threads")
     tr.add_argument("--out", help="output folder (default: assets/models/<model>)")
+    tr.add_argument("--corpus", help="a .txt file or a folder of them to train on instead of the plays (needs --out)")
     tr.add_argument("--tokenizer", help="tokenizer.json (default: the shipped one)")
     tr.add_argument("--init", help="start from this model folder's weights (a second phase of training)")
     tr.add_argument("--warmup", type=int)

@@ -116,11 +116,23 @@ def shakespeare() -> tuple[Document, ...]:
 
 
 def split(docs: Iterable[Document] | None = None) -> tuple[list[Document], list[Document]]:
-    """(train, held_out) by whole plays; held-out are the plays named in ``HELD_OUT``."""
+    """(train, held_out) by whole documents. For the plays, held out are those named in ``HELD_OUT``.
+    A user's corpus (none of those names) holds out its last file, or, when it is a single file, the
+    last tenth of its paragraphs (at least one), so training and evaluation never share a line."""
     docs = list(shakespeare() if docs is None else docs)
-    train = [d for d in docs if d.name not in HELD_OUT]
+    if not docs:
+        raise LmvizError("The corpus is empty.")
     held = [d for d in docs if d.name in HELD_OUT]
-    return train, held
+    if held:
+        return [d for d in docs if d.name not in HELD_OUT], held
+    if len(docs) > 1:
+        return docs[:-1], docs[-1:]
+    (doc,) = docs
+    if len(doc.speeches) < 2:
+        raise LmvizError(f"{doc.name} has a single paragraph: a corpus needs at least two, one to train on and one to "
+                         "evaluate on (paragraphs are separated by a blank line).")
+    cut = len(doc.speeches) - max(1, len(doc.speeches) // 10)
+    return [Document(doc.name, doc.speeches[:cut])], [Document(f"{doc.name} (held out)", doc.speeches[cut:])]
 
 
 def decode_user_bytes(data: bytes, name: str = "upload") -> str:

@@ -160,9 +160,18 @@ def test_a_folder_without_txt_files_is_refused(tmp_path):
         corpus.load_user_path(tmp_path)
 
 
-def test_user_documents_split_like_the_plays(tmp_path):
+def test_a_users_corpus_holds_out_its_last_file_or_the_end_of_its_only_file(tmp_path):
     (tmp_path / "a.txt").write_text("One.\n\nTwo.", encoding="utf-8")
     docs = corpus.load_user_path(tmp_path)
     train, held = corpus.split(docs)
-    assert [d.name for d in train] == ["a"] and held == []
+    assert [d.name for d in train] == ["a"] and [s.text for s in train[0].speeches] == ["One."]
+    assert [s.text for s in held[0].speeches] == ["Two."], "one file: its last tenth (at least one paragraph) is held out"
     assert list(corpus.speeches(docs)) == [(0, 0, docs[0].speeches[0]), (0, 1, docs[0].speeches[1])]
+    (tmp_path / "b.txt").write_text("Three.\n\nFour.", encoding="utf-8")
+    train, held = corpus.split(corpus.load_user_path(tmp_path))
+    assert [d.name for d in train] == ["a"] and [d.name for d in held] == ["b"], "several files: the last is held out"
+    one = tmp_path / "one" / "c.txt"
+    one.parent.mkdir()
+    one.write_text("Only one paragraph.", encoding="utf-8")
+    with pytest.raises(LmvizError, match="single paragraph"):
+        corpus.split(corpus.load_user_path(one))

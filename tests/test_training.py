@@ -112,3 +112,21 @@ def test_the_no_mask_twin_trains_and_is_evaluated_without_the_causal_mask(small_
     assert torch.equal(loss, seeing) and abs(loss - masked) > 0.1
     assert twin_task.evaluate(model, quick=True)["loss"] > task.evaluate(model, quick=True)["loss"] + 0.1, \
         "the shipped GPT-2, trained with its mask, is worse without it on held-out text"
+
+
+def test_the_command_line_trains_on_your_own_text(tmp_path):
+    """`python -m lmviz train gpt2 --corpus DIR --out OUT`: the user's files through the same interface as the plays;
+    the last file is held out and evaluated."""
+    from lmviz.__main__ import main
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    speech = "\n\n".join(f"Line {i}: the quick brown fox jumps over the lazy dog, and sings." for i in range(60))
+    for name in ("a", "b"):
+        (texts / f"{name}.txt").write_text(speech, encoding="utf-8")
+    assert main(["train", "gpt2", "--corpus", str(texts)]) == 2, "without --out it would replace the shipped model"
+    assert main(["train", "gpt2", "--corpus", str(texts), "--out", str(tmp_path / "out"), "--steps", "3", "--batch-size", "2",
+                 "--seq-len", "32", "--short-frac", "0", "--warmup", "1", "--threads", "1"]) == 0
+    log = json.loads((tmp_path / "out" / "train_log.json").read_text())
+    assert log["evals"] and log["evals"][-1]["loss"] > 0
+    assert checkpoints.load(tmp_path / "out").kind == "gpt2"
