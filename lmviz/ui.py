@@ -291,9 +291,10 @@ def error(err: Exception) -> None:
     st.error(str(err), icon="🚫")
 
 
-def plot(fig, key: str | None = None) -> None:
-    """A plotly figure with its toolbar's PNG download, drawn from the bundled plotly.js (offline)."""
-    st.plotly_chart(fig, width="stretch", key=key,
+def plot(fig, key: str | None = None, on_click=None) -> None:
+    """A plotly figure with its toolbar's PNG download, drawn from the bundled plotly.js (offline). ``on_click``
+    (with a ``key``): a callback run when a point is clicked; the selection is in ``st.session_state[key]``."""
+    st.plotly_chart(fig, width="stretch", key=key, on_select=on_click or "ignore", selection_mode="points",
                     config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}})
 
 

@@ -9,7 +9,7 @@ from lmviz.inference import FIGURES, attention_run
 from lmviz.masks import keep_matrix
 from lmviz.viz import home
 from lmviz.viz.arithmetic import steps_figure, vectors_figure, weighted_sum_figure
-from lmviz.viz.attention import attention_heatmap, head_grid, layer_means
+from lmviz.viz.attention import attention_heatmap, clicked_head, head_grid, layer_means
 
 PRESETS = {
     "Hamlet": "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the slings and arrows of outrageous fortune.",
@@ -49,6 +49,14 @@ def choose_index(key: str, what: str, count: int, labels=None, default: int = 0)
     value = st.selectbox(what.capitalize(), range(count), key=f"w_{key}", format_func=labels or str)
     ui.set_params(**{key: value})
     return value
+
+
+def open_clicked_head() -> None:
+    """The grid's click callback (runs before the rerun): choose that layer and head and open the "One head" tab."""
+    picked = clicked_head(st.session_state.get("grid", {}).get("selection"))
+    if picked is not None:
+        st.session_state["w_layer"], st.session_state["w_head"] = picked
+        st.session_state["tab"] = "One head"
 
 
 st.title("Attention")
@@ -158,9 +166,10 @@ try:
     if every.open is not False:
         with every:
             st.write("The whole model: one small heatmap per layer (rows) and head (columns). Heads in the same layer "
-                     "read the same input but learn different patterns. Choose a layer and head above to open one large.")
+                     "read the same input but learn different patterns. Click one to open it large (or choose a layer "
+                     "and head above).")
             stacked = run.heads(kind)
-            ui.plot(head_grid(stacked, zmax=1.0, mask=keep))
+            ui.plot(head_grid(stacked, zmax=1.0, mask=keep), key="grid", on_click=open_clicked_head)
             st.write("The average over the heads of each layer: what the layer as a whole mixes together.")
             ui.plot(layer_means(stacked, queries, keys, mask=keep))
 

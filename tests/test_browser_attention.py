@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from browser import SHOTS, error_boxes, wait_for_app
 
 pytestmark = pytest.mark.browser
@@ -81,6 +82,27 @@ def test_a_control_changes_the_head(app_server, browser_page):
     wait_for_app(page)
     page.wait_for_function(f"() => JSON.stringify(document.querySelector('.js-plotly-plot')._fullData[0].z[5]) !== {before!r}")
     assert "head=3" in page.url and not error_boxes(page) and not rec.dialogs
+
+
+def test_clicking_a_head_in_the_grid_opens_it_large(app_server, browser_page):
+    page, rec = browser_page
+    page.goto(f"{app_server}/attention?model=gpt2&layer=0&head=0")
+    wait_for_app(page)
+    page.get_by_role("tab", name="Every head").click()
+    wait_for_app(page)
+    target = page.locator("[data-testid='stPlotlyChart'] .scatterlayer .trace .points path").nth(1 * 4 + 2)  # layer 1, head 2
+    for _ in range(3):  # a late rerun may replace the figure while we scroll to it: find it afresh
+        try:
+            target.scroll_into_view_if_needed(timeout=10_000)
+            box = target.bounding_box()
+            break
+        except PlaywrightError:
+            wait_for_app(page)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # a real click, where a student clicks
+    page.wait_for_function("() => location.search.includes('layer=1') && location.search.includes('head=2')", timeout=30_000)
+    wait_for_app(page)
+    assert page.get_by_role("tab", selected=True).inner_text() == "One head"
+    assert page.get_by_text("Layer 1, head 2.").count() == 1 and not error_boxes(page) and not rec.dialogs
 
 
 @pytest.mark.parametrize("model", ["bert", "gpt2", "t5"])

@@ -22,7 +22,7 @@ from lmviz.heads import CLEARLY, induction_score, induction_targets, named_heads
 from lmviz.inference import attention_run, encode
 from lmviz.masks import CLEAR_CHANGE, load_twin, bert_padded_batch, bert_with_causal_mask, fill_in_loss, gpt2_without_mask, keep_matrix, mask_matrices
 from lmviz.viz.arithmetic import MASK_EFFECT, steps_figure, vectors_figure, weighted_sum_figure
-from lmviz.viz.attention import CAUSAL_HIDDEN, HIDDEN_COLOUR, attention_heatmap, head_grid, layer_means
+from lmviz.viz.attention import CAUSAL_HIDDEN, HIDDEN_COLOUR, attention_heatmap, clicked_head, head_grid, layer_means
 from lmviz.viz.masks import answer_weight_figure, experiment_figure, loss_figure, mask_effect_figure, mask_heatmap, position_bias_figure
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -86,8 +86,17 @@ def test_every_head_grid_and_layer_means_read_the_record(runs):
     run = runs["t5"]
     stacked = run.record.stacked("cross").numpy()
     grid = head_grid(stacked)
-    assert len(grid.data) == stacked.shape[0] * stacked.shape[1]
-    assert np.array_equal(np.asarray(grid.data[5].z), stacked[5 // stacked.shape[1], 5 % stacked.shape[1]])
+    maps = [t for t in grid.data if isinstance(t, go.Heatmap)]
+    assert len(maps) == stacked.shape[0] * stacked.shape[1]
+    assert np.array_equal(np.asarray(maps[5].z), stacked[5 // stacked.shape[1], 5 % stacked.shape[1]])
+    # one click target per small heatmap, on its own axes, naming its (layer, head)
+    targets = [t for t in grid.data if isinstance(t, go.Scatter)]
+    assert [list(t.customdata[0]) for t in targets] == [[l, h] for l in range(stacked.shape[0]) for h in range(stacked.shape[1])]
+    assert [(t.xaxis, t.yaxis) for t in targets] == [(m.xaxis, m.yaxis) for m in maps]
+    assert clicked_head({"points": [{"customdata": [2, 1], "curve_number": 9}]}) == (2, 1)
+    assert clicked_head({"points": []}) is None and clicked_head(None) is None
+    for forged in ({"points": "x"}, {"points": [7]}, {"points": [{"customdata": ["a", 1]}]}, {"points": [{"customdata": [-1, 0]}]}):
+        assert clicked_head(forged) is None
     means = layer_means(stacked, *run.axes("cross"))
     assert np.allclose(np.asarray(means.data[1].z), stacked[1].mean(0))
     assert grid.layout.margin.t >= 35 and means.layout.margin.t >= 35  # the column titles are not clipped

@@ -81,6 +81,9 @@ def attention_heatmap(probs, queries: list[str], keys: list[str], title: str | N
     return base_layout(fig, title, height or side)
 
 
+GRID_TARGET_PX = 120  # the click target's side: most of a small heatmap (about 150 px tall)
+
+
 def head_grid(stacked, title: str | None = None, zmax: float | None = None, mask=None) -> go.Figure:
     """``stacked [L, H, Q, K]`` as a layers × heads grid of small heatmaps (the model view); ``mask [Q, K]``
     as in ``attention_heatmap`` (hidden cells light grey)."""
@@ -97,9 +100,30 @@ def head_grid(stacked, title: str | None = None, zmax: float | None = None, mask
             grey = hidden_cells(mask)
             if grey:
                 fig.add_trace(grey, row=l + 1, col=h + 1)
+            fig.add_trace(_click_target(l, h, *a.shape[2:]), row=l + 1, col=h + 1)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False, autorange="reversed")
+    fig.update_layout(hovermode="closest")
     return base_layout(fig, title, 170 * L + 60).update_layout(margin=dict(t=50 if title else 35))  # room for the column titles
+
+
+def _click_target(layer: int, head: int, queries: int, keys: int) -> go.Scatter:
+    """An invisible square over one small heatmap, so a click on it selects (layer, head): plotly selects scatter
+    points, not heatmap cells. Its ``customdata`` is ``[layer, head]``."""
+    hidden = dict(marker=dict(opacity=0))
+    return go.Scatter(x=[(keys - 1) / 2], y=[(queries - 1) / 2], mode="markers", customdata=[[layer, head]],
+                      marker=dict(symbol="square", size=GRID_TARGET_PX, opacity=0), selected=hidden, unselected=hidden,
+                      showlegend=False, hovertemplate=f"layer {layer}, head {head}<br>click to open it large<extra></extra>")
+
+
+def clicked_head(selection) -> tuple[int, int] | None:
+    """(layer, head) from a ``head_grid`` selection event's points (Streamlit's ``event.selection``), if one was clicked."""
+    points = selection.get("points") if isinstance(selection, dict) else None
+    for point in points if isinstance(points, list) else []:
+        custom = point.get("customdata") if isinstance(point, dict) else None
+        if isinstance(custom, (list, tuple)) and len(custom) == 2 and all(isinstance(c, int) and c >= 0 for c in custom):
+            return custom[0], custom[1]
+    return None  # nothing clicked, or a selection no click on the grid makes (the page then keeps its choice)
 
 
 def layer_means(stacked, queries: list[str], keys: list[str], title: str | None = None, mask=None) -> go.Figure:
