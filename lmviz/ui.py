@@ -298,6 +298,17 @@ def plot(fig, key: str | None = None, on_click=None) -> None:
                     config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}})
 
 
+def clicked(key: str) -> list | None:
+    """The ``customdata`` of the point clicked in the figure drawn with ``plot(..., key=key, on_click=...)``, or None.
+    Read defensively: the selection arrives from the browser."""
+    state = st.session_state.get(key)
+    selection = state.get("selection") if isinstance(state, dict) else None
+    points = selection.get("points") if isinstance(selection, dict) else None
+    point = points[0] if isinstance(points, list) and points else None
+    custom = point.get("customdata") if isinstance(point, dict) else None
+    return list(custom) if isinstance(custom, (list, tuple)) else None
+
+
 def plain(text: str) -> str:
     """User text made inert for st.markdown/st.info: every ASCII punctuation mark backslash-escaped, so ``**``, ``$x$``,
     ``[a](b)`` and ``<b>`` show as typed."""

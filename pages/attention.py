@@ -53,7 +53,7 @@ def choose_index(key: str, what: str, count: int, labels=None, default: int = 0)
 
 def open_clicked_head() -> None:
     """The grid's click callback (runs before the rerun): choose that layer and head and open the "One head" tab."""
-    picked = clicked_head(st.session_state.get("grid", {}).get("selection"))
+    picked = clicked_head(ui.clicked("grid"))
     if picked is not None:
         st.session_state["w_layer"], st.session_state["w_head"] = picked
         st.session_state["tab"] = "One head"

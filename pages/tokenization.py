@@ -36,8 +36,30 @@ def _explain_all(text: str, pair: str | None) -> dict:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _figure(text: str, pair: str | None, width: int):
-    return vt.aligned_rows(text, _explain_all(text, pair), pair, width=width)
+def _figure(text: str, pair: str | None, width: int, lit: tuple[str, int] | None):
+    return vt.aligned_rows(text, _explain_all(text, pair), pair, width=width, lit=lit)
+
+
+def _pick_piece() -> None:
+    """The figure's click callback: remember which piece was clicked, and for which text."""
+    custom = ui.clicked("aligned")
+    if custom is not None and len(custom) == 2 and custom[0] in KINDS and isinstance(custom[1], int):
+        st.session_state["lit"] = (custom[0], custom[1], st.session_state.get("w_text"), st.session_state.get("w_pair"))
+
+
+def _lit(explained: dict, text: str, pair: str | None) -> tuple[str, int] | None:
+    """The clicked piece, if it was clicked on this very text (a new text forgets it), else the link's ``lit``."""
+    picked = st.session_state.get("lit")
+    if picked and picked[2] == text and (picked[3] or None) == pair:
+        kind, i = picked[0], picked[1]
+    else:
+        kind, _, i = ui.param("lit", "").partition(":")
+        i = int(i) if i.isdigit() else -1
+    if kind in explained and 0 <= i < len(explained[kind].pieces):
+        ui.set_params(lit=f"{kind}:{i}")
+        return kind, i
+    ui.set_params(lit=None)
+    return None
 
 
 def _piece_rows(exp) -> list[dict]:
@@ -73,14 +95,22 @@ if not explained:
 
 st.subheader("The pieces, aligned under the text")
 st.markdown("Each row is one tokenizer. A box sits under the characters it came from; hover it for its **id**, its "
-            "characters (quoted from the text, underlined) and, for BPE, its **bytes**; hover a character of the text to "
-            "see which piece each tokenizer put it in. Grey boxes are added by the model's template (`[CLS]`, `[SEP]`, "
+            "characters (quoted from the text, underlined) and, for BPE, its **bytes**; **click** it to light up its "
+            "characters in the text; hover a character of the text to see which piece each tokenizer put it in. Grey boxes are added by the model's template (`[CLS]`, `[SEP]`, "
             "`</s>`), black ones are unknown (`[UNK]`), hatched ones are single bytes (in hex) of a character that BPE "
             "has no piece for: such a character gets a wider column, one box per byte.")
 if len(text) > vt.MAX_SHOWN or (pair and len(pair) > vt.MAX_SHOWN):
     st.info(f"The text is {len(text):,} characters: the figure draws the first {vt.MAX_SHOWN}; "
             "the counts below cover all of it.", icon="ℹ️")
-ui.plot(_figure(text, pair, width), key="aligned")
+lit = _lit(explained, text, pair)
+ui.plot(_figure(text, pair, width, lit), key="aligned", on_click=_pick_piece)
+if lit is not None:
+    p = explained[lit[0]].pieces[lit[1]]
+    source = (text, pair or "")[min(p.sequence, 1)]
+    chars = f"character {p.start}" if p.end - p.start == 1 else f"characters {p.start}–{p.end - 1}"
+    where = (f"{chars} of the text: “{ui.plain(source[p.start:p.end])}”" if p.end > p.start else
+             "no characters of the text: the model's template adds it")
+    st.caption(f"Lit up: {vt.LONG[lit[0]]}'s piece {lit[1]}, **{ui.plain(label(p.display))}** (id {p.id}), from {where}.")
 
 st.subheader("How many pieces?")
 st.markdown("Fewer pieces per text means each piece carries more: **characters per token** is how much text one "

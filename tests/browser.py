@@ -118,6 +118,23 @@ def wait_for_app(page, timeout: float = 60_000) -> None:
     page.wait_for_timeout(300)
 
 
+def click_in_figure(page, target) -> None:
+    """A real mouse click at the middle of ``target`` (a locator inside a plotly figure, whose drag layer covers it),
+    where a student would click. A late rerun may replace the figure while we scroll to it: find it afresh."""
+    from playwright.sync_api import Error
+
+    for attempt in range(3):
+        try:
+            target.scroll_into_view_if_needed(timeout=10_000)
+            box = target.bounding_box()
+            break
+        except Error:
+            if attempt == 2:
+                raise
+            wait_for_app(page)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
 def screenshot(page, name: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"

@@ -42,6 +42,7 @@ class Session:
         self.ws, self.marker, self.markers, self.stats, self.name = ws, marker, markers, stats, name
         self.page, self.query = "", ""
         self.widgets: dict[str, tuple[str, object]] = {}  # label -> (element type, element proto)
+        self.figures: list[tuple[str, object]] = []  # (element type, proto) of the figures that report clicks
 
     async def run(self, page: str | None = None, query: str | None = None, states=()) -> float:
         """Send one rerun and read until it has finished; return the seconds it took."""
@@ -57,7 +58,7 @@ class Session:
             msg.rerun_script.widget_states.widgets.append(state)
         t0 = time.perf_counter()
         await self.ws.send(msg.SerializeToString())
-        widgets = {}
+        widgets, figures = {}, []
         while True:
             raw = await self.ws.recv()
             for other in self.markers:
@@ -76,8 +77,10 @@ class Session:
                 proto = getattr(element, etype)
                 if getattr(proto, "id", "") and getattr(proto, "label", ""):
                     widgets[proto.label] = (etype, proto)
+                elif etype == "plotly_chart" and proto.id:  # a figure that reports clicks
+                    figures.append((etype, proto))
             elif kind == "script_finished" and fwd.script_finished != EARLY_FOR_RERUN:
-                self.widgets = widgets
+                self.widgets, self.figures = widgets, figures
                 return time.perf_counter() - t0
 
     def find(self, etype: str, starts: str):

@@ -6,8 +6,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import Error as PlaywrightError
-from browser import SHOTS, error_boxes, wait_for_app
+from browser import SHOTS, click_in_figure, error_boxes, wait_for_app
 
 pytestmark = pytest.mark.browser
 EVIL = "<img src=x onerror=alert(1)> <script>alert(2)</script> to be"
@@ -90,15 +89,7 @@ def test_clicking_a_head_in_the_grid_opens_it_large(app_server, browser_page):
     wait_for_app(page)
     page.get_by_role("tab", name="Every head").click()
     wait_for_app(page)
-    target = page.locator("[data-testid='stPlotlyChart'] .scatterlayer .trace .points path").nth(1 * 4 + 2)  # layer 1, head 2
-    for _ in range(3):  # a late rerun may replace the figure while we scroll to it: find it afresh
-        try:
-            target.scroll_into_view_if_needed(timeout=10_000)
-            box = target.bounding_box()
-            break
-        except PlaywrightError:
-            wait_for_app(page)
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # a real click, where a student clicks
+    click_in_figure(page, page.locator("[data-testid='stPlotlyChart'] .scatterlayer .trace .points path").nth(1 * 4 + 2))
     page.wait_for_function("() => location.search.includes('layer=1') && location.search.includes('head=2')", timeout=30_000)
     wait_for_app(page)
     assert page.get_by_role("tab", selected=True).inner_text() == "One head"

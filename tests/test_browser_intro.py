@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
-from browser import error_boxes, screenshot, wait_for_app
+from browser import click_in_figure, error_boxes, screenshot, wait_for_app
 
 pytestmark = pytest.mark.browser
 
@@ -78,6 +78,18 @@ def test_tokenization_changes_with_the_text_and_never_renders_markup(app_server,
 
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+
+
+def test_clicking_a_piece_lights_up_its_characters(app_server, browser_page):
+    page, rec = browser_page
+    _open(page, f"{app_server}/tokenization?text={quote('To be, or not to be')}")
+    click_in_figure(page, page.locator(".js-plotly-plot .barlayer .trace").nth(1).locator(".point").nth(3))  # GPT-2's 4th
+    page.wait_for_function("() => location.search.includes('lit=gpt2%3A3')", timeout=30_000)
+    wait_for_app(page)
+    assert page.get_by_text("Lit up: byte-level BPE (GPT-2)'s piece 3").count() == 1
+    assert page.evaluate("() => document.querySelector('.js-plotly-plot').layout.shapes.length") == 2  # text and outline
+    _shot(page, "tokenization_lit")
+    _clean(page, rec)
 
 
 def test_tokenization_takes_an_upload_and_refuses_what_is_not_text(app_server, browser_page):

@@ -49,3 +49,36 @@ def test_a_forged_choice_on_any_page_gets_the_page_not_a_traceback(server):
     errors, tried = run_async(_forge_every_choice(server))
     assert tried >= 40, tried  # every page's selectboxes and radios
     assert not errors, (tried, errors)
+
+
+
+# Not '{"selection": "x"}': Streamlit's own deserializer raises on it, in the forger's session, before any page code runs.
+CLICKS = ['"x"', "[]", '{"selection": {"points": "x"}}', '{"selection": {"points": [7]}}',
+          '{"selection": {"points": [{"customdata": ["<b>x</b>", -1]}]}}', '{"selection": {"points": [{"customdata": [99, 99]}]}}',
+          '{"selection": {"points": [{"customdata": ["gpt2", 99999]}]}}']
+
+
+async def _forge_clicks(url: str) -> tuple[list[str], int]:
+    """What a click on a clickable figure reports (the Attention grid, the Tokenization pieces), forged."""
+    from websockets.asyncio.client import connect
+
+    stats, tried = Stats(), 0
+    for page in ("attention", "tokenization"):  # a session each: this client sends no other widget's state
+        async with connect(url.replace("http", "ws") + "/_stcore/stream", max_size=None, ping_interval=None) as ws:
+            s = Session(ws, "m", ["m"], stats, "forger")
+            await s.run(page=page)
+            figures = [proto for etype, proto in s.figures if proto.id]
+            assert figures, f"{page} draws no clickable figure"
+            for proto in figures:
+                for value in CLICKS:
+                    before = len(stats.errors)
+                    await s.run(states=[_state(proto, string_value=value)])
+                    tried += 1
+                    stats.errors[before:] = [f"{page} · click = {value!r}: {e}" for e in stats.errors[before:]]
+    return stats.errors, tried
+
+
+def test_a_forged_click_on_a_figure_gets_the_page_not_a_traceback(server):
+    errors, tried = run_async(_forge_clicks(server))
+    assert tried >= 2 * len(CLICKS), tried
+    assert not errors, (tried, errors)

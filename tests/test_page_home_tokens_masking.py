@@ -210,6 +210,29 @@ def test_t5s_zero_width_word_boundary_shares_the_box_of_the_piece_it_starts(mode
     assert any(boundary in g and boundary + 1 in g for g in _groups(exp))
 
 
+def test_a_lit_piece_lights_up_exactly_its_characters_and_every_box_reports_itself(models):
+    text = "To be, or not to be"
+    exps = {k: explain(k, models[k].tokenizer, text) for k in ("bert", "gpt2", "t5")}
+    i = next(j for j, p in enumerate(exps["gpt2"].pieces) if p.display.endswith("not"))  # GPT-2's " not": characters 9-12
+    fig = aligned_rows(text, exps, lit=("gpt2", i))
+    source = next(t for t in fig.data if t.mode == "text")
+    lit_chars = [x for x in source.x if any(s.layer == "below" and s.x0 <= x <= s.x1 for s in fig.layout.shapes)]
+    assert len(lit_chars) == exps["gpt2"].pieces[i].end - exps["gpt2"].pieces[i].start == 4
+    outlined = [s for s in fig.layout.shapes if s.layer == "above"]
+    assert len(outlined) == 1
+    boxes = [t for t in fig.data if t.type == "bar"]
+    assert [list(c) for c in boxes[1].customdata][:3] == [["gpt2", 0], ["gpt2", 1], ["gpt2", 2]]
+    assert not aligned_rows(text, exps).layout.shapes, "nothing is lit until a piece is clicked"
+
+
+def test_a_link_lights_up_a_piece_and_a_stale_one_is_dropped():
+    at = _page("pages/tokenization.py", text="To be, or not to be", lit="gpt2:3")
+    assert any("Lit up: byte-level BPE (GPT-2)'s piece 3" in c.value for c in at.caption)
+    assert at.query_params["lit"] in ("gpt2:3", ["gpt2:3"])
+    at = _page("pages/tokenization.py", text="To be", lit="gpt2:99")
+    assert not any("Lit up" in c.value for c in at.caption) and "lit" not in at.query_params
+
+
 def test_t5_and_shift_figures(models):
     t = objectives.t5_reconstruct(models["t5"], "All the world's a stage, and all the men and women merely players.", seed=2)
     fig = vm.t5_figure(t)

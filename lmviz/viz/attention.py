@@ -116,14 +116,12 @@ def _click_target(layer: int, head: int, queries: int, keys: int) -> go.Scatter:
                       showlegend=False, hovertemplate=f"layer {layer}, head {head}<br>click to open it large<extra></extra>")
 
 
-def clicked_head(selection) -> tuple[int, int] | None:
-    """(layer, head) from a ``head_grid`` selection event's points (Streamlit's ``event.selection``), if one was clicked."""
-    points = selection.get("points") if isinstance(selection, dict) else None
-    for point in points if isinstance(points, list) else []:
-        custom = point.get("customdata") if isinstance(point, dict) else None
-        if isinstance(custom, (list, tuple)) and len(custom) == 2 and all(isinstance(c, int) and c >= 0 for c in custom):
-            return custom[0], custom[1]
-    return None  # nothing clicked, or a selection no click on the grid makes (the page then keeps its choice)
+def clicked_head(custom) -> tuple[int, int] | None:
+    """(layer, head) from the ``customdata`` of a clicked ``head_grid`` point (``ui.clicked``); None for anything a
+    click on the grid does not make (the page then keeps its choice)."""
+    if isinstance(custom, list) and len(custom) == 2 and all(isinstance(c, int) and c >= 0 for c in custom):
+        return custom[0], custom[1]
+    return None
 
 
 def layer_means(stacked, queries: list[str], keys: list[str], title: str | None = None, mask=None) -> go.Figure:

@@ -22,6 +22,7 @@ MONO = "'DejaVu Sans Mono', 'Noto Sans Mono', monospace"
 GAP = 7  # character slots between sequences, where template tokens ([CLS], [SEP], </s>) are drawn
 MAX_SHOWN = 600  # characters drawn; longer texts are counted in full but drawn only this far
 ROW = 0.8  # box thickness in row units
+LIT = "#D55E00"  # Okabe–Ito vermillion: the clicked piece and its characters
 CONTEXT = 14
 
 
@@ -42,6 +43,7 @@ class Box:
     hover: str
     text_colour: str = "#111111"
     pattern: str = ""
+    custom: tuple = ()  # what a click on the box reports (``aligned_rows``: tokenizer and piece index)
 
 
 def add_boxes(fig: go.Figure, boxes: list[Box], name: str = "") -> None:
@@ -50,9 +52,11 @@ def add_boxes(fig: go.Figure, boxes: list[Box], name: str = "") -> None:
         return
     fig.add_trace(go.Bar(
         orientation="h", base=[b.x0 for b in boxes], x=[b.x1 - b.x0 for b in boxes], y=[b.y for b in boxes], width=ROW,
-        text=[b.text for b in boxes], textposition="inside", insidetextanchor="middle", constraintext="both",
+        text=[b.text for b in boxes], textposition="inside", insidetextanchor="middle", constraintext="both", textangle=0,
         textfont=dict(color=[b.text_colour for b in boxes], family=MONO, size=16), hovertext=[b.hover for b in boxes],
         hovertemplate="%{hovertext}<extra></extra>", name=name, showlegend=False, cliponaxis=False,
+        customdata=[list(b.custom) for b in boxes] if any(b.custom for b in boxes) else None,
+        selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)),  # a click must not dim the rest
         marker=dict(color=[b.colour for b in boxes], line=dict(color="white", width=1.5),
                     pattern=dict(shape=[b.pattern for b in boxes], fgcolor="#777777", size=8, solidity=0.15)),
     ))
@@ -218,11 +222,14 @@ def _char_hover(c: str, off: int, seq: int, owners: dict[str, list[int]], explan
     return "<br>".join(lines)
 
 
-def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | None = None, width: int = 56) -> go.Figure:
+def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | None = None, width: int = 56,
+                 lit: tuple[str, int] | None = None) -> go.Figure:
     """The source text (and ``pair``) with one row of pieces per tokenizer under it, wrapped every ``width``
     character slots. Pieces sit under the characters they come from; a character that byte-level BPE spells in
     several bytes gets a wider slot, one readable box per byte. Hover a piece for its id, span (quoted from the
-    source, underlined) and BPE bytes; hover a character for the piece each tokenizer made it part of."""
+    source, underlined) and BPE bytes; hover a character for the piece each tokenizer made it part of.
+    ``lit = (tokenizer, piece index)``: that piece is outlined and its characters in the text light up (each box
+    reports ``[tokenizer, piece index]`` when clicked)."""
     text = text[:MAX_SHOWN]
     pair = pair[:MAX_SHOWN] if pair else None
     seq_base = [GAP, 2 * GAP + len(text)] if pair else [GAP]
@@ -287,7 +294,17 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
                     # a box narrower than its label (about 1.6 characters fit per slot) drops WordPiece's ##
                     text = shown[2:] if shown.startswith("##") and len(shown) > 1.6 * (z - a) else shown
                     boxes.append(Box(a - starts[lo], z - starts[lo], y_of(b, r), text if first else "…", colour, hover, ink,
-                                     "/" if p.partial_char else ""))
+                                     "/" if p.partial_char else "", (kind, i)))
+                    if lit == (kind, i):
+                        fig.add_shape(type="rect", x0=a - starts[lo], x1=z - starts[lo], y0=y_of(b, r) - ROW / 2,
+                                      y1=y_of(b, r) + ROW / 2, line=dict(color=LIT, width=3), layer="above")
+            if lit == (kind, i) and p.end > p.start:  # its characters in the text
+                u0, u1 = seq_base[min(p.sequence, 1)] + p.start, seq_base[min(p.sequence, 1)] + p.end
+                for b, (lo, hi) in enumerate(bands):
+                    a, z = max(u0, lo), min(u1, hi)
+                    if z > a:
+                        fig.add_shape(type="rect", x0=starts[a] - starts[lo], x1=starts[z] - starts[lo], y0=y_of(b, 0) - ROW / 2,
+                                      y1=y_of(b, 0) + ROW / 2, fillcolor=LIT, opacity=0.35, line_width=0, layer="below")
         add_boxes(fig, boxes, SHORT[kind])
     tickvals = [y_of(b, r) for b in range(len(bands)) for r in range(rows)]
     ticktext = [(["text"] + [SHORT[k] for k in kinds])[r] for b in range(len(bands)) for r in range(rows)]
@@ -341,6 +358,7 @@ class Cell:
     hover: str
     text_colour: str = "#111111"
     pattern: str = ""
+    custom: tuple = ()  # what a click on the box reports (``aligned_rows``: tokenizer and piece index)
 
 
 def token_strip(rows: list[tuple[str, list[Cell]]], per_line: int = 14, height_per_row: int = 42,
