@@ -12,11 +12,13 @@ are stable::
               "probes": {"greedy": {prompt: continuation},
                          "previous_token_head": [layer, head, mean attention to i-1],
                          "induction_head": [layer, head, mean attention to the token after the earlier copy],
-                         "previous_token_scores": [[per head] per layer], "induction_scores": [[...]]}, ...},
+                         "previous_token_scores": [[per head] per layer], "induction_scores": [[...]],
+                         "previous_token_chance", "induction_chance": what even attention over the keys scores}, ...},
      "bert": {"figures": {"mlm_loss", "mlm_top1", "mlm_top5", "nsp_acc"},
               "baselines": {"most_frequent_top1", "most_frequent_top5", "unigram_loss", "nsp_chance"},
               "probes": {"cloze": {sentence: [[token, probability] x5]},
-                         "sink_heads": [[layer, head, share to [CLS]/[SEP]] x3], "special_share": [[per head] per layer]}, ...},
+                         "sink_heads": [[layer, head, share to [CLS]/[SEP]] x3], "special_share": [[per head] per layer],
+                         "sink_chance": the share even attention gives them}, ...},
      "t5":   {"figures": {"loss": nats/target token, "content_acc": accuracy on non-sentinel targets},
               "baselines": {"most_frequent_acc", "unigram_loss"},
               "probes": {"restore": [{"input", "truth", "model"}]}, ...}}
@@ -201,8 +203,11 @@ def gpt2_head_probes(loaded, task) -> dict:
     induction = p[:, :, :, idx, idx - half + 1].mean(dim=(1, 3))  # [L, H]
     pl, ph = divmod(int(prev.argmax()), prev.shape[1])
     il, ih = divmod(int(induction.argmax()), induction.shape[1])
+    # chance: a head that spreads each query's weight evenly over the 1 + t keys it may see puts 1 / (1 + t) on any one
+    even = lambda queries: float((1.0 / (queries.double() + 1)).mean())  # noqa: E731
     return {"previous_token_head": [pl, ph, float(prev[pl, ph])], "induction_head": [il, ih, float(induction[il, ih])],
-            "previous_token_scores": prev.tolist(), "induction_scores": induction.tolist()}
+            "previous_token_scores": prev.tolist(), "induction_scores": induction.tolist(),
+            "previous_token_chance": even(torch.arange(1, T)), "induction_chance": even(idx)}
 
 
 @torch.inference_mode()
@@ -220,7 +225,10 @@ def bert_sink_probes(loaded, task) -> dict:
         to_special = (probs.to(device) * special[:, None, None, :]).sum(-1)  # [B, H, Q]
         shares.append(((to_special * real[:, None, :]).sum((0, 2)) / real.sum()).tolist())
     flat = sorted(((s, l, h) for l, row in enumerate(shares) for h, s in enumerate(row)), reverse=True)
-    return {"sink_heads": [[l, h, s] for s, l, h in flat[:3]], "special_share": shares}
+    # chance: even attention over a pair's real tokens gives [CLS] and the [SEP]s their count's share, at every query
+    per_pair = (special & real).sum(-1).double() / real.sum(-1)
+    chance = float((per_pair * real.sum(-1)).sum() / real.sum())
+    return {"sink_heads": [[l, h, s] for s, l, h in flat[:3]], "special_share": shares, "sink_chance": chance}
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -303,14 +311,18 @@ def print_table(r: dict) -> None:
         for s, top in r["bert"]["probes"]["cloze"].items():
             print(f"BERT  {s!r}: " + ", ".join(f"{t} {p:.2f}" for t, p in top))
         print("BERT  heads most attending to [CLS]/[SEP] (layer, head, share): "
-              + ", ".join(f"({l}, {h}, {v:.2f})" for l, h, v in r["bert"]["probes"]["sink_heads"]))
+              + ", ".join(f"({l}, {h}, {v:.2f})" for l, h, v in r["bert"]["probes"]["sink_heads"])
+              + f"; even attention would give {r['bert']['probes']['sink_chance']:.2f}")
     if "gpt2" in r:
         for p, c in r["gpt2"]["probes"]["greedy"].items():
             print(f"GPT-2 {p!r} → {c!r}")
         l, h, v = r["gpt2"]["probes"]["previous_token_head"]
-        print(f"GPT-2 previous-token head: layer {l}, head {h}, mean attention to i-1 {v:.3f}")
-        l, h, v = r["gpt2"]["probes"]["induction_head"]
-        print(f"GPT-2 induction head: layer {l}, head {h}, mean attention to the token after the earlier copy {v:.3f}")
+        probes = r["gpt2"]["probes"]
+        print(f"GPT-2 previous-token head: layer {l}, head {h}, mean attention to i-1 {v:.3f} "
+              f"(even attention: {probes['previous_token_chance']:.3f})")
+        l, h, v = probes["induction_head"]
+        print(f"GPT-2 induction head: layer {l}, head {h}, mean attention to the token after the earlier copy {v:.3f} "
+              f"(even attention: {probes['induction_chance']:.3f})")
     if "t5" in r:
         for x in r["t5"]["probes"]["restore"]:
             print(f"T5    {x['input']!r} → {x['model']!r} (truth {x['truth']!r})")
