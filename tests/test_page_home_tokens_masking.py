@@ -414,6 +414,10 @@ def test_a_typed_mask_is_a_hole_bert_fills_outside_the_loss(models):
     assert [t for t, _ in typed.top] == [bert.tokenizer.id_to_token(int(i)) for i in best.indices]
     assert typed.top[0][1] == pytest.approx(float(best.values[0]), abs=1e-5)
     assert vm.mlm_top5_figure(r).layout.yaxis.ticktext[1].endswith("you typed [MASK]")
+    strip = vm.mlm_figure(r)
+    colours = list(strip.data[0].marker.color)
+    assert colours[typed.position] == vm.TYPED_COLOUR != colours[r.predictions[0].position]  # the drawn hole looks different
+    assert any(t.name == "[MASK] you typed" for t in strip.data)
     only = objectives.mlm_predict(bert, "[MASK]", seed=0)
     assert len(only.predictions) == 1 and only.scored == [] and only.loss != only.loss  # NaN: nothing to score
 

@@ -20,14 +20,15 @@ from lmviz.viz.tokens import SPECIAL_GREY, Cell, legend_key, tint, token_strip
 OUTCOME_COLOURS = {UNSELECTED: "#F2F2F2", MASKED: "#0072B2", RANDOM: "#E69F00", KEPT: "#009E73"}
 OUTCOME_INK = {UNSELECTED: "#111111", MASKED: "#FFFFFF", RANDOM: "#111111", KEPT: "#FFFFFF"}
 OUTCOME_PATTERN = {UNSELECTED: "", MASKED: "", RANDOM: "x", KEPT: "."}  # shape too, not colour alone
+TYPED_COLOUR, TYPED_PATTERN = "#56B4E9", "/"  # a [MASK] the user typed: a hole BERT fills, but not one the draw made
 SPECIAL_LABELS = {"[CLS]", "[SEP]", "[PAD]", "</s>", "<pad>", "<|endoftext|>"}
 SENTINEL = re.compile(r"^<extra_id_(\d+)>$")
 
 
-def _outcome_legend(fig: go.Figure) -> None:
+def _outcome_legend(fig: go.Figure, typed: bool = False) -> None:
     legend_key(fig, [("not selected", OUTCOME_COLOURS[UNSELECTED]), ("selected → [MASK]", OUTCOME_COLOURS[MASKED]),
                      ("selected → random token", OUTCOME_COLOURS[RANDOM]), ("selected, kept as it was", OUTCOME_COLOURS[KEPT]),
-                     ("special token", SPECIAL_GREY)])
+                     ("special token", SPECIAL_GREY)] + ([("[MASK] you typed", TYPED_COLOUR)] if typed else []))
 
 
 def _top_text(top: list[tuple[str, float]]) -> str:
@@ -41,17 +42,19 @@ def mlm_figure(result: MlmResult, per_line: int = 14) -> go.Figure:
     original, shown = [], []
     for i, (tok, seen, oc) in enumerate(zip(result.tokens, result.shown, result.outcome)):
         special = tok in SPECIAL_LABELS and oc == UNSELECTED
-        colour = SPECIAL_GREY if special else OUTCOME_COLOURS[oc]
-        ink = "#111111" if special else OUTCOME_INK[oc]
+        typed = i in preds and preds[i].typed
+        colour = SPECIAL_GREY if special else TYPED_COLOUR if typed else OUTCOME_COLOURS[oc]
+        ink = "#111111" if special or typed else OUTCOME_INK[oc]
+        pattern = "" if special else TYPED_PATTERN if typed else OUTCOME_PATTERN[oc]
         hover = f"position {i}: <b>{escape(tok)}</b><br>{escape(OUTCOME_NAMES[oc]) if oc else 'not selected'}"
         if i in preds:
             p = preds[i]
             hover += f"<br>the model read <b>{escape(seen)}</b><br>its top 5:<br>{_top_text(p.top)}"
             hover += "<br>you typed [MASK]: no true token to score" if p.typed else f"<br>P(true token) {p.true_prob:.1%} · loss {p.loss:.2f}"
-        original.append(Cell(escape(tok), colour, hover, ink, OUTCOME_PATTERN[oc] if not special else ""))
-        shown.append(Cell(escape(seen), colour, hover, ink, OUTCOME_PATTERN[oc] if not special else ""))
+        original.append(Cell(escape(tok), colour, hover, ink, pattern))
+        shown.append(Cell(escape(seen), colour, hover, ink, pattern))
     fig = token_strip([("original", original), ("BERT reads", shown)], per_line)
-    _outcome_legend(fig)
+    _outcome_legend(fig, typed=any(p.typed for p in result.predictions))
     return fig
 
 
