@@ -128,10 +128,9 @@ def _reason(s: Strategy, shaped: Shaped, c: Candidate, draw: float | None, force
     if s.name == "greedy":
         return f"Greedy takes the most likely token: {tok}, p = {c.prob:.3f}."
     if s.name == "beam":
-        which = "the only continuation" if shaped.kept == 1 else f"one of the {shaped.kept} continuations"
-        among = "the best beam" if s.beam_width == 1 else f"the {s.beam_width} best beams"
-        return (f"{tok} (p = {c.prob:.3f}, rank {c.rank}) is {which} of this beam that stayed among {among}, "
-                f"on the beam that scored best at the end.")
+        kept = ("it was this beam's only continuation to stay among the best" if shaped.kept == 1 else
+                f"{shaped.kept} continuations of this beam stayed among the {s.beam_width} best")
+        return f"{tok} (p = {c.prob:.3f}, rank {c.rank}) is on the winning beam: {kept}, and this one won in the end."
     if draw is None:
         return f"Only one token survives the cut, so {tok} is taken (p = {c.prob:.3f})."
     cut = {"temperature": f"Temperature {s.temperature:g} reshaped the distribution",

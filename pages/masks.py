@@ -157,8 +157,8 @@ try:
     if run.kind == "t5":
         st.subheader("T5's relative position bias")
         st.write("T5 has no position embeddings. Each head instead learns a bias that depends only on the distance between "
-                 "query and key (in buckets), and adds it to the scores of every layer, next to the mask. Orange and purple "
-                 "are positive and negative; the key axis counts positions (hover a cell for its tokens). In the decoder "
+                 "query and key (in buckets), and adds it to the scores of every layer, next to the mask. Purple is positive, "
+                 "orange negative; the key axis counts positions (hover a cell for its tokens). In the decoder "
                  "the bias is added above the diagonal too, but the causal mask then hides those cells, so they are grey: "
                  "there the bias never matters.")
         for kind, title in (("self", "encoder"), ("causal", "decoder")):

@@ -329,6 +329,11 @@ def test_figures_of_a_run(gpt2, t5):
     beam = generate(t5, T5_INPUT, Strategy("beam", beam_width=3), 4)
     tree = beam_tree(beam)
     assert sum(len(level) for level in beam.beams) == len(tree.data[2].x)
+    labels = list(tree.data[2].text)
+    assert not any("&lt;extra_id" in t or t.endswith("&") for t in labels), labels  # sentinels keep their number
+    bars = candidates_figure(beam.steps[0], beam.strategy)
+    top = max(max(c.prob, c.final) for c in beam.steps[0].candidates)
+    assert bars.layout.xaxis.range[1] <= min(1.02, 1.2 * top + 0.01) + 1e-9  # small probabilities fill the chart
     assert attention_row_figure(beam.steps[0], beam.source, "cross", 0, 1).data[0].y.shape == (len(beam.source),)
 
 

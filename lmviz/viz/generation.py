@@ -8,9 +8,16 @@ from plotly.subplots import make_subplots
 from lmviz.generation import Generation, Step
 from lmviz.strategies import STRATEGY_NAMES, Strategy
 from lmviz.viz.attention import attention_heatmap
+from lmviz.viz.masking import SENTINEL
 from lmviz.viz.style import PALETTE, SEQUENTIAL, base_layout, escape, ticks
 
 MODEL_C, AFTER_C, CHOSEN_C, CUT_C = PALETTE[4], PALETTE[0], PALETTE[5], "#BBBBBB"
+
+
+def _short(token: str) -> str:
+    """A T5 sentinel as ⟨N⟩ (as the Masking page shows it), so a beam-tree label keeps its number."""
+    m = SENTINEL.match(token)
+    return f"⟨{m.group(1)}⟩" if m else token
 
 
 def candidates_figure(step: Step, strategy: Strategy) -> go.Figure:
@@ -36,7 +43,8 @@ def candidates_figure(step: Step, strategy: Strategy) -> go.Figure:
                           line=dict(color=CHOSEN_C, width=3))
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.12), bargap=0.25)
     fig.update_yaxes(autorange="reversed", title=None)
-    fig.update_xaxes(title="probability", range=[0, 1.02])
+    top = max((max(c.prob, c.final) for c in cands), default=1.0)
+    fig.update_xaxes(title="probability", range=[0, min(1.02, 1.2 * top + 0.01)])  # small probabilities stay visible
     return base_layout(fig, f"Step {step.index}: after «{step.query}», the next token", 90 + 34 * len(cands) + 80)
 
 
@@ -163,7 +171,7 @@ def beam_tree(gen: Generation) -> go.Figure:
             (by if on_best else ey).extend([py, ys[i], None])
             nx.append(t)
             ny.append(ys[i])
-            text.append(escape(b.tokens[-1])[:12])
+            text.append(escape(_short(b.tokens[-1])[:12]))  # cut before escaping: never half an entity
             score.append(b.score)
             symbol.append("square" if b.finished else "circle")
             hover.append(f"step {t}: {escape(''.join(b.tokens))[-60:]}<br>Σ log p = {b.score:.3f}"

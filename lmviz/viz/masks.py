@@ -112,11 +112,13 @@ def answer_weight_figure(e: MaskExperiment) -> go.Figure:
     x = [f"{i}: {escape(t)} → {escape(n)}" for i, (t, n) in enumerate(zip(e.tokens, e.tokens[1:]))]
     fig = go.Figure()
     for name, which, colour in ((e.own_name, "own", PALETTE[0]), (e.swapped_name, "swapped", PALETTE[5])):
-        fig.add_trace(go.Bar(x=x, y=e.next_token_weight(which), name=escape(name), marker_color=colour,
+        y = e.next_token_weight(which)
+        shown = f"{name} (0 everywhere)" if not np.any(y) else name  # a legend entry whose bars have no height says why
+        fig.add_trace(go.Bar(x=x, y=y, name=escape(shown), marker_color=colour,
                              hovertemplate="query %{x}<br>weight on the next token %{y:.3f}<extra></extra>"))
     chance = 1 / len(e.tokens)
     fig.add_hline(y=chance, line=dict(color="black", dash="dash", width=2), annotation_text=f"even attention: {chance:.3f}",
-                  annotation_position="top left")
+                  annotation_position="top right", annotation_bgcolor="rgba(255,255,255,0.85)")
     xi, _ = ticks(x)
     fig.update_xaxes(tickvals=[x[i] for i in xi], tickangle=-60)
     fig.update_yaxes(title="weight on key i + 1 (mean of heads)", rangemode="tozero")
