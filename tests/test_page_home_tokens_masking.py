@@ -200,6 +200,12 @@ def test_token_strip_wraps_long_sequences_and_aligns_rows():
     assert list(a.base) == list(b.base)  # position t of row b sits under position t of row a
     unaligned = token_strip([("a", cells[:3]), ("b", cells)], per_line=16, aligned=False)
     assert max(unaligned.data[1].y) < min(unaligned.data[0].y)
+    # a long label gets a wider box instead of a smaller font, in both rows, and the rows stay aligned
+    words = [Cell(w, "#FFFFFF", w) for w in ["to", "be", "question", "[MASK]", "honorificabilitudinitatibus"]]
+    fig = token_strip([("a", words), ("b", words[:2] + [Cell("x", "#FFFFFF", "x")] + words[3:])], per_line=14)
+    a, b = fig.data[0], fig.data[1]
+    assert list(a.x) == list(b.x) and list(a.base) == list(b.base)
+    assert a.x[0] < a.x[2] < a.x[4] and a.x[4] > 3, list(a.x)
 
 
 def test_t5s_zero_width_word_boundary_shares_the_box_of_the_piece_it_starts(models):
