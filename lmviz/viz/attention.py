@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from lmviz.viz.style import PALETTE, SEQUENTIAL, base_layout, escape, subplots, ticks
+from lmviz.viz.style import MAX_TICKS, PALETTE, SEQUENTIAL, base_layout, escape, subplots, ticks
 
 DIVERGING = "PuOr"  # colour-blind-safe diverging scale for signed values (vectors, biases), centred on zero
 
@@ -16,11 +16,12 @@ def hover_grid(queries: list[str], keys: list[str]) -> np.ndarray:
     return np.dstack(np.meshgrid(k, q))
 
 
-def token_axes(fig: go.Figure, queries: list[str], keys: list[str], row=None, col=None) -> None:
-    """Thinned token ticks on both axes, queries top to bottom."""
-    xi, xt = ticks(keys)
+def token_axes(fig: go.Figure, queries: list[str], keys: list[str], row=None, col=None, max_x: int = MAX_TICKS) -> None:
+    """Thinned token ticks on both axes, queries top to bottom. ``max_x``: fewer key labels for a figure that shares
+    its row with others (narrow), drawn upright so each takes only a line's height of width."""
+    xi, xt = ticks(keys, max_x)
     yi, yt = ticks(queries)
-    fig.update_xaxes(tickvals=xi, ticktext=xt, tickangle=-60, row=row, col=col)
+    fig.update_xaxes(tickvals=xi, ticktext=xt, tickangle=-60 if max_x >= MAX_TICKS else -90, row=row, col=col)
     fig.update_yaxes(tickvals=yi, ticktext=yt, autorange="reversed", row=row, col=col)
 
 
@@ -46,7 +47,7 @@ def hidden_cells(mask, hidden: str = CAUSAL_HIDDEN, custom=None) -> go.Heatmap |
 
 def attention_heatmap(probs, queries: list[str], keys: list[str], title: str | None = None, zmax: float | None = None,
                       height: int | None = None, highlight: int | None = None, mask=None,
-                      hidden: str = CAUSAL_HIDDEN, percentile: float | None = None) -> go.Figure:
+                      hidden: str = CAUSAL_HIDDEN, percentile: float | None = None, max_x_ticks: int = MAX_TICKS) -> go.Figure:
     """``probs [Q, K]`` as a query × key heatmap; hover names the query token, key token and weight.
 
     ``highlight`` outlines one query row (the one the arithmetic walks through). ``mask [Q, K]`` (bool,
@@ -71,7 +72,7 @@ def attention_heatmap(probs, queries: list[str], keys: list[str], title: str | N
     grey = hidden_cells(mask, hidden, custom)
     if grey:
         fig.add_trace(grey.update(x=list(range(len(keys))), y=list(range(len(queries)))))
-    token_axes(fig, queries, keys)
+    token_axes(fig, queries, keys, max_x=max_x_ticks)
     fig.update_xaxes(title="key (attended to)", side="bottom")
     fig.update_yaxes(title="query (attending)")
     if highlight is not None and 0 <= highlight < len(queries):
