@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from lmviz import checkpoints
 from lmviz.device import pick_device
+from lmviz.errors import LmvizError
 from lmviz.models.record import Want
 
 SEQ_LEN = 128
@@ -105,6 +106,23 @@ def markdown(rows: list[Row]) -> str:
         lines.append(f"| {r.model} | {r.what} | {_ms(r.ours)} | {r.reference} | {_ms(r.ref)} | {r.ratio:.2f} ({r.ratio_min:.2f}) | "
                      f"{r.goal_text} | {'yes' if r.met else 'NO'} |")
     return "\n".join(lines)
+
+
+@torch.inference_mode()
+def step_timing(loaded: checkpoints.Loaded, context: int = 256, repeats: int = 20) -> dict:
+    """Median milliseconds of one GPT-2 step at ``context`` tokens: the newest token with the KV cache
+    of the ``context - 1`` before it, against a recompute of all ``context`` tokens without a cache."""
+    if loaded.kind != "gpt2":
+        raise LmvizError("step_timing measures GPT-2.")
+    model = loaded.model
+    context = max(2, min(int(context), model.config.n_positions))
+    device = next(model.parameters()).device
+    ids = torch.randint(0, model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0)).to(device)
+    cache = model(ids[:, :-1]).cache
+    t = interleave({"cached": lambda: model(ids[:, -1:], cache=cache), "recompute": lambda: model(ids)}, repeats, _sync(device))
+    cached, full = (statistics.median(t[k]) * 1000 for k in ("cached", "recompute"))
+    return {"context": context, "repeats": repeats, "device": str(device), "threads": torch.get_num_threads(),
+            "ms_cached": cached, "ms_recompute": full, "speedup": full / cached}
 
 
 # --- models ----------------------------------------------------------------------------------------

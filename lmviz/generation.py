@@ -15,7 +15,6 @@ text, and a branch (a token forced at step ``k``) leaves every step before ``k``
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -444,32 +443,3 @@ def beam_levels(gen: Generation) -> list[list[dict]]:
     return [[{"tokens": b.tokens, "ids": b.ids, "score": b.score, "ranked": b.ranked(gen.strategy.length_penalty),
               "parent": b.parent, "finished": b.finished, "on_best": b.ids == best[: len(b.ids)]} for b in level]
             for level in gen.beams]
-
-
-@torch.inference_mode()
-def step_timing(loaded: Loaded, context: int = 256, repeats: int = 20) -> dict:
-    """Median milliseconds of one GPT-2 step at ``context`` tokens: the newest token with the KV cache
-    of the ``context - 1`` before it, against a recompute of all ``context`` tokens without a cache."""
-    if loaded.kind != "gpt2":
-        raise LmvizError("step_timing measures GPT-2.")
-    model = loaded.model
-    context = max(2, min(int(context), model.config.n_positions))
-    device = next(model.parameters()).device
-    ids = torch.randint(0, model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0)).to(device)
-    cache = model(ids[:, :-1]).cache
-    model(ids[:, -1:], cache=cache), model(ids)  # warm-up
-
-    def median_ms(fn) -> float:
-        times = []
-        for _ in range(max(1, repeats)):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append((time.perf_counter() - t0) * 1000)
-        return statistics.median(times)
-
-    cached = median_ms(lambda: model(ids[:, -1:], cache=cache))
-    full = median_ms(lambda: model(ids))
-    return {"context": context, "repeats": repeats, "device": str(device), "threads": torch.get_num_threads(),
-            "ms_cached": cached, "ms_recompute": full, "speedup": full / cached}

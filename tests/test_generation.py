@@ -8,8 +8,9 @@ import torch
 from lmviz import checkpoints
 from lmviz.errors import LmvizError
 from lmviz.export import csv_text
+from lmviz.bench import step_timing
 from lmviz.generation import (MAX_STEPS, branch, clamp_step, format_forced, generate, measure_step, parse_forced, step_table,
-                              step_timing, view_data)
+                              view_data)
 from lmviz.strategies import MIN_TEMPERATURE, Strategy, pick, shape, step_rng
 
 PROMPT = "ROMEO: But soft, what light through yonder window"
