@@ -13,7 +13,8 @@ import torch
 
 from lmviz.checkpoints import Loaded
 from lmviz.generation import MAX_STEPS, ROWS, TIMING_REPEATS, Generation, _Decoder, _record_step
-from lmviz.strategies import Shaped, Strategy, softmax
+from lmviz.arithmetic import softmax
+from lmviz.strategies import Shaped, Strategy
 
 
 @dataclass

@@ -40,7 +40,7 @@ import torch
 from lmviz import checkpoints
 from lmviz.corpus import HELD_OUT
 from lmviz.device import pick_device
-from lmviz.heads import read_evaluation
+from lmviz.heads import even_attention, previous_token_score, read_evaluation, sink_score
 from lmviz.errors import LmvizError
 from lmviz.models.record import Want
 from lmviz.tasks import EVAL_SEED, TASKS, char_count
@@ -203,11 +203,12 @@ def gpt2_head_probes(loaded, task) -> dict:
     induction = p[:, :, :, idx, idx - half + 1].mean(dim=(1, 3))  # [L, H]
     pl, ph = divmod(int(prev.argmax()), prev.shape[1])
     il, ih = divmod(int(induction.argmax()), induction.shape[1])
-    # chance: a head that spreads each query's weight evenly over the 1 + t keys it may see puts 1 / (1 + t) on any one
-    even = lambda queries: float((1.0 / (queries.double() + 1)).mean())  # noqa: E731
+    # chance: the same scores of even attention over the keys each query may see (heads.even_attention)
+    causal = lambda n: even_attention(np.tril(np.ones((n, n), dtype=bool)))  # noqa: E731
     return {"previous_token_head": [pl, ph, float(prev[pl, ph])], "induction_head": [il, ih, float(induction[il, ih])],
             "previous_token_scores": prev.tolist(), "induction_scores": induction.tolist(),
-            "previous_token_chance": even(torch.arange(1, T)), "induction_chance": even(idx)}
+            "previous_token_chance": previous_token_score(causal(T)),
+            "induction_chance": float(causal(2 * half)[idx, idx - half + 1].mean())}
 
 
 @torch.inference_mode()
@@ -225,9 +226,10 @@ def bert_sink_probes(loaded, task) -> dict:
         to_special = (probs.to(device) * special[:, None, None, :]).sum(-1)  # [B, H, Q]
         shares.append(((to_special * real[:, None, :]).sum((0, 2)) / real.sum()).tolist())
     flat = sorted(((s, l, h) for l, row in enumerate(shares) for h, s in enumerate(row)), reverse=True)
-    # chance: even attention over a pair's real tokens gives [CLS] and the [SEP]s their count's share, at every query
-    per_pair = (special & real).sum(-1).double() / real.sum(-1)
-    chance = float((per_pair * real.sum(-1)).sum() / real.sum())
+    # chance: sink_score of even attention over each pair's real tokens, weighted by its real queries as above
+    lengths = real.sum(-1).tolist()
+    chance = sum(n * sink_score(even_attention(np.ones((n, n), dtype=bool)), special[i, :n].tolist())
+                 for i, n in enumerate(lengths)) / sum(lengths)
     return {"sink_heads": [[l, h, s] for s, l, h in flat[:3]], "special_share": shares, "sink_chance": chance}
 
 
@@ -312,17 +314,17 @@ def print_table(r: dict) -> None:
             print(f"BERT  {s!r}: " + ", ".join(f"{t} {p:.2f}" for t, p in top))
         print("BERT  heads most attending to [CLS]/[SEP] (layer, head, share): "
               + ", ".join(f"({l}, {h}, {v:.2f})" for l, h, v in r["bert"]["probes"]["sink_heads"])
-              + f"; even attention would give {r['bert']['probes']['sink_chance']:.2f}")
+              + f"; even attention would give {r['bert']['probes'].get('sink_chance', float('nan')):.2f}")
     if "gpt2" in r:
         for p, c in r["gpt2"]["probes"]["greedy"].items():
             print(f"GPT-2 {p!r} → {c!r}")
         l, h, v = r["gpt2"]["probes"]["previous_token_head"]
         probes = r["gpt2"]["probes"]
         print(f"GPT-2 previous-token head: layer {l}, head {h}, mean attention to i-1 {v:.3f} "
-              f"(even attention: {probes['previous_token_chance']:.3f})")
+              f"(even attention: {probes.get('previous_token_chance', float('nan')):.3f})")
         l, h, v = probes["induction_head"]
         print(f"GPT-2 induction head: layer {l}, head {h}, mean attention to the token after the earlier copy {v:.3f} "
-              f"(even attention: {probes['induction_chance']:.3f})")
+              f"(even attention: {probes.get('induction_chance', float('nan')):.3f})")
     if "t5" in r:
         for x in r["t5"]["probes"]["restore"]:
             print(f"T5    {x['input']!r} → {x['model']!r} (truth {x['truth']!r})")

@@ -56,7 +56,7 @@ class NamedHead:
 
 # --- scores of one head [Q, K] and their chance baselines ------------------------------------------
 
-def _even(keep: np.ndarray) -> np.ndarray:
+def even_attention(keep: np.ndarray) -> np.ndarray:
     """``[Q, K]``: attention spread evenly over the keys each query may see (the chance pattern)."""
     keep = np.asarray(keep, dtype=float)
     return keep / keep.sum(-1, keepdims=True)
@@ -150,7 +150,7 @@ def _measure(name: str, run, layer: int, head: int, evaluated: float | None, tex
     kind = run.record.kinds[0]
     if layer >= run.record.n_layers(kind) or head >= run.record.n_heads(kind):
         return None
-    probs, even = run.head(kind, layer, head), _even(keep_matrix(run.record, kind))
+    probs, even = run.head(kind, layer, head), even_attention(keep_matrix(run.record, kind))
     if name.startswith("previous"):
         return NamedHead(name, run.kind, layer, head, previous_token_score(probs), previous_token_score(even),
                          "Each token looks mostly at the token just before it: a diagonal one step below the main one.",

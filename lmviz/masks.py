@@ -14,6 +14,7 @@ takes any GPT-2, so a twin trained without the mask can be put beside the shippe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -168,10 +169,16 @@ def _stacked(record: AttentionRecord, kind: str) -> np.ndarray:
     return record.stacked(kind).numpy()
 
 
-def load_twin(device=None) -> Loaded | None:
-    """The GPT-2 twin trained without its mask, or None when this installation has none."""
+def twin_folder() -> Path | None:
+    """The folder of the GPT-2 twin trained without its mask, or None when this installation has none."""
     folder = checkpoints.shipped(TWIN)
-    return checkpoints.load(folder, device) if (folder / "config.json").is_file() else None
+    return folder if (folder / "config.json").is_file() else None
+
+
+def load_twin(device=None) -> Loaded | None:
+    """The GPT-2 twin, loaded (outside the app: tests and the benchmark), or None."""
+    folder = twin_folder()
+    return None if folder is None else checkpoints.load(folder, device)
 
 
 @torch.inference_mode()

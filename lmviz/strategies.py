@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from lmviz.arithmetic import softmax
+
 from lmviz.errors import LmvizError
 
 STRATEGIES = ("greedy", "temperature", "top_k", "top_p", "beam")
@@ -102,11 +104,6 @@ class Shaped:
     final: np.ndarray
     order: np.ndarray
     kept: int
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
 
 
 def shape(logits, strategy: Strategy) -> Shaped:

@@ -109,11 +109,15 @@ def registry() -> dict[str, Path]:
     return names
 
 
-@st.cache_resource(show_spinner="Loading model…")
 def _load(name: str) -> checkpoints.Loaded | str:
     folder = registry().get(name)
-    if folder is None:
-        return f"There is no model called {name!r}."
+    return f"There is no model called {name!r}." if folder is None else load_folder(str(folder))
+
+
+@st.cache_resource(show_spinner="Loading model…")
+def load_folder(folder: str) -> checkpoints.Loaded | str:
+    """The model in ``folder`` on the device in use, loaded once per process, or why it cannot be loaded. Every
+    model the app shows comes through here."""
     try:
         return checkpoints.load(folder, pick_device())
     except LmvizError as err:
@@ -279,6 +283,21 @@ def _take_upload(key: str) -> None:
     if f"w_{key}_preset" in st.session_state:
         st.session_state[f"w_{key}_preset"] = "(your own)"
         st.session_state.pop(f"_{key}_last_preset", None)
+
+
+def choose_index(key: str, what: str, count: int, labels=None, default: int = 0) -> int:
+    """A selectbox over ``range(count)`` remembered in the URL (``default`` when absent); an index from an old link
+    that no longer exists (another model, a shorter text) falls back to 0 and says so."""
+    wanted = param(key, default, int)
+    if st.session_state.get(f"w_{key}", wanted) not in range(count):
+        st.warning(f"There is no {what} {st.session_state.get(f'w_{key}', wanted)} here (this choice has {what}s "
+                   f"0–{count - 1}); showing {what} 0.", icon="↩️")
+        st.session_state[f"w_{key}"] = 0
+    elif f"w_{key}" not in st.session_state:
+        st.session_state[f"w_{key}"] = wanted
+    value = st.selectbox(what.capitalize(), range(count), key=f"w_{key}", format_func=labels or str)
+    set_params(**{key: value})
+    return value
 
 
 def show_notes(notes: list[str]) -> None:

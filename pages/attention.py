@@ -36,21 +36,6 @@ def bertviz_for(name: str, text: str, pair: str, target: str, view: str) -> tupl
     return (head_view_html(run) if view == "head" else model_view_html(run)), view_height(run, view)
 
 
-def choose_index(key: str, what: str, count: int, labels=None, default: int = 0) -> int:
-    """A selectbox over ``range(count)`` remembered in the URL (``default`` when absent); an index that no longer
-    exists falls back to 0."""
-    wanted = ui.param(key, default, int)
-    if st.session_state.get(f"w_{key}", wanted) not in range(count):
-        st.warning(f"There is no {what} {st.session_state.get(f'w_{key}', wanted)} here (this choice has {what}s "
-                   f"0–{count - 1}); showing {what} 0.", icon="↩️")
-        st.session_state[f"w_{key}"] = 0
-    elif f"w_{key}" not in st.session_state:
-        st.session_state[f"w_{key}"] = wanted
-    value = st.selectbox(what.capitalize(), range(count), key=f"w_{key}", format_func=labels or str)
-    ui.set_params(**{key: value})
-    return value
-
-
 def open_clicked_head() -> None:
     """The grid's click callback (runs before the rerun): choose that layer and head and open the "One head" tab."""
     picked = clicked_head(ui.clicked("grid"))
@@ -122,11 +107,11 @@ try:
     long_text = max(len(queries), len(keys)) > LONG
     c1, c2, c3 = st.columns(3)
     with c1:
-        layer = choose_index("layer", "layer", rec.n_layers(kind))
+        layer = ui.choose_index("layer", "layer", rec.n_layers(kind))
     with c2:
-        head = choose_index("head", "head", rec.n_heads(kind))
+        head = ui.choose_index("head", "head", rec.n_heads(kind))
     with c3:
-        query = choose_index("query", "query position", len(queries), lambda i: f"{i}: {queries[i]}",
+        query = ui.choose_index("query", "query position", len(queries), lambda i: f"{i}: {queries[i]}",
                              default=len(queries) // 2)  # mid-sentence: a row with keys on both sides of the mask
 
     one, walk, every, viz = st.tabs(["One head", "One head's arithmetic", "Every head", "bertviz"], key="tab",

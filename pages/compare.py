@@ -73,14 +73,9 @@ try:
             if v is None:
                 continue
             fig = attention_heatmap(matrices[key], v.queries, v.keys, title=v.name, zmax=zmax, height=520, mask=v.keep,
-                                    max_x_ticks=14)  # two or three panels side by side
+                                    narrow=True)
             with col:
-                # one colourbar per row (the grey hidden layer has none), lying above the panel so both panels keep
-                # the same width
-                fig.data[0].showscale = i == len(row) - 1
-                fig.data[0].colorbar = dict(orientation="h", x=1, xanchor="right", y=1.0, yanchor="bottom", len=0.55,
-                                            thickness=12, title=dict(text="weight", side="top"))
-                fig.update_layout(margin=dict(t=max(fig.layout.margin.t or 0, 90)))
+                fig.data[0].showscale = i == len(row) - 1  # one colourbar per row (the grey hidden layer has none)
                 ui.plot(fig)
     st.caption("T5's decoder reads the same sentence here (teacher-forced after its start token <pad>), so its causal "
                "triangle is over your words; its cross-attention (rows: decoder tokens, columns: encoder tokens) is a full "

@@ -4,8 +4,7 @@ from lmviz import ui
 from lmviz.arithmetic import head_arithmetic
 from lmviz.errors import LmvizError
 from lmviz.inference import FIGURES, attention_run
-from lmviz.device import pick_device
-from lmviz.masks import (bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, keep_matrix, load_twin,
+from lmviz.masks import (bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, keep_matrix, twin_folder,
                           mask_matrices)
 from lmviz.viz.masks import (answer_weight_figure, experiment_figure, loss_figure, mask_effect_figure, mask_heatmap,
                              position_bias_figure)
@@ -37,17 +36,10 @@ def experiment_for(name: str, text: str):
     return gpt2_without_mask(loaded, text) if loaded.kind == "gpt2" else bert_with_causal_mask(loaded, text)
 
 
-@st.cache_resource(show_spinner="Loading GPT-2's twin…")
-def twin_model():
-    try:
-        return load_twin(pick_device())
-    except LmvizError as err:
-        return str(err)
-
-
 @st.cache_data(max_entries=16, show_spinner="Running the twin with and without its mask…")
 def twin_experiment_for(text: str):
-    twin = twin_model()
+    folder = twin_folder()
+    twin = None if folder is None else ui.load_folder(str(folder))
     return twin if twin is None or isinstance(twin, str) else gpt2_without_mask(twin, text)
 
 
@@ -87,27 +79,12 @@ def show_twin(text: str) -> None:
     ui.plot(loss_figure(twin))
 
 
-def choose_index(key: str, what: str, count: int) -> int:
-    """A selectbox over ``range(count)`` remembered in the URL; an index from an old link that no longer exists falls
-    back to 0 and says so."""
-    wanted = ui.param(key, 0, int)
-    if st.session_state.get(f"w_{key}", wanted) not in range(count):
-        st.warning(f"There is no {what} {st.session_state.get(f'w_{key}', wanted)} here (this model has {what}s "
-                   f"0–{count - 1}); showing {what} 0.", icon="↩️")
-        st.session_state[f"w_{key}"] = 0
-    elif f"w_{key}" not in st.session_state:
-        st.session_state[f"w_{key}"] = wanted
-    value = st.selectbox(what.capitalize(), range(count), key=f"w_{key}")
-    ui.set_params(**{key: value})
-    return value
-
-
 def layer_and_head(prefix: str, layers: int, heads: int) -> tuple[int, int]:
     c1, c2 = st.columns(2)
     with c1:
-        layer = choose_index(f"{prefix}layer", "layer", layers)
+        layer = ui.choose_index(f"{prefix}layer", "layer", layers)
     with c2:
-        head = choose_index(f"{prefix}head", "head", heads)
+        head = ui.choose_index(f"{prefix}head", "head", heads)
     return layer, head
 
 

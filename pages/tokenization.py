@@ -42,9 +42,9 @@ def _figure(text: str, pair: str | None, width: int, lit: tuple[str, int] | None
 
 def _pick_piece() -> None:
     """The figure's click callback: remember which piece was clicked, and for which text."""
-    custom = ui.clicked("aligned")
-    if custom is not None and len(custom) == 2 and custom[0] in KINDS and isinstance(custom[1], int):
-        st.session_state["lit"] = (custom[0], custom[1], st.session_state.get("w_text"), st.session_state.get("w_pair"))
+    piece = vt.clicked_piece(ui.clicked("aligned"))
+    if piece is not None:
+        st.session_state["lit"] = (*piece, st.session_state.get("w_text"), st.session_state.get("w_pair"))
 
 
 def _lit(explained: dict, text: str, pair: str | None) -> tuple[str, int] | None:

@@ -11,7 +11,7 @@ from lmviz import checkpoints, objectives
 from lmviz.masking import MASKED, UNSELECTED
 from lmviz.tokenizers import explain
 from lmviz.viz import home, masking as vm
-from lmviz.viz.tokens import Cell, _groups, aligned_rows, token_counts, token_strip, unk_story
+from lmviz.viz.tokens import Cell, _groups, aligned_rows, clicked_piece, token_counts, token_strip, unk_story
 
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "**bold** $x$ [MASK] </s> <extra_id_0>",
            "👨‍👩‍👧 👍🏽 مرحبا שלום 生存", "a" * 500]
@@ -227,6 +227,9 @@ def test_a_lit_piece_lights_up_exactly_its_characters_and_every_box_reports_itse
     boxes = [t for t in fig.data if t.type == "bar"]
     assert [list(c) for c in boxes[1].customdata][:3] == [["gpt2", 0], ["gpt2", 1], ["gpt2", 2]]
     assert not aligned_rows(text, exps).layout.shapes, "nothing is lit until a piece is clicked"
+    assert clicked_piece(["gpt2", 3]) == ("gpt2", 3)
+    for forged in (None, "x", ["gpt2"], ["<b>", 1], ["gpt2", -1], ["gpt2", 1.5], ["gpt2", 1, 2]):
+        assert clicked_piece(forged) is None
 
 
 def test_t5_and_shift_figures(models):

@@ -16,12 +16,15 @@ def hover_grid(queries: list[str], keys: list[str]) -> np.ndarray:
     return np.dstack(np.meshgrid(k, q))
 
 
-def token_axes(fig: go.Figure, queries: list[str], keys: list[str], row=None, col=None, max_x: int = MAX_TICKS) -> None:
-    """Thinned token ticks on both axes, queries top to bottom. ``max_x``: fewer key labels for a figure that shares
-    its row with others (narrow), drawn upright so each takes only a line's height of width."""
-    xi, xt = ticks(keys, max_x)
+NARROW_TICKS = 16  # key labels on a panel that shares its row with another
+
+
+def token_axes(fig: go.Figure, queries: list[str], keys: list[str], row=None, col=None, narrow: bool = False) -> None:
+    """Thinned token ticks on both axes, queries top to bottom. ``narrow`` (a panel that shares its row with others):
+    fewer key labels, drawn upright so each takes only a line's height of width."""
+    xi, xt = ticks(keys, NARROW_TICKS if narrow else MAX_TICKS)
     yi, yt = ticks(queries)
-    fig.update_xaxes(tickvals=xi, ticktext=xt, tickangle=-60 if max_x >= MAX_TICKS else -90, row=row, col=col)
+    fig.update_xaxes(tickvals=xi, ticktext=xt, tickangle=-90 if narrow else -60, row=row, col=col)
     fig.update_yaxes(tickvals=yi, ticktext=yt, autorange="reversed", row=row, col=col)
 
 
@@ -47,13 +50,14 @@ def hidden_cells(mask, hidden: str = CAUSAL_HIDDEN, custom=None) -> go.Heatmap |
 
 def attention_heatmap(probs, queries: list[str], keys: list[str], title: str | None = None, zmax: float | None = None,
                       height: int | None = None, highlight: int | None = None, mask=None,
-                      hidden: str = CAUSAL_HIDDEN, percentile: float | None = None, max_x_ticks: int = MAX_TICKS) -> go.Figure:
+                      hidden: str = CAUSAL_HIDDEN, percentile: float | None = None, narrow: bool = False) -> go.Figure:
     """``probs [Q, K]`` as a query × key heatmap; hover names the query token, key token and weight.
 
     ``highlight`` outlines one query row (the one the arithmetic walks through). ``mask [Q, K]`` (bool,
     True = may attend) draws hidden cells light grey instead of the colour of weight 0; their hover says
     ``hidden`` (a grey layer, ``fig.data[1]``). ``percentile`` tops the colour scale at that percentile of the visible weights instead
-    of ``zmax`` (on long texts a 0–1 scale leaves nearly every cell dark); the colourbar says so.
+    of ``zmax`` (on long texts a 0–1 scale leaves nearly every cell dark); the colourbar says so. ``narrow`` (a panel
+    beside another): fewer, upright key labels, and the colourbar lies above the heatmap so it takes no width.
     """
     z = np.asarray(probs, dtype=float)
     shown = masked(z, mask)
@@ -67,19 +71,21 @@ def attention_heatmap(probs, queries: list[str], keys: list[str], title: str | N
         z=shown, x=list(range(len(keys))), y=list(range(len(queries))), customdata=custom, colorscale=SEQUENTIAL,
         zmin=0, zmax=zmax if zmax is not None else max(float(visible.max()) if visible.size else 1.0, 1e-6),
         hovertemplate="query %{customdata[1]}<br>key %{customdata[0]}<br>weight %{z:.3f}<extra></extra>",
-        hoverongaps=False, colorbar=dict(title=label),
+        hoverongaps=False, colorbar=dict(orientation="h", x=1, xanchor="right", y=1.0, yanchor="bottom", len=0.55,
+                                         thickness=12, title=dict(text=label, side="top")) if narrow else dict(title=label),
     ))
     grey = hidden_cells(mask, hidden, custom)
     if grey:
         fig.add_trace(grey.update(x=list(range(len(keys))), y=list(range(len(queries)))))
-    token_axes(fig, queries, keys, max_x=max_x_ticks)
+    token_axes(fig, queries, keys, narrow=narrow)
     fig.update_xaxes(title="key (attended to)", side="bottom")
     fig.update_yaxes(title="query (attending)")
     if highlight is not None and 0 <= highlight < len(queries):
         fig.add_shape(type="rect", x0=-0.5, x1=len(keys) - 0.5, y0=highlight - 0.5, y1=highlight + 0.5,
                       line=dict(color=PALETTE[1], width=3))
     side = max(380, min(900, 28 * max(len(queries), len(keys)) + 160))
-    return base_layout(fig, title, height or side)
+    fig = base_layout(fig, title, height or side)
+    return fig.update_layout(margin=dict(t=max(fig.layout.margin.t or 0, 90))) if narrow else fig
 
 
 GRID_TARGET_PX = 120  # the click target's side: most of a small heatmap (about 150 px tall)

@@ -85,7 +85,7 @@ def experiment_figure(e: MaskExperiment, layer: int, head: int) -> go.Figure:
                                  colorbar=dict(title="weight"),
                                  hovertemplate="query %{customdata[1]}<br>key %{customdata[0]}<br>weight %{z:.3f}<extra></extra>"),
                       row=1, col=c + 1)
-        token_axes(fig, e.tokens, e.tokens, row=1, col=c + 1, max_x=18)  # two panels side by side
+        token_axes(fig, e.tokens, e.tokens, row=1, col=c + 1, narrow=True)  # two panels side by side
     n = len(e.tokens)
     return base_layout(fig, f"layer {layer}, head {head}", max(420, min(760, 12 * n + 260)))
 

@@ -318,6 +318,14 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
     return fig
 
 
+def clicked_piece(custom) -> tuple[str, int] | None:
+    """(tokenizer, piece index) from the ``customdata`` of a clicked ``aligned_rows`` box (``ui.clicked``); None for
+    anything a click on that figure does not make. The page still checks the index against the text it shows."""
+    if isinstance(custom, list) and len(custom) == 2 and custom[0] in SHORT and isinstance(custom[1], int) and custom[1] >= 0:
+        return custom[0], custom[1]
+    return None
+
+
 def token_counts(explanations: dict[str, Explanation], pair: str | None = None) -> list[dict]:
     """One row per tokenizer. ``tokens`` is every position the model reads; characters per token divides the text's
     characters (and ``pair``'s, when BERT reads one) by the tokens made from them, the template's left out."""
