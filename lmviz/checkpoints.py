@@ -270,6 +270,12 @@ def _tied_names(model: torch.nn.Module) -> dict[str, str]:
     return tied
 
 
+def evaluation_path() -> Path:
+    """Where ``python -m lmviz evaluate`` writes the shipped models' held-out figures (beside them; ``LMVIZ_ASSETS``
+    moves it with them)."""
+    return shipped("bert").parent / "evaluation.json"
+
+
 def shipped(kind: str) -> Path:
     """The shipped model folder of ``kind``; ``LMVIZ_ASSETS=DIR`` points at a copy (tests, a lab's own set)."""
     root = os.environ.get("LMVIZ_ASSETS")

@@ -237,7 +237,7 @@ def bert_sink_probes(loaded, task) -> dict:
 
 def evaluate_all(models_dir: Path | None = None, quick: bool = False, kinds: tuple[str, ...] = ("gpt2", "bert", "t5")) -> dict:
     """Evaluate the model folders ``<models_dir>/{gpt2,bert,t5}``, print the table, write ``evaluation.json``."""
-    root = Path(models_dir) if models_dir else checkpoints.ASSETS
+    root = Path(models_dir) if models_dir else checkpoints.evaluation_path().parent
     if not root.is_dir():
         raise LmvizError(f"There is no models folder {root}.")
     device = pick_device()

@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from lmviz import checkpoints
-from lmviz.checkpoints import ASSETS, Loaded
+from lmviz.checkpoints import Loaded
 from lmviz.errors import LmvizError
 from lmviz.inference import attention_run
 from lmviz.masks import keep_matrix
 from lmviz.models.record import Want
 
-EVALUATION = ASSETS / "evaluation.json"
 CLEARLY = 2.0  # a head does its job on a text when it scores at least twice what even attention would
 REPEATED = "But soft, what light through yonder window breaks? It is the east, and Juliet is the sun."
 TEXTS = {
@@ -101,24 +100,24 @@ def _index(entry) -> tuple[int, int, float | None] | None:
     return layer, head, score
 
 
-def read_evaluation(path: Path = EVALUATION) -> dict:
-    """``evaluation.json``, or {} when it is missing or unreadable."""
+def read_evaluation(path: Path | None = None) -> dict:
+    """``evaluation.json`` (default: the shipped one), or {} when it is missing or unreadable."""
     try:
-        return checkpoints.read_json(Path(path))
+        return checkpoints.read_json(Path(path) if path is not None else checkpoints.evaluation_path())
     except (LmvizError, OSError):
         return {}
 
 
 def _probes(kind: str, source: Path | dict | None) -> dict:
-    data = source if isinstance(source, dict) else read_evaluation(source) if source is not None else {}
+    data = source if isinstance(source, dict) else read_evaluation(source)
     entry = data.get(kind)
     probes = entry.get("probes") if isinstance(entry, dict) else None
     return probes if isinstance(probes, dict) else {}
 
 
-def named_heads(loaded: Loaded, source: Path | dict | None = EVALUATION) -> list[NamedHead]:
+def named_heads(loaded: Loaded, source: Path | dict | None = None) -> list[NamedHead]:
     """The named heads of ``loaded`` (a shipped BERT or GPT-2) that evaluate found, from ``evaluation.json`` at
-    ``source`` or from its contents already read, each measured on its preset text beside chance. Empty if
+    ``source`` (default: the shipped one) or from its contents already read, each measured on its preset text beside chance. Empty if
     evaluate has not run, found none, or names a head this model does not have.
 
     BERT's sink candidates: those found, or only the best one when none beats chance."""

@@ -143,7 +143,7 @@ def _evaluation_at(path: str, mtime: float) -> dict | str:
 def evaluation() -> dict | str | None:
     """The shipped models' held-out figures (``python -m lmviz evaluate`` writes them): a dict, the reason it cannot be
     read, or None when there is none yet."""
-    path = checkpoints.shipped("bert").parent / "evaluation.json"
+    path = checkpoints.evaluation_path()
     return _evaluation_at(str(path), path.stat().st_mtime) if path.is_file() else None
 
 
