@@ -1,7 +1,7 @@
 """lmviz: look inside BERT, GPT-2 and T5. Run with ``streamlit run app.py``."""
 import streamlit as st
 
-from lmviz import ui
+from lmviz.app import ui
 
 st.set_page_config(page_title="lmviz", page_icon="🔍", layout="wide", initial_sidebar_state="expanded")
 

@@ -12,13 +12,13 @@ from lmviz.errors import LmvizError
 
 def _corpus(args):
     """``--corpus PATH``: a .txt file or a folder of them instead of the plays (None: the plays)."""
-    from lmviz.corpus import load_user_path
+    from lmviz.pretrain.corpus import load_user_path
 
     return load_user_path(args.corpus) if args.corpus else None
 
 
 def cmd_tokenizers(args) -> None:
-    from lmviz.tokenizers import DEFAULT_OUT, train_all
+    from lmviz.pretrain.tokenizers import DEFAULT_OUT, train_all
 
     report = train_all(Path(args.out) if args.out else DEFAULT_OUT, docs=_corpus(args))
     for kind, r in report.items():
@@ -28,9 +28,9 @@ def cmd_tokenizers(args) -> None:
 def cmd_train(args) -> None:
     import torch
 
-    from lmviz import checkpoints
-    from lmviz.corpus import split
-    from lmviz.training import DEFAULTS, train
+    from lmviz.models import checkpoints
+    from lmviz.pretrain.corpus import split
+    from lmviz.pretrain.training import DEFAULTS, train
 
     if args.corpus and not args.out:
         raise LmvizError("--corpus needs --out: a model trained on another corpus must not replace the shipped one.")
@@ -55,7 +55,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from lmviz.evaluate import evaluate_all
+    from lmviz.pretrain.evaluate import evaluate_all
 
     evaluate_all(Path(args.models) if args.models else None, quick=args.quick)
 

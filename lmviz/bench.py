@@ -30,8 +30,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from lmviz import checkpoints
-from lmviz.device import pick_device
+from lmviz.models import checkpoints
+from lmviz.models.device import pick_device
 from lmviz.errors import LmvizError
 from lmviz.models.record import Want
 
@@ -279,7 +279,7 @@ def edited_text(n_words: int, edit: int) -> str:
 
 
 def _tokenization(models, text):
-    from lmviz.tokenizers import explain
+    from lmviz.pretrain.tokenizers import explain
     from lmviz.viz import tokens as vt
 
     exp = {k: explain(k, m.tokenizer, text, None) for k, m in models.items()}
@@ -287,7 +287,7 @@ def _tokenization(models, text):
 
 
 def _attention(loaded, text):
-    from lmviz.inference import attention_run
+    from lmviz.analysis.inference import attention_run
     from lmviz.viz.attention import head_grid
 
     run = attention_run(loaded, text, want=Want(attention=True, scores=True, qkv=True))
@@ -296,7 +296,7 @@ def _attention(loaded, text):
 
 def _head_figures(run, kind, layer, head, arithmetic: bool = True):
     """What a layer/head switch rebuilds from a cached run: the heatmap (and the head's arithmetic)."""
-    from lmviz.arithmetic import head_arithmetic
+    from lmviz.analysis.arithmetic import head_arithmetic
     from lmviz.viz.attention import attention_heatmap
 
     queries, keys = run.axes(kind)
@@ -312,7 +312,7 @@ def _head_figures(run, kind, layer, head, arithmetic: bool = True):
 
 
 def _masking(loaded, text):
-    from lmviz import objectives
+    from lmviz.pretrain import objectives
     from lmviz.viz import masking as vm
 
     if loaded.kind == "bert":
@@ -324,8 +324,8 @@ def _masking(loaded, text):
 
 
 def _masks(loaded, text, twin=None):
-    from lmviz import masks
-    from lmviz.inference import attention_run
+    from lmviz.analysis import masks
+    from lmviz.analysis.inference import attention_run
     from lmviz.viz import masks as vmk
 
     run = attention_run(loaded, text, want=Want(attention=True, scores=True, qkv=True))
@@ -340,7 +340,7 @@ def _masks(loaded, text, twin=None):
 
 
 def _generation(loaded, text):
-    from lmviz import generation
+    from lmviz.analysis import generation
     from lmviz.viz import generation as vg
 
     gen = generation.generate(loaded, text, generation.Strategy(), steps=20)
@@ -349,7 +349,7 @@ def _generation(loaded, text):
 
 
 def _compare(models, text):
-    from lmviz import compare
+    from lmviz.analysis import compare
     from lmviz.viz import compare as vc
 
     c = compare.compare(models, text)
@@ -358,7 +358,7 @@ def _compare(models, text):
 
 def page_cases(models: dict) -> dict[str, Callable[[str], object]]:
     """``{page (model): work(text)}`` for every page whose library is present."""
-    from lmviz.masks import load_twin
+    from lmviz.analysis.masks import load_twin
 
     cases: dict[str, Callable[[str], object]] = {f"tokenization (explain: {', '.join(models)})": lambda text: _tokenization(models, text)}
     for kind, loaded in models.items():
@@ -390,7 +390,7 @@ class PageRow:
 
 def bench_pages(models: dict | None = None, repeats: int = 5, words: int = 64) -> list[PageRow]:
     """Median time of each page's work on a new text (warm models), then of a layer/head switch."""
-    from lmviz.inference import attention_run
+    from lmviz.analysis.inference import attention_run
 
     if models is None:
         models = {k: checkpoints.load(checkpoints.shipped(k), pick_device()) for k in ("bert", "gpt2", "t5")}

@@ -1,12 +1,12 @@
 import streamlit as st
 
-from lmviz import ui
-from lmviz.arithmetic import head_arithmetic
-from lmviz.bertviz_offline import head_view_html, model_view_html, view_height
+from lmviz.app import ui
+from lmviz.analysis.arithmetic import head_arithmetic
+from lmviz.viz.bertviz_offline import head_view_html, model_view_html, view_height
 from lmviz.errors import LmvizError
-from lmviz.heads import named_heads
-from lmviz.inference import FIGURES, attention_run
-from lmviz.masks import keep_matrix
+from lmviz.analysis.heads import named_heads
+from lmviz.analysis.inference import FIGURES, attention_run
+from lmviz.analysis.masks import keep_matrix
 from lmviz.viz import home
 from lmviz.viz.arithmetic import steps_figure, vectors_figure, weighted_sum_figure
 from lmviz.viz.attention import attention_heatmap, clicked_head, head_grid, layer_means

@@ -2,10 +2,10 @@ import json
 
 import streamlit as st
 
-from lmviz import ui
-from lmviz.compare import compare, view_data
+from lmviz.app import ui
+from lmviz.analysis.compare import compare, view_data
 from lmviz.errors import LmvizError
-from lmviz.export import csv_text
+from lmviz.app.export import csv_text
 from lmviz.viz.attention import attention_heatmap
 from lmviz.viz.compare import stats_figure
 

@@ -2,12 +2,12 @@ import json
 
 import streamlit as st
 
-from lmviz import ui
+from lmviz.app import ui
 from lmviz.errors import LmvizError
-from lmviz.export import csv_text
-from lmviz.generation import (MAX_STEPS, Decoding, clamp_step, format_forced, generate, measure_step, parse_forced, step_table,
+from lmviz.app.export import csv_text
+from lmviz.analysis.generation import (MAX_STEPS, Decoding, clamp_step, format_forced, generate, measure_step, parse_forced, step_table,
                               view_data)
-from lmviz.strategies import MAX_BEAM, MAX_TEMPERATURE, MIN_TEMPERATURE, STRATEGIES, STRATEGY_NAMES, Strategy
+from lmviz.analysis.strategies import MAX_BEAM, MAX_TEMPERATURE, MIN_TEMPERATURE, STRATEGIES, STRATEGY_NAMES, Strategy
 from lmviz.viz.generation import (attention_row_figure, attention_steps_figure, beam_tree, cache_figure, candidates_figure,
                                   strategy_figure)
 

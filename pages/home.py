@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from lmviz import ui
-from lmviz.device import describe_device, pick_device
+from lmviz.app import ui
+from lmviz.models.device import describe_device, pick_device
 from lmviz.errors import LmvizError
 from lmviz.viz import home
 

@@ -1,7 +1,9 @@
 """Masking: what each model is trained to predict — BERT's MLM and NSP, T5's span corruption, GPT-2's next token."""
 import streamlit as st
 
-from lmviz import objectives, ui
+from lmviz.pretrain import objectives
+
+from lmviz.app import ui
 from lmviz.errors import LmvizError
 from lmviz.viz import home
 from lmviz.viz import masking as vm

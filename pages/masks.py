@@ -1,10 +1,10 @@
 import streamlit as st
 
-from lmviz import ui
-from lmviz.arithmetic import head_arithmetic
+from lmviz.app import ui
+from lmviz.analysis.arithmetic import head_arithmetic
 from lmviz.errors import LmvizError
-from lmviz.inference import FIGURES, attention_run
-from lmviz.masks import (bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, keep_matrix, twin_folder,
+from lmviz.analysis.inference import FIGURES, attention_run
+from lmviz.analysis.masks import (bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, keep_matrix, twin_folder,
                           mask_matrices)
 from lmviz.viz.masks import (answer_weight_figure, experiment_figure, loss_figure, mask_effect_figure, mask_heatmap,
                              position_bias_figure)

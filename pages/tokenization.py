@@ -1,10 +1,10 @@
 """Tokenization: one text through WordPiece (BERT), byte-level BPE (GPT-2) and Unigram (T5), aligned."""
 import streamlit as st
 
-from lmviz import ui
+from lmviz.app import ui
 from lmviz.errors import LmvizError
-from lmviz.inference import label
-from lmviz.tokenizers import explain
+from lmviz.analysis.inference import label
+from lmviz.pretrain.tokenizers import explain
 from lmviz.viz import tokens as vt
 
 KINDS = ("bert", "gpt2", "t5")

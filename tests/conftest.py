@@ -25,7 +25,7 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 @pytest.fixture(scope="session")
 def tokenizers():
     """The shipped ``tokenizer.json`` of each model, loaded once: ``{"bert": ..., "gpt2": ..., "t5": ...}``."""
-    from lmviz.tokenizers import KINDS, load_tokenizer
+    from lmviz.pretrain.tokenizers import KINDS, load_tokenizer
 
     return {kind: load_tokenizer(MODELS_DIR / kind / "tokenizer.json") for kind in KINDS}
 

@@ -15,9 +15,9 @@ import streamlit as st
 from hostile import HOSTILE as SHARED_HOSTILE
 from streamlit.testing.v1 import AppTest
 
-from lmviz import checkpoints
-from lmviz.heads import CLEARLY, named_heads
-from lmviz.masks import CLEAR_CHANGE, load_twin, gpt2_without_mask
+from lmviz.models import checkpoints
+from lmviz.analysis.heads import CLEARLY, named_heads
+from lmviz.analysis.masks import CLEAR_CHANGE, load_twin, gpt2_without_mask
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer."
@@ -199,7 +199,7 @@ def test_masks_page_layer_and_head_come_back_from_the_link():
 
 
 def test_attention_page_says_t5_cross_attention_is_mostly_noise():
-    from lmviz.heads import read_evaluation
+    from lmviz.analysis.heads import read_evaluation
     from lmviz.viz.home import t5_not_yet_learnt
 
     at = page("pages/attention.py", {"model": "t5"})

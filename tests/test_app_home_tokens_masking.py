@@ -7,7 +7,9 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lmviz import checkpoints, objectives
+from lmviz.models import checkpoints
+
+from lmviz.pretrain import objectives
 from lmviz.viz import home
 
 APP = str(checkpoints.ASSETS.parent.parent / "app.py")

@@ -6,10 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from lmviz import bench, checkpoints
-from lmviz.tasks import TASKS
-from lmviz.tokenizers import load_tokenizer
-from lmviz.training import DEFAULTS
+from lmviz import bench
+
+from lmviz.models import checkpoints
+from lmviz.pretrain.tasks import TASKS
+from lmviz.pretrain.tokenizers import load_tokenizer
+from lmviz.pretrain.training import DEFAULTS
 
 TINY = {"bert": dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=128),
         "gpt2": dict(n_embd=16, n_layer=1, n_head=2, n_positions=256),
@@ -65,7 +67,7 @@ def test_pages_bench_times_each_page_and_switch(tiny_folders):
 
 def test_a_missing_page_library_is_reported_not_fatal(monkeypatch):
     def missing(text):
-        raise ImportError("No module named 'lmviz.compare'")
+        raise ImportError("No module named 'lmviz.analysis.compare'")
 
     monkeypatch.setattr(bench, "page_cases", lambda models: {"compare (3 models)": missing})
     rows = bench.bench_pages({}, repeats=1, words=8)

@@ -7,9 +7,9 @@ import re
 import pytest
 from bertviz.util import format_special_chars
 
-from lmviz import checkpoints
-from lmviz.bertviz_offline import VENDOR, VENDORED, bertviz_arguments, head_view_html, model_view_html, script_json, view_height
-from lmviz.inference import attention_run
+from lmviz.models import checkpoints
+from lmviz.viz.bertviz_offline import VENDOR, VENDORED, bertviz_arguments, head_view_html, model_view_html, script_json, view_height
+from lmviz.analysis.inference import attention_run
 
 EVIL = "<img src=x onerror=alert(1)> </script><script>alert(2)</script> <!-- &amp;"
 

@@ -6,9 +6,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from browser import error_boxes, screenshot, wait_for_app
 
-from lmviz import checkpoints
-from lmviz.generation import generate
-from lmviz.strategies import Strategy
+from lmviz.models import checkpoints
+from lmviz.analysis.generation import generate
+from lmviz.analysis.strategies import Strategy
 
 pytestmark = pytest.mark.browser
 ROMEO = "ROMEO:\nBut soft, what light through yonder window breaks?"  # the page's default prompt

@@ -9,7 +9,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from lmviz import checkpoints
+from lmviz.models import checkpoints
 from lmviz.errors import LmvizError
 from lmviz.models.record import Want
 
@@ -261,7 +261,7 @@ def test_the_shipped_folders_load_every_tensor_as_stored(kind):
 
 @torch.no_grad()
 def test_a_bert_for_masked_lm_predicts_masked_words_and_says_it_has_no_nsp(tmp_path):
-    from lmviz import objectives
+    from lmviz.pretrain import objectives
 
     shipped = checkpoints.shipped("bert")
     cfg = _hf_bert_config()

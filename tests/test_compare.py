@@ -3,8 +3,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from lmviz import checkpoints
-from lmviz.compare import attention_stats, compare, view_data
+from lmviz.models import checkpoints
+from lmviz.analysis.compare import attention_stats, compare, view_data
 from lmviz.errors import LmvizError
 from lmviz.viz.compare import stats_figure
 

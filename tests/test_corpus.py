@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from lmviz import corpus
+from lmviz.pretrain import corpus
 from lmviz.errors import LmvizError
 
 

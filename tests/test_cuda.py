@@ -3,7 +3,7 @@ and the KV cache agrees with recompute there. Skipped where no GPU is present (C
 import pytest
 import torch
 
-from lmviz import checkpoints
+from lmviz.models import checkpoints
 from lmviz.models.record import Want
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -10,10 +10,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lmviz import arithmetic, checkpoints, corpus, masking, objectives
+from lmviz.analysis import arithmetic
+
+from lmviz.models import checkpoints
+
+from lmviz.pretrain import corpus, masking, objectives
 from lmviz.errors import LmvizError
-from lmviz.inference import attention_run, encode
-from lmviz.tokenizers import KINDS, explain
+from lmviz.analysis.inference import attention_run, encode
+from lmviz.pretrain.tokenizers import KINDS, explain
 from hostile import HOSTILE
 
 # Text a student might type: any Unicode (surrogates included), the hostile list, special tokens glued to words.

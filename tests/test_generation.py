@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from lmviz import checkpoints
+from lmviz.models import checkpoints
 from lmviz.errors import LmvizError
-from lmviz.export import csv_text
+from lmviz.app.export import csv_text
 from lmviz.bench import step_timing
-from lmviz.generation import (MAX_STEPS, branch, clamp_step, format_forced, generate, measure_step, parse_forced, step_table,
+from lmviz.analysis.generation import (MAX_STEPS, branch, clamp_step, format_forced, generate, measure_step, parse_forced, step_table,
                               view_data)
-from lmviz.strategies import MIN_TEMPERATURE, Strategy, pick, shape, step_rng
+from lmviz.analysis.strategies import MIN_TEMPERATURE, Strategy, pick, shape, step_rng
 
 PROMPT = "ROMEO: But soft, what light through yonder window"
 T5_INPUT = "To be or not to <extra_id_0>, that is the <extra_id_1>."
@@ -231,7 +231,7 @@ def test_a_long_prompt_keeps_its_last_tokens_and_says_so(gpt2):
 
 
 def test_steps_past_the_limit_are_clamped_and_stated(gpt2):
-    from lmviz.generation import Decoding
+    from lmviz.analysis.generation import Decoding
 
     d = Decoding(gpt2, "Hi", Strategy("greedy"), max_steps=10 ** 6, measure=False)
     assert d.max_steps == MAX_STEPS and any(str(MAX_STEPS) in n for n in d.gen.notes)

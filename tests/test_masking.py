@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from lmviz import corpus, masking
+from lmviz.pretrain import corpus, masking
 from lmviz.errors import LmvizError
-from lmviz.masking import IGNORE, KEPT, MASKED, RANDOM, UNSELECTED
-from lmviz.tokenizers import SENTINELS
+from lmviz.pretrain.masking import IGNORE, KEPT, MASKED, RANDOM, UNSELECTED
+from lmviz.pretrain.tokenizers import SENTINELS
 
 ROWS, SEQ = 512, 128
 

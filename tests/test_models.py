@@ -8,8 +8,8 @@ import pytest
 import torch
 import transformers
 
-from lmviz import checkpoints
-from lmviz.arithmetic import head_arithmetic
+from lmviz.models import checkpoints
+from lmviz.analysis.arithmetic import head_arithmetic
 from lmviz.errors import LmvizError
 from lmviz.models.record import ALL, Want
 

@@ -10,11 +10,11 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from lmviz import checkpoints
-from lmviz.arithmetic import head_arithmetic
-from lmviz.heads import CLEARLY, induction_score, induction_targets, named_heads, previous_token_score, sink_score
-from lmviz.inference import attention_run, encode
-from lmviz.masks import bert_padded_batch, bert_with_causal_mask, fill_in_loss, gpt2_without_mask, keep_matrix, mask_matrices
+from lmviz.models import checkpoints
+from lmviz.analysis.arithmetic import head_arithmetic
+from lmviz.analysis.heads import CLEARLY, induction_score, induction_targets, named_heads, previous_token_score, sink_score
+from lmviz.analysis.inference import attention_run, encode
+from lmviz.analysis.masks import bert_padded_batch, bert_with_causal_mask, fill_in_loss, gpt2_without_mask, keep_matrix, mask_matrices
 from lmviz.viz.arithmetic import MASK_EFFECT, steps_figure, vectors_figure, weighted_sum_figure
 from lmviz.viz.attention import CAUSAL_HIDDEN, HIDDEN_COLOUR, attention_heatmap, clicked_head, head_grid, layer_means
 from lmviz.viz.masks import answer_weight_figure, experiment_figure, loss_figure, mask_effect_figure, mask_heatmap, position_bias_figure

@@ -2,7 +2,7 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lmviz.strategies import MIN_TEMPERATURE
+from lmviz.analysis.strategies import MIN_TEMPERATURE
 
 APP = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "app.py")
 

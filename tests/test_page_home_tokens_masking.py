@@ -7,9 +7,11 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-from lmviz import checkpoints, objectives
-from lmviz.masking import MASKED, UNSELECTED
-from lmviz.tokenizers import explain
+from lmviz.models import checkpoints
+
+from lmviz.pretrain import objectives
+from lmviz.pretrain.masking import MASKED, UNSELECTED
+from lmviz.pretrain.tokenizers import explain
 from lmviz.viz import home, masking as vm
 from lmviz.viz.tokens import Cell, _groups, aligned_rows, clicked_piece, token_counts, token_strip, unk_story
 

@@ -15,7 +15,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from hostile import HOSTILE
-from lmviz import checkpoints
+from lmviz.models import checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["pages/home.py", "pages/tokenization.py", "pages/masking.py", "pages/attention.py", "pages/masks.py",
@@ -94,7 +94,7 @@ def test_a_link_cannot_name_a_path_outside_the_models(value, monkeypatch, tmp_pa
     monkeypatch.setenv("LMVIZ_MODELS", str(tmp_path / "models"))
     at = fresh_app({"model": value, "models": value}, clear=True)
     every_page(at)
-    from lmviz import ui
+    from lmviz.app import ui
 
     assert all(Path(p).resolve().is_relative_to(checkpoints.shipped("bert").parent.resolve()) for p in ui.registry().values())
 

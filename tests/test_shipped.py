@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from lmviz import checkpoints
-from lmviz.evaluate import bert_cloze, gpt2_head_probes, task_for
-from lmviz.tasks import EVAL_SEED, char_count
+from lmviz.models import checkpoints
+from lmviz.pretrain.evaluate import bert_cloze, gpt2_head_probes, task_for
+from lmviz.pretrain.tasks import EVAL_SEED, char_count
 
 LOSS_TOL = 0.01  # relative, for losses
 ACC_TOL = 0.01  # absolute, for accuracies (GPU bf16 training evals vs float32 CPU flip a few argmaxes)

@@ -6,10 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from lmviz import corpus
+from lmviz.pretrain import corpus
 from lmviz.__main__ import main
 from lmviz.errors import LmvizError
-from lmviz.tokenizers import DEFAULT_OUT, KINDS, explain, train_all
+from lmviz.pretrain.tokenizers import DEFAULT_OUT, KINDS, explain, train_all
 from conftest import MODELS_DIR
 from hostile import HOSTILE
 

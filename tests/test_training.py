@@ -5,11 +5,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from lmviz import checkpoints, corpus
-from lmviz.corpus import Document
+from lmviz.models import checkpoints
+
+from lmviz.pretrain import corpus
+from lmviz.pretrain.corpus import Document
 from lmviz.errors import LmvizError
-from lmviz.tasks import TASKS
-from lmviz.training import DEFAULTS, TrainConfig, train
+from lmviz.pretrain.tasks import TASKS
+from lmviz.pretrain.training import DEFAULTS, TrainConfig, train
 
 TINY_MODEL = {
     "gpt2": dict(n_embd=32, n_layer=2, n_head=2, n_positions=64),
@@ -80,7 +82,7 @@ def test_a_missing_tokenizer_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("scale", [1.0, 10.0])
 def test_the_token_embedding_can_learn_at_its_own_rate(scale):
     from lmviz.models.t5 import T5Config, T5ForConditionalGeneration
-    from lmviz.training import lr_at, make_optimizer, set_lr
+    from lmviz.pretrain.training import lr_at, make_optimizer, set_lr
 
     model = T5ForConditionalGeneration(T5Config(vocab_size=64, **TINY_MODEL["t5"]))
     cfg = replace(tiny("t5"), embed_lr_scale=scale)

@@ -1,13 +1,13 @@
 """One head's arithmetic as figures: the vectors, each step of the scores, and the weighted sum of values.
 
-Every number comes from ``lmviz.arithmetic.head_arithmetic`` (the real q, k, v of a forward pass).
+Every number comes from ``lmviz.analysis.arithmetic.head_arithmetic`` (the real q, k, v of a forward pass).
 """
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
 
-from lmviz.arithmetic import HeadArithmetic
+from lmviz.analysis.arithmetic import HeadArithmetic
 from lmviz.viz.attention import DIVERGING
 from lmviz.viz.style import PALETTE, base_layout, escape, subplots, ticks
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from lmviz.compare import METRICS, SERIES_NAMES
+from lmviz.analysis.compare import METRICS, SERIES_NAMES
 from lmviz.viz.style import MODEL_COLOURS, base_layout, subplots
 
 DASH = {"self": "solid", "causal": "dash", "cross": "dot"}

@@ -5,8 +5,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lmviz.generation import Generation, Step
-from lmviz.strategies import STRATEGY_NAMES, Strategy
+from lmviz.analysis.generation import Generation, Step
+from lmviz.analysis.strategies import STRATEGY_NAMES, Strategy
 from lmviz.viz.attention import attention_heatmap
 from lmviz.viz.masking import SENTINEL
 from lmviz.viz.style import PALETTE, SEQUENTIAL, base_layout, escape, ticks

@@ -78,7 +78,7 @@ def sizes_from_config(kind: str, config: dict, params: int, context: int | None 
 
 def sizes_of(loaded) -> Sizes:
     """The loaded model's ``Sizes``: its config and its real parameter count (tied weights counted once)."""
-    from lmviz.inference import context_limit
+    from lmviz.analysis.inference import context_limit
 
     params = sum(p.numel() for p in loaded.model.parameters())
     return sizes_from_config(loaded.kind, loaded.model.config.to_hf(), params, context_limit(loaded))

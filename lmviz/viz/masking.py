@@ -1,6 +1,6 @@
 """The Masking page's figures: what each pretraining objective does to a text, and what the model answers.
 
-Each function takes a result from ``lmviz.objectives`` (plain data, computed from a real forward pass)
+Each function takes a result from ``lmviz.pretrain.objectives`` (plain data, computed from a real forward pass)
 and returns a plotly figure or table rows; token labels come already made safe by ``inference.label``
 and are HTML-escaped here before plotly sees them.
 """
@@ -11,8 +11,8 @@ import re
 import numpy as np
 import plotly.graph_objects as go
 
-from lmviz.masking import KEPT, MASKED, OUTCOME_NAMES, RANDOM, UNSELECTED
-from lmviz.objectives import MlmResult, NspResult, ShiftTable, T5Result
+from lmviz.pretrain.masking import KEPT, MASKED, OUTCOME_NAMES, RANDOM, UNSELECTED
+from lmviz.pretrain.objectives import MlmResult, NspResult, ShiftTable, T5Result
 from lmviz.viz.style import MODEL_COLOURS, PALETTE, base_layout, escape, ticks
 from lmviz.viz.tokens import SPECIAL_GREY, Cell, legend_key, tint, token_strip
 

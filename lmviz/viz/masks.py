@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from lmviz.arithmetic import HeadArithmetic
-from lmviz.masks import MaskExperiment, MaskMatrix
+from lmviz.analysis.arithmetic import HeadArithmetic
+from lmviz.analysis.masks import MaskExperiment, MaskMatrix
 from lmviz.viz.arithmetic import MASK_EFFECT, steps_figure
 from lmviz.viz.attention import DIVERGING, hidden_cells, hover_grid, masked, token_axes
 from lmviz.viz.style import PALETTE, base_layout, escape, subplots, ticks

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from lmviz.inference import label
-from lmviz.tokenizers import Explanation
+from lmviz.analysis.inference import label
+from lmviz.pretrain.tokenizers import Explanation
 from lmviz.viz.style import FONT, MODEL_COLOURS, base_layout, escape
 
 SHORT = {"bert": "BERT", "gpt2": "GPT-2", "t5": "T5"}

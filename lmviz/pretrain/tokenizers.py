@@ -93,7 +93,7 @@ def train_tokenizer(kind: Kind, texts: Iterable[str]) -> Tokenizer:
     return _finish(kind, tok)
 
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "runs" / "tokenizers"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent.parent / "runs" / "tokenizers"
 """Where ``python -m lmviz tokenizers`` writes: a fresh folder, never the shipped models' (their ids would change)."""
 
 
@@ -103,7 +103,7 @@ def train_all(out_dir: Path, docs: Iterable | None = None) -> dict[Kind, dict]:
     Refuses a folder that holds a ``model.safetensors``: a new tokenizer numbers its pieces
     differently, so writing it beside a trained model would silently break that model.
     """
-    from lmviz.corpus import split
+    from lmviz.pretrain.corpus import split
 
     folders = {kind: Path(out_dir) / kind for kind in KINDS}
     for folder in folders.values():

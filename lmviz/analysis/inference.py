@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lmviz.checkpoints import Loaded
+from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
 from lmviz.models.record import ALL, AttentionRecord, Want
-from lmviz.tokenizers import GPT2_EOT, explain, safe_text
+from lmviz.pretrain.tokenizers import GPT2_EOT, explain, safe_text
 
 MAX_CHARS = 200_000  # longer texts are cut before tokenizing; no model reads this far anyway
 T5_MAX_INPUT = 128

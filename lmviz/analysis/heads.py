@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lmviz import checkpoints
-from lmviz.checkpoints import Loaded
+from lmviz.models import checkpoints
+from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
-from lmviz.inference import attention_run
-from lmviz.masks import keep_matrix
+from lmviz.analysis.inference import attention_run
+from lmviz.analysis.masks import keep_matrix
 from lmviz.models.record import Want
 
 CLEARLY = 2.0  # a head does its job on a text when it scores at least twice what even attention would

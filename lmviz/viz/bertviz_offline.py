@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from lmviz.inference import AttentionRun
+from lmviz.analysis.inference import AttentionRun
 
-VENDOR = Path(__file__).resolve().parent.parent / "assets" / "vendor"
+VENDOR = Path(__file__).resolve().parent.parent.parent / "assets" / "vendor"
 VENDORED = ("d3.min.js", "jquery.min.js", "require.js")  # load order matters: see the module docstring
 CDN = re.compile(r'<script src="https?://[^"]*"></script>')
 REQUIRE_CONFIG = re.compile(r"require\.config\(\{.*?\}\);", re.S)

@@ -1,7 +1,7 @@
 """What each model is trained on and scored by: batches, losses and held-out figures.
 
 A batch is a pure function of ``(seed, step)``; held-out figures always use the plays named in
-``lmviz.corpus.HELD_OUT`` with fixed seeds, so every evaluation sees the same examples.
+``lmviz.pretrain.corpus.HELD_OUT`` with fixed seeds, so every evaluation sees the same examples.
 """
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmviz import corpus as corpus_mod
-from lmviz import masking
-from lmviz.tokenizers import GPT2_EOT, SENTINELS
+from lmviz.pretrain import corpus as corpus_mod
+from lmviz.pretrain import masking
+from lmviz.pretrain.tokenizers import GPT2_EOT, SENTINELS
 
 EVAL_SEED = 1234
 
 
 def char_count(tokenizer, ids) -> int:
     """Characters ended by these byte-level tokens: one per UTF-8 lead byte, so counts add up exactly."""
-    from lmviz.tokenizers import token_bytes
+    from lmviz.pretrain.tokenizers import token_bytes
 
     return sum(sum((b & 0xC0) != 0x80 for b in token_bytes(tokenizer.id_to_token(int(i)))) for i in ids)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from lmviz import checkpoints
-from lmviz.device import pick_device
+from lmviz.models import checkpoints
+from lmviz.models.device import pick_device
 from lmviz.errors import LmvizError
-from lmviz.tasks import TASKS, Task
+from lmviz.pretrain.tasks import TASKS, Task
 
 
 @dataclass
@@ -182,7 +182,7 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
     cfg = replace(cfg)
     from tqdm import tqdm
 
-    from lmviz.tokenizers import load_tokenizer
+    from lmviz.pretrain.tokenizers import load_tokenizer
 
     if cfg.steps <= 0:
         raise LmvizError("The step budget must be at least 1.")

@@ -5,7 +5,7 @@
 - ``t5_reconstruct``: T5's span corruption, the target, and the model's own fill of each sentinel.
 - ``gpt2_shift_table``: GPT-2's shift-by-one pairs with the probability and loss at each position.
 
-The corruption itself is ``lmviz.masking``'s, the very code the pretraining runs use.
+The corruption itself is ``lmviz.pretrain.masking``'s, the very code the pretraining runs use.
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmviz import masking
-from lmviz.checkpoints import Loaded
+from lmviz.pretrain import masking
+from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
-from lmviz.inference import T5_MAX_TARGET, encode, greedy_t5, label
-from lmviz.tokenizers import GPT2_EOT, SENTINELS, token_bytes
+from lmviz.analysis.inference import T5_MAX_TARGET, encode, greedy_t5, label
+from lmviz.pretrain.tokenizers import GPT2_EOT, SENTINELS, token_bytes
 
 TOP_K = 5
 
@@ -175,7 +175,7 @@ def mlm_predict(loaded: Loaded, text: str, seed: int = 0, rate: float = 0.15, sp
 
 def nsp_sample(seed: int, true_next: bool) -> tuple[str, str]:
     """A speech from a held-out play and either the speech that follows it or one from another play."""
-    from lmviz.corpus import split
+    from lmviz.pretrain.corpus import split
 
     _, held = split()
     rng = np.random.default_rng(masking.check_seed(seed))

@@ -1,6 +1,6 @@
 """``python -m lmviz evaluate``: held-out figures beside honest baselines, and the probes the pages point at.
 
-Everything is measured on the held-out plays (``lmviz.corpus.HELD_OUT``) with fixed seeds; ``--quick``
+Everything is measured on the held-out plays (``lmviz.pretrain.corpus.HELD_OUT``) with fixed seeds; ``--quick``
 uses the slice that training evaluates on (the ``evals`` rows of ``train_log.json``), the full run
 every held-out window (GPT-2) or 32 batches of 32 (BERT, T5). The result is printed as one table
 and written to ``assets/models/evaluation.json``, which the Home and Attention pages read. Its keys
@@ -37,14 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmviz import checkpoints
-from lmviz.corpus import HELD_OUT
-from lmviz.device import pick_device
-from lmviz.heads import even_attention, previous_token_score, read_evaluation, sink_score
+from lmviz.models import checkpoints
+from lmviz.pretrain.corpus import HELD_OUT
+from lmviz.models.device import pick_device
+from lmviz.analysis.heads import even_attention, previous_token_score, read_evaluation, sink_score
 from lmviz.errors import LmvizError
 from lmviz.models.record import Want
-from lmviz.tasks import EVAL_SEED, TASKS, char_count
-from lmviz.training import DEFAULTS
+from lmviz.pretrain.tasks import EVAL_SEED, TASKS, char_count
+from lmviz.pretrain.training import DEFAULTS
 
 CLOZES = ["to be or not to [MASK] .", "what light through yonder [MASK] breaks ?", "my lord , i [MASK] not know .",
           "the king is [MASK] .", "good [MASK] , sweet prince ."]
@@ -170,9 +170,9 @@ def gpt2_greedy(loaded, prompt: str, n: int = 20) -> str:
 @torch.inference_mode()
 def t5_restore(loaded, sentence: str) -> dict:
     """Hide one span in the middle of ``sentence`` and let T5 restore it (greedy)."""
-    from lmviz.inference import greedy_t5
-    from lmviz.masking import span_corrupt
-    from lmviz.tokenizers import SENTINELS
+    from lmviz.analysis.inference import greedy_t5
+    from lmviz.pretrain.masking import span_corrupt
+    from lmviz.pretrain.tokenizers import SENTINELS
 
     tok = loaded.tokenizer
     ids = tok.encode(sentence, add_special_tokens=False).ids

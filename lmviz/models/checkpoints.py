@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from lmviz.errors import LmvizError
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
+ASSETS = Path(__file__).resolve().parent.parent.parent / "assets" / "models"
 SHARD_BYTES = 16 * 1024 * 1024
 
 
@@ -167,7 +167,7 @@ def load(folder: str | Path, device: torch.device | str | None = None, need_toke
     The config is checked first, then the tensors' shapes in the safetensors header against a model
     built on the meta device (no memory), and only then are the weights read and the model built.
     """
-    from lmviz.tokenizers import load_tokenizer
+    from lmviz.pretrain.tokenizers import load_tokenizer
 
     folder = Path(folder)
     if not folder.is_dir():

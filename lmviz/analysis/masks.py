@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmviz.arithmetic import MASKED
-from lmviz import checkpoints
-from lmviz.checkpoints import Loaded
+from lmviz.analysis.arithmetic import MASKED
+from lmviz.models import checkpoints
+from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
-from lmviz.inference import AttentionRun, encode, encode_gpt2
+from lmviz.analysis.inference import AttentionRun, encode, encode_gpt2
 from lmviz.models.record import AttentionRecord, Want, additive_mask, causal_keep
 
 TITLES = {

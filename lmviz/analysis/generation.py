@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from lmviz.checkpoints import Loaded
+from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
-from lmviz.inference import MAX_CHARS, T5_MAX_TARGET, encode
+from lmviz.analysis.inference import MAX_CHARS, T5_MAX_TARGET, encode
 from lmviz.models.record import Want
-from lmviz.objectives import _token as token_label
-from lmviz.strategies import Shaped, Strategy, pick, shape, step_rng
-from lmviz.tokenizers import GPT2_EOT, safe_text
+from lmviz.pretrain.objectives import _token as token_label
+from lmviz.analysis.strategies import Shaped, Strategy, pick, shape, step_rng
+from lmviz.pretrain.tokenizers import GPT2_EOT, safe_text
 
 if TYPE_CHECKING:
-    from lmviz.beam import Beam
+    from lmviz.analysis.beam import Beam
 
 MAX_STEPS = 64
 TOP_N = 12  # candidates kept per step for the bar chart
@@ -343,7 +343,7 @@ def generate(loaded: Loaded, text: str, strategy: Strategy, steps: int = 20, see
     best of 3 and a recompute of the whole sequence at every step (slow); ``measure_step`` does that
     for one step, the one a page shows."""
     if strategy.name == "beam":
-        from lmviz.beam import beam_search  # beam.py builds on this module's decoder and records
+        from lmviz.analysis.beam import beam_search  # beam.py builds on this module's decoder and records
 
         return beam_search(loaded, text, strategy, steps, measure)
     return Decoding(loaded, text, strategy, seed, steps, forced, use_cache, measure).run(steps)

@@ -1,6 +1,6 @@
 """Beam search: keep the ``beam_width`` best partial texts by summed log-probability instead of one.
 
-It runs the same decoder as sampling (``lmviz.generation``) on every live beam at once, reorders the
+It runs the same decoder as sampling (``lmviz.analysis.generation``) on every live beam at once, reorders the
 KV cache to follow the beams it keeps, and records one ``Step`` per token of the winning beam, so
 the Generation page draws it like any other decoding, plus the tree of kept beams.
 """
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lmviz.checkpoints import Loaded
-from lmviz.generation import MAX_STEPS, ROWS, TIMING_REPEATS, Generation, _Decoder, _record_step
-from lmviz.arithmetic import softmax
-from lmviz.strategies import Shaped, Strategy
+from lmviz.models.checkpoints import Loaded
+from lmviz.analysis.generation import MAX_STEPS, ROWS, TIMING_REPEATS, Generation, _Decoder, _record_step
+from lmviz.analysis.arithmetic import softmax
+from lmviz.analysis.strategies import Shaped, Strategy
 
 
 @dataclass

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lmviz.checkpoints import Loaded
+from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
-from lmviz.inference import attention_run
+from lmviz.analysis.inference import attention_run
 
 METRICS = {"entropy": "entropy (nats)", "distance": "mean distance (tokens)", "special": "share to special tokens",
            "self": "share to itself"}

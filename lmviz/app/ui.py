@@ -12,9 +12,9 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from lmviz import checkpoints
-from lmviz.corpus import decode_user_bytes
-from lmviz.device import describe_device, pick_device
+from lmviz.models import checkpoints
+from lmviz.pretrain.corpus import decode_user_bytes
+from lmviz.models.device import describe_device, pick_device
 from lmviz.errors import LmvizError
 
 def _import_lazy_modules() -> None:

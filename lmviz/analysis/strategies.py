@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lmviz.arithmetic import softmax
+from lmviz.analysis.arithmetic import softmax
 
 from lmviz.errors import LmvizError
 
@@ -108,9 +108,9 @@ class Shaped:
 
 def shape(logits, strategy: Strategy) -> Shaped:
     """Apply ``strategy`` (already ``checked``; greedy or sampling) to one logits vector. Beam search ranks whole
-    beams rather than reshaping one distribution: ``lmviz.beam.beam_view`` draws its steps."""
+    beams rather than reshaping one distribution: ``lmviz.analysis.beam.beam_view`` draws its steps."""
     if strategy.name == "beam":
-        raise LmvizError("Beam search does not reshape one distribution; lmviz.beam draws its steps.")
+        raise LmvizError("Beam search does not reshape one distribution; lmviz.analysis.beam draws its steps.")
     z = np.asarray(logits, dtype=np.float64)
     raw = softmax(z)
     tempered = raw if strategy.name == "greedy" else softmax(z / strategy.temperature)

@@ -1,0 +1,1 @@
+"""The three models, their checkpoints and the device they run on."""

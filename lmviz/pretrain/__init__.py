@@ -1,0 +1,1 @@
+"""How the shipped models are made: corpus, tokenizers, objectives, training, evaluation."""
