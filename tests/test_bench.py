@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from lmviz import bench
+from lmviz.pretrain.corpus import Split
 
 from lmviz.models import checkpoints
 from lmviz.pretrain.tasks import TASKS
@@ -25,7 +26,7 @@ def tiny_folders(tmp_path_factory):
     folders = {}
     for kind, shape in TINY.items():
         tok = load_tokenizer(checkpoints.shipped(kind) / "tokenizer.json")
-        task = TASKS[kind](tok, replace(DEFAULTS[kind], model=shape), corpus=([], []))
+        task = TASKS[kind](tok, replace(DEFAULTS[kind], model=shape), corpus=Split([], [], []))
         folders[kind] = checkpoints.save(task.build_model(), root / kind, tokenizer=tok)
     return folders
 

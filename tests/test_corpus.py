@@ -22,14 +22,15 @@ def test_all_38_plays_load_with_speeches(plays):
 
 
 def test_held_out_plays_are_real_plays_and_form_the_held_out_split(plays):
-    train, held = corpus.split()
+    train, held, valid = corpus.split()
     assert sorted(d.name for d in held) == sorted(corpus.HELD_OUT)
-    assert len(train) + len(held) == len(plays)
-    assert not {d.name for d in train} & set(corpus.HELD_OUT)
+    assert sorted(d.name for d in valid) == sorted(corpus.VALIDATION)
+    assert len(train) + len(held) + len(valid) == len(plays)
+    assert not {d.name for d in train} & set(corpus.HELD_OUT + corpus.VALIDATION)
 
 
 def test_no_line_of_a_held_out_play_is_in_the_training_text(plays):
-    train, held = corpus.split()
+    train, held, _ = corpus.split()
     train_lines = {line for d in train for s in d.speeches for line in s.text.split("\n")}
     held_lines = [line for d in held for s in d.speeches for line in s.text.split("\n")]
     # Stock phrases ("Ay, my good lord.") recur in many plays; every line of real length must be unseen.
@@ -163,13 +164,23 @@ def test_a_folder_without_txt_files_is_refused(tmp_path):
 def test_a_users_corpus_holds_out_its_last_file_or_the_end_of_its_only_file(tmp_path):
     (tmp_path / "a.txt").write_text("One.\n\nTwo.", encoding="utf-8")
     docs = corpus.load_user_path(tmp_path)
-    train, held = corpus.split(docs)
+    train, held, valid = corpus.split(docs)
     assert [d.name for d in train] == ["a"] and [s.text for s in train[0].speeches] == ["One."]
     assert [s.text for s in held[0].speeches] == ["Two."], "one file: its last tenth (at least one paragraph) is held out"
+    assert valid == held, "too short for a tenth of its own: validation falls back to the test paragraph"
     assert list(corpus.speeches(docs)) == [(0, 0, docs[0].speeches[0]), (0, 1, docs[0].speeches[1])]
     (tmp_path / "b.txt").write_text("Three.\n\nFour.", encoding="utf-8")
-    train, held = corpus.split(corpus.load_user_path(tmp_path))
+    train, held, _ = corpus.split(corpus.load_user_path(tmp_path))
     assert [d.name for d in train] == ["a"] and [d.name for d in held] == ["b"], "several files: the last is held out"
+    (tmp_path / "c.txt").write_text("Five.\n\nSix.", encoding="utf-8")
+    train, held, valid = corpus.split(corpus.load_user_path(tmp_path))
+    assert [[d.name] for d in (train[0], held[0], valid[0])] == [["a"], ["c"], ["b"]], "three files: the one before the last validates"
+    (tmp_path / "c.txt").unlink()
+    ten = tmp_path / "ten" / "t.txt"
+    ten.parent.mkdir()
+    ten.write_text("\n\n".join(f"Line {i}." for i in range(20)), encoding="utf-8")
+    train, held, valid = corpus.split(corpus.load_user_path(ten))
+    assert [len(d.speeches) for d in (train[0], valid[0], held[0])] == [16, 2, 2]
     one = tmp_path / "one" / "c.txt"
     one.parent.mkdir()
     one.write_text("Only one paragraph.", encoding="utf-8")

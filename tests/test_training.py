@@ -22,9 +22,9 @@ TINY_MODEL = {
 
 @pytest.fixture(scope="module")
 def small_corpus():
-    train_docs, held_docs = corpus.split()
-    cut = lambda d, n: Document(d.name, d.speeches[:n])  # noqa: E731
-    return [cut(d, 150) for d in train_docs[:3]], [cut(d, 60) for d in held_docs]
+    train_docs, test_docs, valid_docs = corpus.split()
+    cut = lambda d, n: Document(d.name, d.speeches[:n], d.genre)  # noqa: E731
+    return corpus.Split([cut(d, 150) for d in train_docs[:3]], [cut(d, 60) for d in test_docs], [cut(d, 60) for d in valid_docs])
 
 
 def tiny(kind: str, steps: int = 40) -> TrainConfig:

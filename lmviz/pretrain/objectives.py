@@ -177,7 +177,7 @@ def nsp_sample(seed: int, true_next: bool) -> tuple[str, str]:
     """A speech from a held-out play and either the speech that follows it or one from another play."""
     from lmviz.pretrain.corpus import split
 
-    _, held = split()
+    held = split().test
     rng = np.random.default_rng(masking.check_seed(seed))
     d = int(rng.integers(0, len(held)))
     speeches = held[d].speeches

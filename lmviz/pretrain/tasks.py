@@ -1,7 +1,7 @@
 """What each model is trained on and scored by: batches, losses and held-out figures.
 
-A batch is a pure function of ``(seed, step)``; held-out figures always use the plays named in
-``lmviz.pretrain.corpus.HELD_OUT`` with fixed seeds, so every evaluation sees the same examples.
+A batch is a pure function of ``(seed, step)``; held-out figures use fixed seeds on the validation
+play while training (``lmviz.pretrain.corpus.VALIDATION``) and on the test plays (``HELD_OUT``) when reported, so every evaluation sees the same examples.
 """
 from __future__ import annotations
 
@@ -30,9 +30,13 @@ class Task:
     best_key: str
     """The held-out figure (lower is better) that picks the checkpoint to keep."""
 
-    def __init__(self, tokenizer, cfg, corpus=None):
+    def __init__(self, tokenizer, cfg, corpus: corpus_mod.Split | None = None, held: str = "validation"):
+        """``held``: which documents ``evaluate`` reads: ``"validation"`` while training (checkpoint choice),
+        ``"test"`` for the reported figures (``python -m lmviz evaluate``)."""
         self.tok, self.cfg = tokenizer, cfg
-        self.train_docs, self.held_docs = corpus if corpus is not None else corpus_mod.split()
+        split = corpus if corpus is not None else corpus_mod.split()
+        self.train_docs = split.train
+        self.held_docs = split.test if held == "test" else split.validation
 
     def rng(self, step: int) -> np.random.Generator:
         return np.random.default_rng([self.cfg.seed, step])

@@ -110,7 +110,7 @@ def train_all(out_dir: Path, docs: Iterable | None = None) -> dict[Kind, dict]:
         if (folder / "model.safetensors").exists():
             raise LmvizError(f"{folder / 'model.safetensors'} is a trained model; a new tokenizer.json beside it would "
                              "renumber its tokens. Choose another --out folder.")
-    train, _ = split(docs)
+    train = split(docs).train
     texts = [str(s) for d in train for s in d.speeches]
     report = {}
     for kind, folder in folders.items():
