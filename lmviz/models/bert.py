@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmviz.errors import LmvizError
-from lmviz.models.record import AttentionRecord, Want, additive_mask, attend, causal_keep, check_ids, check_mask, check_sizes
+from lmviz.models.record import (AttentionRecord, Want, additive_mask, attend, causal_keep, check_embeds, check_head_mask, check_ids,
+                                 check_mask, check_sizes, heads_kept)
 
 
 @dataclass
@@ -65,9 +66,10 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, ids, token_type_ids):
+    def forward(self, ids, token_type_ids, inputs_embeds=None):
         pos = torch.arange(ids.shape[1], device=ids.device)
-        x = self.word_embeddings(ids) + self.position_embeddings(pos) + self.token_type_embeddings(token_type_ids)
+        words = self.word_embeddings(ids) if inputs_embeds is None else inputs_embeds
+        x = words + self.position_embeddings(pos) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -79,12 +81,14 @@ class BertSelfAttention(nn.Module):
         self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, x, mask, want: Want | None, record: AttentionRecord | None):
+    def forward(self, x, mask, want: Want | None, record: AttentionRecord | None, keep=None):
         B, T, C = x.shape
         q, k, v = (lin(x).view(B, T, self.n_head, self.d_head).transpose(1, 2) for lin in (self.query, self.key, self.value))
         y, probs, scores = attend(q, k, v, scale=1.0 / math.sqrt(self.d_head), bias=None, mask=mask, explicit=want is not None)
         if record is not None:
             record.add("self", probs if want.attention else None, scores if want.scores else None, mask, (q, k, v) if want.qkv else None)
+        if keep is not None:  # a knocked-out head adds nothing (transformers' former head_mask zeroed its probabilities)
+            y = y * keep.to(y.dtype)
         return y.transpose(1, 2).reshape(B, T, C)
 
 
@@ -107,8 +111,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(cfg)
         self.output = BertSelfOutput(cfg, cfg.hidden_size)
 
-    def forward(self, x, mask, want, record):
-        return self.output(self.self(x, mask, want, record), x)
+    def forward(self, x, mask, want, record, keep=None):
+        return self.output(self.self(x, mask, want, record, keep), x)
 
 
 class BertIntermediate(nn.Module):
@@ -127,8 +131,8 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(cfg)
         self.output = BertSelfOutput(cfg, cfg.intermediate_size)  # transformers' BertOutput: same boxes
 
-    def forward(self, x, mask, want, record):
-        x = self.attention(x, mask, want, record)
+    def forward(self, x, mask, want, record, keep=None):
+        x = self.attention(x, mask, want, record, keep)
         return self.output(self.intermediate(x), x)
 
 
@@ -219,9 +223,12 @@ class BertForPreTraining(nn.Module):
             state["cls.predictions.decoder.bias"] = state["cls.predictions.bias"]
         return state
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, want: Want | None = None, causal: bool = False) -> BertOutput:
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, want: Want | None = None, causal: bool = False,
+                head_mask: dict | None = None, inputs_embeds=None) -> BertOutput:
         """``input_ids``, ``token_type_ids``, ``attention_mask``: ``[B, T]``. ``causal=True`` runs BERT
-        under a causal mask instead of its own bidirectional one (the Masks page's experiment)."""
+        under a causal mask instead of its own bidirectional one (the Masks page's experiment).
+        ``head_mask`` ``{"self": [layers, heads] or [B, layers, heads]}`` scales each head's output (0 knocks it out);
+        ``inputs_embeds [B, T, hidden]`` replaces the word embeddings of ``input_ids`` (before position, type and LayerNorm)."""
         cfg = self.config
         ids = check_ids(input_ids, cfg.vocab_size, cfg.max_position_embeddings).to(self.bert.embeddings.word_embeddings.weight.device)
         types = torch.zeros_like(ids) if token_type_ids is None else check_ids(token_type_ids, cfg.type_vocab_size, None, "token types").to(ids.device)
@@ -236,10 +243,13 @@ class BertForPreTraining(nn.Module):
         record = AttentionRecord() if want is not None else None
         if record is not None:
             record.scale["self"] = 1.0 / math.sqrt(cfg.hidden_size // cfg.num_attention_heads)
-        x = self.bert.embeddings(ids, types)
+        check_head_mask(head_mask, ("self",))
+        keeps = heads_kept(head_mask, "self", cfg.num_hidden_layers, cfg.num_attention_heads, ids.device)
+        words = None if inputs_embeds is None else check_embeds(inputs_embeds, (*ids.shape, cfg.hidden_size)).to(ids.device)
+        x = self.bert.embeddings(ids, types, words)
         hidden = [x]
-        for layer in self.bert.encoder.layer:
-            x = layer(x, mask, want, record)
+        for layer, keep in zip(self.bert.encoder.layer, keeps):
+            x = layer(x, mask, want, record, keep)
             hidden.append(x)
         logits = self.cls.predictions(x)
         nsp = self.cls.seq_relationship(self.bert.pooler(x))

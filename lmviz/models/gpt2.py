@@ -13,7 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmviz.errors import LmvizError
-from lmviz.models.record import AttentionRecord, Want, additive_mask, attend, causal_keep, check_ids, check_mask, check_sizes
+from lmviz.models.record import (AttentionRecord, Want, additive_mask, attend, causal_keep, check_embeds, check_head_mask, check_ids,
+                                 check_mask, check_sizes, heads_kept)
 
 
 @dataclass
@@ -76,7 +77,7 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = Conv1D(cfg.n_embd, 3 * cfg.n_embd)
         self.c_proj = Conv1D(cfg.n_embd, cfg.n_embd)
 
-    def forward(self, x, mask, past, want: Want | None, record: AttentionRecord | None):
+    def forward(self, x, mask, past, want: Want | None, record: AttentionRecord | None, keep=None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, self.d_head).transpose(1, 2) for t in (q, k, v))
@@ -91,6 +92,8 @@ class CausalSelfAttention(nn.Module):
             if record is not None:
                 record.add("causal", probs if want.attention else None, scores if want.scores else None, mask,
                            (q, k, v) if want.qkv else None)
+        if keep is not None:  # a knocked-out head adds nothing to the residual stream
+            y = y * keep.to(y.dtype)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.c_proj(y), (k, v)
 
@@ -115,8 +118,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, mask, past, want, record):
-        a, kv = self.attn(self.ln_1(x), mask, past, want, record)
+    def forward(self, x, mask, past, want, record, keep=None):
+        a, kv = self.attn(self.ln_1(x), mask, past, want, record, keep)
         x = x + self.drop(a)
         return x + self.drop(self.mlp(self.ln_2(x))), kv
 
@@ -162,11 +165,13 @@ class GPT2LMHeadModel(nn.Module):
         return state
 
     def forward(self, input_ids, attention_mask=None, cache=None, want: Want | None = None, labels=None,
-                causal: bool = True) -> GPT2Output:
+                causal: bool = True, head_mask: dict | None = None, inputs_embeds=None) -> GPT2Output:
         """``input_ids [B, T]``; ``attention_mask [B, T_past + T]`` (1 = real token, 0 = padding, on the right
         only: position ids count from the first column, as in ``transformers`` without ``position_ids``);
         ``cache`` from a previous call continues the sequence one step (or more) at a time.
-        ``causal=False`` removes the causal mask so every token sees the future (the Masks page's experiment)."""
+        ``causal=False`` removes the causal mask so every token sees the future (the Masks page's experiment).
+        ``head_mask`` ``{"causal": [n_layer, n_head] or [B, n_layer, n_head]}`` scales each head's output (0 knocks it out);
+        ``inputs_embeds [B, T, n_embd]`` replaces the token embeddings of ``input_ids`` (attribution's gradients and paths)."""
         cfg = self.config
         past_len = cache[0][0].shape[2] if cache else 0
         ids = check_ids(input_ids, cfg.vocab_size, None if past_len else cfg.n_positions)
@@ -185,7 +190,10 @@ class GPT2LMHeadModel(nn.Module):
                 raise LmvizError("attention_mask has padding before a real token (left padding); lmviz's GPT-2 counts positions "
                                  "from the first column, so pad on the right.")
         pos = torch.arange(past_len, past_len + T, device=ids.device)
-        x = self.transformer.drop(self.transformer.wte(ids) + self.transformer.wpe(pos))
+        check_head_mask(head_mask, ("causal",))
+        keeps = heads_kept(head_mask, "causal", cfg.n_layer, cfg.n_head, ids.device)
+        tokens = self.transformer.wte(ids) if inputs_embeds is None else check_embeds(inputs_embeds, (B, T, cfg.n_embd)).to(ids.device)
+        x = self.transformer.drop(tokens + self.transformer.wpe(pos))
         mask = None
         if want is not None or attention_mask is not None or cache or not causal:
             keep = causal_keep(T, past_len + T, ids.device)[None, None]
@@ -200,7 +208,7 @@ class GPT2LMHeadModel(nn.Module):
         hidden = [x] if want is not None and want.hidden else None
         new_cache = []
         for i, block in enumerate(self.transformer.h):
-            x, kv = block(x, mask, cache[i] if cache else None, want, record)
+            x, kv = block(x, mask, cache[i] if cache else None, want, record, keeps[i])
             new_cache.append(kv)
             if hidden is not None:
                 hidden.append(x)

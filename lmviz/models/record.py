@@ -193,3 +193,37 @@ def check_sizes(cfg, positive: tuple[str, ...], divides: tuple[str, str] | None 
         if getattr(cfg, width) % getattr(cfg, heads):
             raise LmvizError(f"{heads} = {getattr(cfg, heads)} does not divide {width} = {getattr(cfg, width)}: "
                              f"every head needs the same share of the width.")
+
+
+def heads_kept(head_mask: dict | None, kind: str, n_layers: int, n_heads: int, device) -> list[torch.Tensor | None]:
+    """One multiplier per layer of ``kind`` for each head's output, ``[B|1, H, 1, 1]``, from ``head_mask``
+    (``{kind: [L, H] or [B, L, H]}``: 1 keeps a head, 0 knocks it out, as ``transformers``' former ``head_mask``);
+    None for a layer when ``kind`` has no mask. A batch of masks runs many knock-outs in one forward."""
+    m = None if head_mask is None else head_mask.get(kind)
+    if m is None:
+        return [None] * n_layers
+    m = torch.as_tensor(m, dtype=torch.float32, device=device)
+    if m.dim() == 2:
+        m = m[None]
+    if m.dim() != 3 or tuple(m.shape[1:]) != (n_layers, n_heads):
+        raise LmvizError(f"The {kind} head mask has shape {tuple(m.shape)}; it must be [layers, heads] = {(n_layers, n_heads)} "
+                         f"(or a batch of them).")
+    if not bool(torch.isfinite(m).all()):
+        raise LmvizError(f"The {kind} head mask must hold finite numbers (1 keeps a head, 0 knocks it out).")
+    return [m[:, i, :, None, None] for i in range(n_layers)]
+
+
+def check_head_mask(head_mask: dict | None, kinds: tuple[str, ...]) -> None:
+    """A head mask names only attention kinds this model has."""
+    if head_mask is not None and set(head_mask) - set(kinds):
+        raise LmvizError(f"This model has no {', '.join(sorted(set(head_mask) - set(kinds)))} attention to knock out; "
+                         f"it has {', '.join(kinds)}.")
+
+
+def check_embeds(embeds, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Token embeddings given in place of the ids' own: a finite float tensor of exactly ``shape`` ``[B, T, D]``."""
+    e = torch.as_tensor(embeds)
+    if tuple(e.shape) != tuple(shape) or not e.dtype.is_floating_point:
+        raise LmvizError(f"inputs_embeds has shape {tuple(e.shape)} ({e.dtype}); it must be floats of shape {tuple(shape)}, "
+                         f"one embedding per input token.")
+    return e

@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmviz.errors import LmvizError
-from lmviz.models.record import AttentionRecord, Want, additive_mask, attend, causal_keep, check_ids, check_mask, check_sizes
+from lmviz.models.record import (AttentionRecord, Want, additive_mask, attend, causal_keep, check_embeds, check_head_mask, check_ids,
+                                 check_mask, check_sizes, heads_kept)
 
 
 @dataclass
@@ -128,7 +129,7 @@ class T5Attention(nn.Module):
     def heads(self, lin, x):
         return lin(x).view(x.shape[0], -1, self.n_head, self.d_kv).transpose(1, 2)
 
-    def forward(self, x, bias, mask, kv=None, past=None, kind="self", want: Want | None = None, record=None):
+    def forward(self, x, bias, mask, kv=None, past=None, kind="self", want: Want | None = None, record=None, keep=None):
         """``kv``: encoder states for cross-attention (or their cached ``(k, v)``); ``past``: this layer's self-attention cache."""
         q = self.heads(self.q, x)
         if isinstance(kv, tuple):
@@ -141,6 +142,8 @@ class T5Attention(nn.Module):
         y, probs, scores = attend(q, k, v, scale=1.0, bias=bias, mask=mask, explicit=want is not None)
         if record is not None:
             record.add(kind, probs if want.attention else None, scores if want.scores else None, mask, (q, k, v) if want.qkv else None)
+        if keep is not None:  # a knocked-out head adds nothing to the residual stream
+            y = y * keep.to(y.dtype)
         y = y.transpose(1, 2).reshape(x.shape[0], -1, self.n_head * self.d_kv)
         return self.o(y), (k, v)
 
@@ -191,16 +194,18 @@ class T5Block(nn.Module):
             self.layer.append(T5LayerCrossAttention(cfg))
         self.layer.append(T5LayerFF(cfg))
 
-    def forward(self, x, bias, mask, enc=None, enc_bias=None, enc_mask=None, past=None, cross_kv=None, want=None, record=None):
+    def forward(self, x, bias, mask, enc=None, enc_bias=None, enc_mask=None, past=None, cross_kv=None, want=None, record=None,
+                keep=(None, None)):
+        """``keep``: the (self-attention, cross-attention) head multipliers of this block, or None each."""
         sa = self.layer[0]
         kind = "self" if enc is None and cross_kv is None else "causal"
-        a, self_kv = sa.SelfAttention(sa.layer_norm(x), bias, mask, past=past, kind=kind, want=want, record=record)
+        a, self_kv = sa.SelfAttention(sa.layer_norm(x), bias, mask, past=past, kind=kind, want=want, record=record, keep=keep[0])
         x = x + sa.dropout(a)
         new_cross = None
         if len(self.layer) == 3:
             ca = self.layer[1]
             a, new_cross = ca.EncDecAttention(ca.layer_norm(x), enc_bias, enc_mask, kv=cross_kv if cross_kv is not None else enc,
-                                              kind="cross", want=want, record=record)
+                                              kind="cross", want=want, record=record, keep=keep[1])
             x = x + ca.dropout(a)
         return self.layer[-1](x), self_kv, new_cross
 
@@ -243,8 +248,10 @@ class T5ForConditionalGeneration(nn.Module):
                 extra = cfg.d_kv ** -0.5 if name.endswith((".q.weight",)) else 1.0
                 nn.init.normal_(p, std=extra * p.shape[1] ** -0.5)
 
-    def encode(self, input_ids, attention_mask=None, want: Want | None = None, record: AttentionRecord | None = None):
-        """Encoder states ``[B, S, D]`` and the additive padding mask ``[B, 1, 1, S]`` for cross-attention."""
+    def encode(self, input_ids, attention_mask=None, want: Want | None = None, record: AttentionRecord | None = None,
+               head_mask: dict | None = None, inputs_embeds=None):
+        """Encoder states ``[B, S, D]`` and the additive padding mask ``[B, 1, 1, S]`` for cross-attention.
+        ``head_mask`` and ``inputs_embeds`` as in ``forward`` (its ``"self"`` entry; the source's embeddings)."""
         ids = check_ids(input_ids, self.config.vocab_size, self.config.max_input_length).to(self.shared.weight.device)
         keep = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else check_mask(attention_mask, tuple(ids.shape)).to(ids.device)
         enc_mask = additive_mask(keep[:, None, None, :])
@@ -254,10 +261,12 @@ class T5ForConditionalGeneration(nn.Module):
             record.position_bias["self"] = bias.detach().float().cpu()
             record.scale["self"] = 1.0
         mask = enc_mask if (attention_mask is not None or want is not None) else None
-        x = self.encoder.dropout(self.shared(ids))
+        keeps = heads_kept(head_mask, "self", len(self.encoder.block), self.config.num_heads, ids.device)
+        words = self.shared(ids) if inputs_embeds is None else check_embeds(inputs_embeds, (*ids.shape, self.config.d_model)).to(ids.device)
+        x = self.encoder.dropout(words)
         hidden = [x]
-        for block in self.encoder.block:
-            x, _, _ = block(x, bias, mask, want=want, record=record)
+        for block, keep in zip(self.encoder.block, keeps):
+            x, _, _ = block(x, bias, mask, want=want, record=record, keep=(keep, None))
             hidden.append(x)
         x = self.encoder.dropout(self.encoder.final_layer_norm(x))
         if record is not None and want.hidden:
@@ -265,11 +274,14 @@ class T5ForConditionalGeneration(nn.Module):
         return x, enc_mask
 
     def forward(self, input_ids=None, decoder_input_ids=None, attention_mask=None, decoder_attention_mask=None,
-                want: Want | None = None, cache: dict | None = None, encoder_out=None) -> T5Output:
+                want: Want | None = None, cache: dict | None = None, encoder_out=None, head_mask: dict | None = None,
+                inputs_embeds=None) -> T5Output:
         """Encode ``input_ids [B, S]`` (or reuse ``encoder_out = (states, mask)``) and decode ``decoder_input_ids [B, T]``.
 
         ``cache`` from a previous call holds the decoder's self-attention ``(k, v)`` per layer and
         the cross-attention ``(k, v)`` of the encoder states, so decoding goes one token at a time.
+        ``head_mask`` ``{kind: [layers, heads] or [B, layers, heads]}`` for ``self`` (encoder), ``causal`` and ``cross``
+        scales each head's output (0 knocks it out); ``inputs_embeds [B, S, d_model]`` replaces the source's embeddings.
         """
         cfg = self.config
         if decoder_input_ids is None:
@@ -277,9 +289,10 @@ class T5ForConditionalGeneration(nn.Module):
                              f"({cfg.decoder_start_token_id}).")
         if input_ids is None and encoder_out is None:
             raise LmvizError("T5 needs input_ids for its encoder (or encoder_out from encode()).")
+        check_head_mask(head_mask, ("self", "causal", "cross"))
         record = AttentionRecord() if want is not None else None
         if encoder_out is None:
-            encoder_out = self.encode(input_ids, attention_mask, want, record)
+            encoder_out = self.encode(input_ids, attention_mask, want, record, head_mask, inputs_embeds)
         enc, enc_mask = encoder_out
         dec = check_ids(decoder_input_ids, cfg.vocab_size, None, "decoder input").to(enc.device)
         past = cache["self"] if cache else None
@@ -300,12 +313,15 @@ class T5ForConditionalGeneration(nn.Module):
         if record is not None:
             record.position_bias["causal"] = bias.detach().float().cpu()
             record.scale["causal"] = record.scale["cross"] = 1.0
+        n = len(self.decoder.block)
+        keeps = list(zip(heads_kept(head_mask, "causal", n, cfg.num_heads, dec.device),
+                         heads_kept(head_mask, "cross", n, cfg.num_heads, dec.device)))
         x = self.decoder.dropout(self.shared(dec))
         hidden = [x]
         new_self, new_cross = [], []
         for i, block in enumerate(self.decoder.block):
             x, kv, ckv = block(x, bias, mask, enc=enc, enc_bias=None, enc_mask=enc_mask, past=past[i] if past else None,
-                               cross_kv=cache["cross"][i] if cache else None, want=want, record=record)
+                               cross_kv=cache["cross"][i] if cache else None, want=want, record=record, keep=keeps[i])
             new_self.append(kv)
             new_cross.append(ckv)
             hidden.append(x)
