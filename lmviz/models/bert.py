@@ -215,6 +215,13 @@ class BertForPreTraining(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.bert.embeddings.word_embeddings
+
+    def unembed(self, h: torch.Tensor, normed: bool = True) -> torch.Tensor:
+        """MLM logits ``[..., vocab]`` of any layer's output ``h [..., hidden]`` (post-LN: every layer's is normed)."""
+        return self.cls.predictions(h)
+
     def adapt_state(self, state: dict) -> dict:
         """Accept a bare ``BertModel`` folder (no ``bert.`` prefix) and the output bias under either name."""
         if not any(k.startswith("bert.") for k in state):

@@ -238,7 +238,8 @@ def _check_tensors(model: torch.nn.Module, header: dict[str, tuple[tuple[int, ..
         if name in own and dtype not in ("F64", "F32", "F16", "BF16"):
             raise LmvizError(f"{folder.name}: tensor {name} holds {dtype} numbers; model weights are floating point.")
     # Older transformers saved some buffers; anything else left over means config.json describes a smaller model.
-    extra = [n for n in header if n not in own and not n.endswith(("position_ids", ".attn.bias", ".attn.masked_bias"))]
+    extra = [n for n in header if n not in own and not n.endswith(("position_ids", ".attn.bias", ".attn.masked_bias"))
+             and not n.startswith(CLASSIFIER_HEADS)]
     if extra:
         raise LmvizError(f"{folder.name}/model.safetensors holds {len(extra)} tensors that config.json does not describe, "
                          f"e.g. {extra[0]}; do the sizes in config.json match the weights?")
@@ -249,6 +250,11 @@ def _check_tensors(model: torch.nn.Module, header: dict[str, tuple[tuple[int, ..
     if needed:
         raise LmvizError(f"{folder.name}/model.safetensors lacks {len(needed)} tensors the model needs, e.g. {needed[0]}.")
     return frozenset(set(optional) - absent) if optional else frozenset({"lm"})
+
+
+CLASSIFIER_HEADS = ("classifier.", "score.")
+"""A sequence classifier's head (``BertForSequenceClassification``'s ``classifier``, ``GPT2ForSequenceClassification``'s
+``score``, as the Fine-tuning page downloads them): the pages read the model under it, so it loads and is left out."""
 
 
 def _check_tied(model: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:

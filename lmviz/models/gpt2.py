@@ -158,6 +158,14 @@ class GPT2LMHeadModel(nn.Module):
         nn.init.normal_(self.transformer.wte.weight, std=0.02)
         nn.init.normal_(self.transformer.wpe.weight, std=0.01)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    def unembed(self, h: torch.Tensor, normed: bool = False) -> torch.Tensor:
+        """Logits ``[..., vocab]`` of a residual ``h [..., n_embd]`` through ``ln_f`` and the LM head (the logit lens);
+        ``normed``: ``h`` is after ``ln_f`` already (the record's last hidden state)."""
+        return self.lm_head(h if normed else self.transformer.ln_f(h))
+
     def adapt_state(self, state: dict) -> dict:
         """Accept a bare ``GPT2Model`` folder (no ``transformer.`` prefix): its ``wte`` is the LM head too."""
         if not any(k.startswith("transformer.") for k in state):

@@ -248,6 +248,15 @@ class T5ForConditionalGeneration(nn.Module):
                 extra = cfg.d_kv ** -0.5 if name.endswith((".q.weight",)) else 1.0
                 nn.init.normal_(p, std=extra * p.shape[1] ** -0.5)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.shared
+
+    def unembed(self, h: torch.Tensor, normed: bool = False) -> torch.Tensor:
+        """Logits ``[..., vocab]`` of a decoder residual ``h [..., d_model]`` through ``final_layer_norm``, the
+        ``d_model ** -0.5`` rescale and the tied LM head, as the model's own output; ``normed``: after the norm already."""
+        x = h if normed else self.decoder.final_layer_norm(h)
+        return self.lm_head(x * self.config.d_model ** -0.5)
+
     def encode(self, input_ids, attention_mask=None, want: Want | None = None, record: AttentionRecord | None = None,
                head_mask: dict | None = None, inputs_embeds=None):
         """Encoder states ``[B, S, D]`` and the additive padding mask ``[B, 1, 1, S]`` for cross-attention.
@@ -326,7 +335,7 @@ class T5ForConditionalGeneration(nn.Module):
             new_cross.append(ckv)
             hidden.append(x)
         x = self.decoder.dropout(self.decoder.final_layer_norm(x))
-        logits = self.lm_head(x * cfg.d_model ** -0.5)
+        logits = self.unembed(x, normed=True)
         if record is not None:
             if want.hidden:
                 record.hidden["decoder"] = [h.detach().float().cpu() for h in hidden[:-1]] + [x.detach().float().cpu()]
