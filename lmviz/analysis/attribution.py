@@ -30,7 +30,7 @@ from lmviz.models.checkpoints import Loaded
 from lmviz.models.kinds import kind_of
 from lmviz.models.record import Want
 
-STEPS = 16
+STEPS = 32
 AGREE = 0.5  # a rank correlation at least this high: attention and attribution broadly agree
 
 
@@ -71,15 +71,21 @@ class Attribution:
     def verdict(self, layer: int, head: int | None) -> str:
         """One sentence for the page: do attention and attribution point at the same tokens?"""
         rho = self.agreement(layer, head)["attention row"]
-        looked = self.tokens[int(np.argmax(self.row(layer, head)))]
-        moved = self.tokens[int(np.argmax(np.abs(self.integrated)))]
         if rho is None:
             return "Too few tokens to rank: attention and attribution cannot be compared here."
-        if rho >= AGREE and looked == moved:
-            return f"They agree: the head looks most at “{looked}”, which is also the token that moves the prediction most (ρ = {rho:.2f})."
-        how = "disagree" if rho < AGREE else "rank the tokens alike, but differ on the first"
-        return (f"Attention and attribution {how}: the head looks most at “{looked}”, but the token that moves the "
-                f"prediction most is “{moved}” (ρ = {rho:.2f}). Attention says where a head reads, not what changes the answer.")
+        who = "the layer's heads (on average) look" if head is None else "the head looks"
+        looked = self.tokens[int(np.argmax(self.row(layer, head)))]
+        moved = self.tokens[int(np.argmax(np.abs(self.integrated)))]
+        if rho >= AGREE:
+            if looked == moved:
+                return f"They agree (ρ = {rho:.2f}): {who} most at “{looked}”, which is also the token that moves the prediction most."
+            return (f"They broadly agree (ρ = {rho:.2f}) but differ on the first: {who} most at “{looked}”, while the token "
+                    f"that moves the prediction most is “{moved}”.")
+        if looked == moved:
+            return (f"They disagree on the ranking (ρ = {rho:.2f}), though both put “{looked}” first. Attention says where a "
+                    f"head reads, not what changes the answer.")
+        return (f"They disagree (ρ = {rho:.2f}): {who} most at “{looked}”, but the token that moves the prediction most is "
+                f"“{moved}”. Attention says where a head reads, not what changes the answer.")
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float | None:

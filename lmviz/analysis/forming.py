@@ -1,0 +1,117 @@
+"""Heads forming during training: a run's float16 snapshots, what one head does at each, and the lens at each step.
+
+A snapshot is ``<model>/snapshots/<step>/`` (``checkpoints.save_snapshot``); it loads like any model, with its
+model's tokenizer. Every snapshot's previous-token score of every head on one text is one forward each, so the
+page can draw a head's score against the step; the chosen step's attention and lens are one forward more.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lmviz.analysis.heads import previous_token_score
+from lmviz.analysis.inference import attention_run
+from lmviz.errors import LmvizError
+from lmviz.models import checkpoints
+from lmviz.models.checkpoints import Loaded
+from lmviz.models.kinds import kind_of
+from lmviz.models.record import Want
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    step: int
+    fraction: float  # of the run's steps
+    figures: dict  # the held-out figures at that step, as training wrote them
+    folder: Path
+
+
+def list_snapshots(folder: str | Path) -> list[Snapshot]:
+    """The snapshots of a model folder, by step; a snapshot whose ``snapshot.json`` cannot be read is left out
+    (``checkpoints.snapshots`` would raise on it, and one broken snapshot should not hide the others)."""
+    root = Path(folder) / checkpoints.SNAPSHOTS
+    out = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if not (path / "model.safetensors").is_file():
+            continue
+        try:
+            meta = checkpoints.read_json(path / "snapshot.json")
+        except LmvizError:
+            continue
+        step, fraction = meta.get("step"), meta.get("fraction", 0.0)
+        if isinstance(step, int) and not isinstance(step, bool) and isinstance(fraction, (int, float)):
+            figures = meta.get("figures") if isinstance(meta.get("figures"), dict) else {}
+            out.append(Snapshot(step, float(fraction), figures, path))
+    return sorted(out, key=lambda s: s.step)
+
+
+def loss_points(log: dict | None) -> list[tuple[int, float]]:
+    """``(step, training loss)`` from a ``train_log.json``'s ``train`` entries (empty when it has none)."""
+    rows = log.get("train") if isinstance(log, dict) else None
+    if not isinstance(rows, list):
+        return []
+    return [(int(r["step"]), float(r["loss"])) for r in rows
+            if isinstance(r, dict) and isinstance(r.get("step"), (int, float)) and isinstance(r.get("loss"), (int, float))
+            and np.isfinite(r["loss"])]
+
+
+@dataclass
+class Forming:
+    """``scores[i, layer, head]``: each head's previous-token score (mean weight on the token just before) on the text
+    at snapshot ``steps[i]``; ``chance``: the same under even attention (a diagonal that beats it is forming)."""
+
+    steps: list[int]
+    scores: np.ndarray
+    chance: float
+    attention: str  # the record's kind scored: GPT-2's causal self-attention, BERT's and T5's encoder self-attention
+
+    def best_head(self) -> tuple[int, int]:
+        """The head with the highest score at the last snapshot."""
+        layer, head = np.unravel_index(int(np.argmax(self.scores[-1])), self.scores.shape[1:])
+        return int(layer), int(head)
+
+    def formed_at(self, layer: int, head: int, times: float = 2.0) -> int | None:
+        """The first step from which the head scores at least ``times`` chance for good (None: never)."""
+        above = self.scores[:, layer, head] >= times * self.chance
+        first = None
+        for i in range(len(self.steps) - 1, -1, -1):
+            if not above[i]:
+                break
+            first = self.steps[i]
+        return first
+
+
+def forming(models: list[Loaded], steps: list[int], text: str) -> Forming:
+    """Every head's previous-token score on ``text`` at each snapshot (``models``, in step order)."""
+    if not models:
+        raise LmvizError("This model has no training snapshots.")
+    kind = kind_of(models[0]).attention[0]
+    scores = []
+    for m in models:
+        run = attention_run(m, text, want=Want(attention=True))
+        stacked = run.heads(kind)
+        scores.append([[previous_token_score(stacked[l, h]) for h in range(stacked.shape[1])] for l in range(stacked.shape[0])])
+    n = stacked.shape[-1]
+    keep = np.tril(np.ones((n, n))) if kind == "causal" else np.ones((n, n))
+    chance = previous_token_score(keep / keep.sum(-1, keepdims=True))
+    return Forming(list(steps), np.asarray(scores), chance, kind)
+
+
+def memory_bytes(models: list[Loaded]) -> int:
+    """What the loaded snapshots hold in memory: every parameter and buffer, once (tied weights are shared)."""
+    seen, total = set(), 0
+    for m in models:
+        for t in [*m.model.parameters(), *m.model.buffers()]:
+            if t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                total += t.numel() * t.element_size()
+    return total
+
+
+def forming_data(f: Forming, layer: int, head: int, step: int) -> dict:
+    """The view's numbers for the JSON download."""
+    return {"steps": f.steps, "attention": f.attention, "layer": layer, "head": head, "step_shown": step,
+            "previous_token_score": f.scores[:, layer, head].round(6).tolist(), "chance": f.chance,
+            "formed_at_step": f.formed_at(layer, head)}

@@ -1,0 +1,68 @@
+"""Heads forming during training, read from a run's snapshots: each loads with its model's tokenizer, the last one is
+the trained model, and the previous-token head rises above chance along the way."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from snapshots import STEPS, make_snapshots
+from lmviz.analysis.forming import forming, forming_data, list_snapshots, loss_points, memory_bytes
+from lmviz.analysis.heads import TEXTS
+from lmviz.analysis.lens import lens
+from lmviz.analysis.targets import targets
+from lmviz.models import checkpoints
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = make_snapshots(tmp_path_factory.mktemp("assets"))
+    snaps = list_snapshots(folder)
+    return folder, snaps, [checkpoints.load(s.folder, "cpu") for s in snaps]
+
+
+def test_snapshots_are_listed_by_step_and_load_with_their_models_tokenizer(run):
+    folder, snaps, models = run
+    assert [s.step for s in snaps] == list(STEPS) and snaps[-1].fraction == 1.0
+    assert all(m.tokenizer is not None and m.kind == "gpt2" for m in models)
+
+
+def test_the_last_snapshot_is_the_trained_model_in_float16(run):
+    folder, snaps, models = run
+    shipped = checkpoints.load(folder, "cpu")
+    tg = targets(shipped, TEXTS["previous"])
+    a, b = lens(shipped, tg), lens(models[-1], tg)
+    assert np.allclose(a.prob, b.prob, atol=2e-3, equal_nan=True)
+    assert [c[0][0] for c in a.top[-1]] == [c[0][0] for c in b.top[-1]]
+
+
+def test_the_previous_token_head_forms_over_the_snapshots(run):
+    folder, snaps, models = run
+    f = forming(models, [s.step for s in snaps], TEXTS["previous"])
+    layer, head = f.best_head()
+    assert f.scores[-1, layer, head] >= 2 * f.chance > f.scores[0, layer, head]  # random weights attend evenly
+    assert f.formed_at(layer, head) in STEPS[1:]
+    data = forming_data(f, layer, head, STEPS[-1])
+    assert len(data["previous_token_score"]) == len(STEPS) and json.dumps(data)
+
+
+def test_the_cached_snapshots_memory_is_counted_once_per_tensor(run):
+    _, _, models = run
+    one = sum(p.numel() * 4 for p in models[0].model.parameters())  # float32 in memory; tied weights once
+    assert memory_bytes(models) == pytest.approx(len(models) * one, rel=0.01)
+    assert memory_bytes(models[:1] * 3) == memory_bytes(models[:1])
+
+
+def test_the_loss_curve_is_read_defensively():
+    assert loss_points({"train": [{"step": 50, "loss": 8.0}, {"step": "x"}, {"loss": float("nan"), "step": 9}, 7]}) == [(50, 8.0)]
+    assert loss_points(None) == [] and loss_points({"train": "no"}) == []
+
+
+def test_a_model_without_snapshots_has_none(tmp_path):
+    assert list_snapshots(tmp_path) == []
+    (tmp_path / "snapshots" / "000100").mkdir(parents=True)
+    (tmp_path / "snapshots" / "000100" / "snapshot.json").write_text("{broken")
+    (tmp_path / "snapshots" / "000100" / "model.safetensors").write_bytes(b"")
+    assert list_snapshots(tmp_path) == []
