@@ -12,8 +12,9 @@ shipped folder (eager attention), on the same token ids, batch 1. Rows:
 
 ``pages``: the library work a page does after a text edit of 64 words (new text, warm models: the
 calls the page makes through ``st.cache_data``), goal < 300 ms, and after a layer/head switch (a
-heatmap and the arithmetic rebuilt from a cached record), goal < 200 ms. Pages whose library is
-missing are reported as skipped.
+heatmap and the arithmetic rebuilt from a cached record), goal < 200 ms. Both time the functions the pages
+call (``lmviz.app.views``), so the benchmark cannot drift from the pages. A page whose library cannot be imported is
+reported as skipped; any other error in a page's work is a bug and is raised.
 
 Every case is interleaved with its reference in the same loop (order alternating each repeat),
 after one warm-up call; the table gives min and median milliseconds and the time ratio ours/ref.
@@ -30,9 +31,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from lmviz.analysis import masks
+from lmviz.app import views
+from lmviz.errors import LmvizError
 from lmviz.models import checkpoints
 from lmviz.models.device import pick_device
-from lmviz.errors import LmvizError
+from lmviz.models.kinds import KINDS, device_of, kind_of
 from lmviz.models.record import Want
 
 SEQ_LEN = 128
@@ -112,11 +116,11 @@ def markdown(rows: list[Row]) -> str:
 def step_timing(loaded: checkpoints.Loaded, context: int = 256, repeats: int = 20) -> dict:
     """Median milliseconds of one GPT-2 step at ``context`` tokens: the newest token with the KV cache
     of the ``context - 1`` before it, against a recompute of all ``context`` tokens without a cache."""
-    if loaded.kind != "gpt2":
+    if kind_of(loaded).stacks != ("decoder",):
         raise LmvizError("step_timing measures GPT-2.")
     model = loaded.model
     context = max(2, min(int(context), model.config.n_positions))
-    device = next(model.parameters()).device
+    device = device_of(model)
     ids = torch.randint(0, model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0)).to(device)
     cache = model(ids[:, :-1]).cache
     t = interleave({"cached": lambda: model(ids[:, -1:], cache=cache), "recompute": lambda: model(ids)}, repeats, _sync(device))
@@ -155,11 +159,11 @@ def forward_cases(kind: str, ours, hf, seq_len: int, target_len: int, device) ->
     """Inference forwards that keep every attention probability, ours and the reference's."""
     V = ours.config.vocab_size
     x = _ids(seq_len, V, device)
-    if kind == "bert":
+    if KINDS[kind].reads_pair:
         types = torch.zeros_like(x)
         types[:, seq_len // 2:] = 1
         return {"ours": lambda: ours(x, types, want=Want()), "ref": lambda: hf(input_ids=x, token_type_ids=types, output_attentions=True)}
-    if kind == "gpt2":
+    if not KINDS[kind].reads_target:
         return {"ours": lambda: ours(x, want=Want()), "ref": lambda: hf(input_ids=x, output_attentions=True)}
     y = _ids(target_len, V, device, seed=1)
     return {"ours": lambda: ours(x, y, want=Want()), "ref": lambda: hf(input_ids=x, decoder_input_ids=y, output_attentions=True)}
@@ -179,7 +183,7 @@ def train_cases(kind: str, ours, hf, seq_len: int, target_len: int, device) -> d
             loss_fn().backward()
         return run
 
-    if kind == "bert":
+    if KINDS[kind].reads_pair:  # MLM + NSP
         types = torch.zeros_like(x)
         nsp = torch.zeros(1, dtype=torch.long, device=device)
 
@@ -189,7 +193,7 @@ def train_cases(kind: str, ours, hf, seq_len: int, target_len: int, device) -> d
 
         return {"ours": step(ours, ours_loss),
                 "ref": step(hf, lambda: hf(input_ids=x, token_type_ids=types, labels=labels, next_sentence_label=nsp).loss)}
-    if kind == "gpt2":
+    if not KINDS[kind].reads_target:  # the next token
         return {"ours": step(ours, lambda: ours(x[:, :-1], labels=x[:, 1:]).loss),
                 "ref": step(hf, lambda: hf(input_ids=x, labels=x).loss)}
     tgt = _ids(target_len, V, device, seed=1)
@@ -235,15 +239,15 @@ def bench_models(folders: dict[str, Path] | None = None, repeats: int = 5, seq_l
     """Every row of the models table; ``folders`` defaults to the shipped checkpoints."""
     device = device or pick_device()
     sync = _sync(device)
-    folders = folders or {k: checkpoints.shipped(k) for k in ("bert", "gpt2", "t5")}
+    folders = folders or {k: checkpoints.shipped(k) for k in KINDS}
     ref = "transformers eager"
     rows: list[Row] = []
     for kind, folder in folders.items():
         kind, ours, hf = load_pair(Path(folder), device)
         t = _timed_inference(forward_cases(kind, ours, hf, seq_len, t5_target, device), repeats, sync)
-        shape = f"{seq_len} → {t5_target} tokens" if kind == "t5" else f"{seq_len} tokens"
+        shape = f"{seq_len} → {t5_target} tokens" if KINDS[kind].reads_target else f"{seq_len} tokens"
         rows.append(Row(kind, f"forward + attention record, {shape}", t["ours"], f"{ref}, output_attentions", t["ref"], 1.0, "≤ 1.0"))
-        if kind == "gpt2":
+        if KINDS[kind].stacks == ("decoder",):  # a decoder-only model: greedy decoding against a recompute and generate
             prompt = _ids(prompt_len, ours.config.vocab_size, device, seed=3)
             same = greedy_cached(ours, prompt, new_tokens) == hf_generate(hf, prompt, new_tokens)
             cases = {"cached": lambda: greedy_cached(ours, prompt, new_tokens),
@@ -279,95 +283,66 @@ def edited_text(n_words: int, edit: int) -> str:
 
 
 def _tokenization(models, text):
-    from lmviz.pretrain.tokenizers import explain
     from lmviz.viz import tokens as vt
 
-    exp = {k: explain(k, m.tokenizer, text, None) for k, m in models.items()}
+    exp = views.explanations({k: m.tokenizer for k, m in models.items()}, text, None)
     return vt.aligned_rows(text, exp, None), vt.token_counts(exp)
 
 
 def _attention(loaded, text):
-    from lmviz.analysis.inference import attention_run
-    from lmviz.viz.attention import head_grid
-
-    run = attention_run(loaded, text, want=Want(attention=True, scores=True, qkv=True))
-    return run, _head_figures(run, run.record.kinds[0], 0, 0), head_grid(run.record.stacked(run.record.kinds[0]).numpy(), zmax=1.0)
+    run = views.attention(loaded, text)
+    kind = run.record.kinds[0]
+    return run, _head_figures(run, kind, 0, 0), views.every_head(run, kind)
 
 
 def _head_figures(run, kind, layer, head, arithmetic: bool = True):
     """What a layer/head switch rebuilds from a cached run: the heatmap (and the head's arithmetic)."""
-    from lmviz.analysis.arithmetic import head_arithmetic
-    from lmviz.viz.attention import attention_heatmap
-
-    queries, keys = run.axes(kind)
-    figs = [attention_heatmap(run.record.attention(kind, layer)[head].numpy(), queries, keys, zmax=1.0)]
-    if not arithmetic:
-        return figs
-    try:
-        from lmviz.viz.arithmetic import steps_figure, vectors_figure, weighted_sum_figure
-    except ImportError:
-        return figs
-    arith = head_arithmetic(run.record, kind, layer, head, len(queries) - 1)
-    return figs + [vectors_figure(arith, keys, queries[-1]), steps_figure(arith, keys), weighted_sum_figure(arith, keys)]
+    query = len(run.axes(kind)[0]) - 1
+    figs = [views.one_head(run, kind, layer, head, query)]
+    return figs + list(views.arithmetic(run, kind, layer, head, query)[1]) if arithmetic else figs
 
 
 def _masking(loaded, text):
-    from lmviz.pretrain import objectives
-    from lmviz.viz import masking as vm
-
-    if loaded.kind == "bert":
-        r = objectives.mlm_predict(loaded, text)
-        return vm.mlm_figure(r), vm.mlm_top5_figure(r)
-    if loaded.kind == "t5":
-        return vm.t5_figure(objectives.t5_reconstruct(loaded, text))
-    return vm.shift_figure(objectives.gpt2_shift_table(loaded, text))
+    objective = next(o for o, model in views.OBJECTIVE_MODELS.items() if model == loaded.kind and o in views.TEXT_OBJECTIVES)
+    return views.TEXT_OBJECTIVES[objective](loaded, text)
 
 
 def _masks(loaded, text, twin=None):
-    from lmviz.analysis import masks
-    from lmviz.analysis.inference import attention_run
-    from lmviz.viz import masks as vmk
-
-    run = attention_run(loaded, text, want=Want(attention=True, scores=True, qkv=True))
-    figs = [vmk.mask_heatmap(m) for m in masks.mask_matrices(run)]
-    if loaded.kind == "gpt2":  # BERT's experiment (one forward per word) runs only when the page's toggle asks for it
-        e = masks.gpt2_without_mask(loaded, text)
-        figs += [vmk.experiment_figure(e, 0, 0), vmk.loss_figure(e), vmk.answer_weight_figure(e)]
+    run = views.attention(loaded, text)
+    figs = views.mask_figures(run)
+    if KINDS[loaded.kind].experiment == "no mask":  # BERT's experiment (one forward per word) runs only when the page's toggle asks for it
+        figs += views.experiment_figures(views.experiment(loaded, text), 0, 0)
     if twin is not None:  # the page runs the shipped GPT-2's twin (trained without the mask) under it
         t = masks.gpt2_without_mask(twin, text)
-        figs += [vmk.experiment_figure(t, *t.answer_head()), vmk.loss_figure(t), vmk.answer_weight_figure(t)]
+        figs += views.experiment_figures(t, *t.answer_head())
     return figs
 
 
 def _generation(loaded, text):
-    from lmviz.analysis import generation
-    from lmviz.viz import generation as vg
+    from lmviz.analysis.generation import LiveRun
+    from lmviz.analysis.strategies import Strategy
 
-    gen = generation.generate(loaded, text, generation.Strategy(), steps=20)
-    step = generation.measure_step(loaded, gen, text, len(gen.steps) - 1)  # the page times the step it shows
-    return vg.candidates_figure(step, gen.strategy), vg.cache_figure(gen, len(gen.steps) - 1)
+    return views.generation(LiveRun(), loaded, loaded.kind, text, Strategy(), 0, 20, {}, 20)
 
 
 def _compare(models, text):
-    from lmviz.analysis import compare
-    from lmviz.viz import compare as vc
+    from lmviz.analysis.compare import view_data
 
-    c = compare.compare(models, text)
-    return vc.stats_figure(c.stats()), compare.view_data(c, 0, None)
+    c = views.comparison(models, text)
+    return views.comparison_figure(c, None), view_data(c, 0, None)
 
 
 def page_cases(models: dict) -> dict[str, Callable[[str], object]]:
-    """``{page (model): work(text)}`` for every page whose library is present."""
-    from lmviz.analysis.masks import load_twin
-
+    """``{page (model): work(text)}``: the functions each page calls on a new text (``lmviz.app.views``)."""
     cases: dict[str, Callable[[str], object]] = {f"tokenization (explain: {', '.join(models)})": lambda text: _tokenization(models, text)}
-    for kind, loaded in models.items():
-        cases[f"attention ({kind})"] = lambda text, m=loaded: _attention(m, text)
-        cases[f"masking ({kind})"] = lambda text, m=loaded: _masking(m, text)
-        twin = load_twin(next(loaded.model.parameters()).device) if kind == "gpt2" else None
-        cases[f"masks ({kind})"] = lambda text, m=loaded, t=twin: _masks(m, text, t)
-        if kind in ("gpt2", "t5"):
-            cases[f"generation ({kind}, 20 greedy steps)"] = lambda text, m=loaded: _generation(m, text)
+    for name, loaded in models.items():
+        kind = KINDS[loaded.kind]
+        cases[f"attention ({name})"] = lambda text, m=loaded: _attention(m, text)
+        cases[f"masking ({name})"] = lambda text, m=loaded: _masking(m, text)
+        twin = masks.load_twin(device_of(loaded.model)) if name == masks.TWIN_OF else None
+        cases[f"masks ({name})"] = lambda text, m=loaded, t=twin: _masks(m, text, t)
+        if kind.writes:
+            cases[f"generation ({name}, 20 greedy steps)"] = lambda text, m=loaded: _generation(m, text)
     cases[f"compare ({', '.join(models)})"] = lambda text: _compare(models, text)
     return cases
 
@@ -390,15 +365,13 @@ class PageRow:
 
 def bench_pages(models: dict | None = None, repeats: int = 5, words: int = 64) -> list[PageRow]:
     """Median time of each page's work on a new text (warm models), then of a layer/head switch."""
-    from lmviz.analysis.inference import attention_run
-
     if models is None:
-        models = {k: checkpoints.load(checkpoints.shipped(k), pick_device()) for k in ("bert", "gpt2", "t5")}
+        models = {k: checkpoints.load(checkpoints.shipped(k), pick_device()) for k in KINDS}
     rows: list[PageRow] = []
     for page, work in page_cases(models).items():
         try:
             work(edited_text(words, 0))  # warm-up: imports, first plotly figure
-        except (ImportError, AttributeError, TypeError) as err:
+        except ImportError as err:  # a page whose library is not there: any other error is a bug, and is raised
             rows.append(PageRow(page, [], PAGE_GOAL_MS, f"skipped: {type(err).__name__}: {err}"[:120]))
             continue
         times = []
@@ -409,7 +382,7 @@ def bench_pages(models: dict | None = None, repeats: int = 5, words: int = 64) -
             times.append(time.perf_counter() - t)
         rows.append(PageRow(f"{page}: {words}-word text edit", times, PAGE_GOAL_MS))
     for kind, loaded in models.items():
-        run = attention_run(loaded, edited_text(words, 0), want=Want(attention=True, scores=True, qkv=True))
+        run = views.attention(loaded, edited_text(words, 0))
         rec = run.record
         att = rec.kinds[-1]
         picks = [(layer, head) for layer in range(rec.n_layers(att)) for head in range(rec.n_heads(att))]

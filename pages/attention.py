@@ -1,28 +1,24 @@
 import streamlit as st
 
-from lmviz.app import ui
-from lmviz.analysis.arithmetic import head_arithmetic
+from lmviz.app import ui, views
 from lmviz.viz.bertviz_offline import head_view_html, model_view_html, view_height
 from lmviz.errors import LmvizError
+from lmviz.models.kinds import kind_of
 from lmviz.analysis.heads import named_heads
-from lmviz.analysis.inference import FIGURES, attention_run
-from lmviz.analysis.masks import keep_matrix
 from lmviz.viz import home
-from lmviz.viz.arithmetic import steps_figure, vectors_figure, weighted_sum_figure
-from lmviz.viz.attention import attention_heatmap, clicked_head, head_grid, layer_means
+from lmviz.viz.attention import clicked_head
 
 PRESETS = {
     "Hamlet": "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the slings and arrows of outrageous fortune.",
     "Romeo": "But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.",
     "Macbeth": "Tomorrow, and tomorrow, and tomorrow, creeps in this petty pace from day to day.",
 }
-LONG = 48  # tokens: past this, one head's colours top out at the 99th percentile instead of 1
 KIND_NAMES = {"self": "encoder self-attention", "causal": "decoder self-attention (causal)", "cross": "cross-attention (decoder → encoder)"}
 
 
 @st.cache_data(max_entries=32, show_spinner="Running the model…")
 def run_for(name: str, text: str, pair: str, target: str):
-    return attention_run(ui.load_model(name), text, pair or None, target or None, want=FIGURES)
+    return views.attention(ui.load_model(name), text, pair, target)
 
 
 @st.cache_data(max_entries=4, show_spinner="Measuring the named heads…")
@@ -51,6 +47,7 @@ st.write("Every layer of a transformer has several **heads**; each head lets eve
 
 try:
     name, loaded = ui.pick_model()
+    model_kind = kind_of(loaded)
 
     evaluation = ui.evaluation()  # read once per change of the file, not on every rerun
     presets = named_for(name, evaluation) if name in ui.SHIPPED and isinstance(evaluation, dict) else []
@@ -78,18 +75,18 @@ try:
                 st.info(f"**{chosen.name}: best candidate, at chance — not found in this model.** {figures} Layer "
                         f"{chosen.layer}, head {chosen.head} is the one evaluate ranked first, and it does no better than "
                         f"no pattern at all. What such a head would do: {chosen.what}", icon="🔎")
-    elif name in ui.SHIPPED and loaded.kind in ("gpt2", "bert"):
+    elif name in ui.SHIPPED and model_kind.head_probes:
         st.caption("Run `python -m lmviz evaluate` to find this model's named heads (previous-token, induction, [CLS]/[SEP] sinks).")
-    if name == "t5" and home.t5_not_yet_learnt(evaluation):
+    if home.not_yet_learnt(evaluation, name):
         st.warning("This T5 has not yet learnt to read its encoder: on held-out text it does not yet guess hidden "
                    "pieces twice as often as always writing the most frequent one would (Home has the figures). So its **cross-attention** "
                    "is mostly noise; its encoder and decoder self-attention still show what the masks allow.", icon="⚠️")
 
     text = ui.text_input("text", PRESETS, default=PRESETS["Hamlet"], upload=True)
     pair = target = ""
-    if loaded.kind == "bert":
+    if model_kind.reads_pair:
         pair = ui.text_input("pair", label="Second sentence (optional: BERT reads [CLS] A [SEP] B [SEP])", height=68)
-    elif loaded.kind == "t5":
+    elif model_kind.reads_target:
         target = ui.text_input("target", label="Decoder text (leave empty to use the model's own output)", height=68)
 
     run = run_for(name, text, pair, target)
@@ -103,8 +100,8 @@ try:
         kind = st.radio("Attention", kinds, index=kinds.index(kind), format_func=KIND_NAMES.get, horizontal=True, key="w_kind")
         ui.set_params(kind=kind)
     queries, keys = run.axes(kind)
-    keep = keep_matrix(rec, kind)
-    long_text = max(len(queries), len(keys)) > LONG
+    keep = rec.keep(kind).numpy()
+    long_text = views.long_text(run, kind)
     c1, c2, c3 = st.columns(3)
     with c1:
         layer = ui.choose_index("layer", "layer", rec.n_layers(kind))
@@ -126,12 +123,11 @@ try:
                      (" On a text this long most weights are tiny, so the colours top out at the 99th percentile of "
                       "the weights (the colourbar gives its value); the few larger ones share the brightest colour."
                       if long_text else ""))
-            ui.plot(attention_heatmap(run.head(kind, layer, head), queries, keys, zmax=1.0, highlight=query,
-                                      mask=keep, percentile=99 if long_text else None))
+            ui.plot(views.one_head(run, kind, layer, head, query))
 
     if walk.open is not False:
         with walk:
-            arith = head_arithmetic(rec, kind, layer, head, query)
+            arith, (vectors, steps, weighted) = views.arithmetic(run, kind, layer, head, query)
             scale = (f"then divides by √d = √{arith.d_head}" if arith.scale != 1.0 else
                      "T5 does **not** divide by √d; it adds a learned relative position bias instead"
                      if arith.position_bias is not None else "T5 does **not** divide by √d (and cross-attention adds no position bias)")
@@ -140,23 +136,23 @@ try:
                      f"numbers each). It takes the dot product of q with every k, {scale}, adds the mask (−∞ where the "
                      "query may not look), and applies the softmax.")
             st.caption("The query vector (top row) and every key vector; the two colours are positive and negative numbers.")
-            ui.plot(vectors_figure(arith, keys, queries[query]))
-            ui.plot(steps_figure(arith, keys))
+            ui.plot(vectors)
+            ui.plot(steps)
             st.caption(f"The last panel is row {query} of the heatmap, the model's own numbers. Recomputed here from q and k "
                        f"(in float64), the same steps give that row to within {arith.max_difference:.1e}.")
             st.write("Finally each value vector is multiplied by its weight and they are added up: that sum is what this "
                      "head passes on for this token.")
-            ui.plot(weighted_sum_figure(arith, keys))
+            ui.plot(weighted)
 
     if every.open is not False:
         with every:
             st.write("The whole model: one small heatmap per layer (rows) and head (columns). Heads in the same layer "
                      "read the same input but learn different patterns. Click one to open it large (or choose a layer "
                      "and head above).")
-            stacked = run.heads(kind)
-            ui.plot(head_grid(stacked, zmax=1.0, mask=keep), key="grid", on_click=open_clicked_head)
+            grid, means = views.every_head(run, kind)
+            ui.plot(grid, key="grid", on_click=open_clicked_head)
             st.write("The average over the heads of each layer: what the layer as a whole mixes together.")
-            ui.plot(layer_means(stacked, queries, keys, mask=keep))
+            ui.plot(means)
 
     if viz.open is not False:
         with viz:
@@ -164,7 +160,7 @@ try:
                      "hover a token to see where it looks; double-click a coloured square to show one head. "
                      "**Model view**: every layer and head as thumbnails; click one to enlarge." +
                      (" For T5, the *Attention* menu switches between encoder, decoder and cross-attention."
-                      if run.kind == "t5" else ""))
+                      if model_kind.reads_target else ""))
             view = ui.param("bertviz", "head", choices=["head", "model"])
             view = st.radio("bertviz view", ["head", "model"], index=["head", "model"].index(view), horizontal=True,
                             format_func={"head": "head view", "model": "model view"}.get, key="w_bertviz")

@@ -5,6 +5,7 @@ import streamlit as st
 from lmviz.app import ui
 from lmviz.analysis.compare import compare, view_data
 from lmviz.errors import LmvizError
+from lmviz.models.kinds import KINDS
 from lmviz.app.export import csv_text
 from lmviz.viz.attention import attention_heatmap
 from lmviz.viz.compare import stats_figure
@@ -14,13 +15,12 @@ PRESETS = {
     "Hamlet": "To be, or not to be, that is the question.",
     "Macbeth": "Tomorrow, and tomorrow, and tomorrow, creeps in this petty pace from day to day.",
 }
-LAYOUT = [[("bert", "self"), ("gpt2", "causal")], [("t5", "self"), ("t5", "causal")], [("t5", "cross")]]
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the three models…")
 def comparison_for(text: str):
     models, notes = {}, []
-    for kind in ("bert", "gpt2", "t5"):
+    for kind in KINDS:
         try:
             models[kind] = ui.load_model(kind)
         except LmvizError as err:
@@ -66,13 +66,10 @@ try:
              f"attention, on the same scale (0 to {zmax:.2f}) in every panel. The bidirectional encoders fill the whole "
              "square; the causal decoders' upper triangle is light grey: the mask sets those scores to −∞ before the "
              "softmax, so a token gets exactly nothing from the future.")
-    for row in LAYOUT:
+    for row in (comp.views[i:i + 2] for i in range(0, len(comp.views), 2)):  # two panels a row, in the models' order
         cols = st.columns(2)
-        for i, (col, key) in enumerate(zip(cols, row)):
-            v = comp.view(*key)
-            if v is None:
-                continue
-            fig = attention_heatmap(matrices[key], v.queries, v.keys, title=v.name, zmax=zmax, height=520, mask=v.keep,
+        for i, (col, v) in enumerate(zip(cols, row)):
+            fig = attention_heatmap(matrices[v.model, v.kind], v.queries, v.keys, title=v.name, zmax=zmax, height=520, mask=v.keep,
                                     narrow=True)
             with col:
                 fig.data[0].showscale = i == len(row) - 1  # one colourbar per row (the grey hidden layer has none)

@@ -5,8 +5,9 @@ import streamlit as st
 from lmviz.app import ui
 from lmviz.errors import LmvizError
 from lmviz.app.export import csv_text
-from lmviz.analysis.generation import (MAX_STEPS, Decoding, clamp_step, format_forced, generate, measure_step, parse_forced, step_table,
-                              view_data)
+from lmviz.analysis.generation import (MAX_STEPS, LiveRun, branched, clamp_step, format_forced, parse_forced, step_table,
+                                      view_data)
+from lmviz.models.kinds import kind_of, writers
 from lmviz.analysis.strategies import MAX_BEAM, MAX_TEMPERATURE, MIN_TEMPERATURE, STRATEGIES, STRATEGY_NAMES, Strategy
 from lmviz.viz.generation import (attention_row_figure, attention_steps_figure, beam_tree, cache_figure, candidates_figure,
                                   strategy_figure)
@@ -30,23 +31,11 @@ def bound(key: str, value):
         state[f"w_{key}"] = value
 
 
-def regenerate(loaded, name: str, text: str, strategy: Strategy, seed: int, limit: int, forced: dict, n: int):
-    """The run shown: kept in the session so "Next token" continues it with its KV cache instead of starting over."""
-    if strategy.name == "beam":
-        key = ("beam", name, text, strategy, n)
-        runs = state.setdefault("gen_runs", {})
-        if key not in runs:
-            runs.clear()
-            runs[key] = generate(loaded, text, strategy, n)
-        return runs[key]
-    key = (name, text, strategy, seed, limit, format_forced(forced))
-    runs = state.setdefault("gen_runs", {})
-    run = runs.get(key)
-    if run is None or len(run.gen.steps) > n:
-        runs.clear()
-        run = runs[key] = Decoding(loaded, text, strategy, seed, limit, forced)
-    with st.spinner("Generating…"):
-        return run.run(n)
+def live_run() -> LiveRun:
+    """The run shown, kept in the session so "Next token" continues it with its KV cache instead of starting over."""
+    if "gen_run" not in state:
+        state.gen_run = LiveRun()
+    return state.gen_run
 
 
 def next_token():
@@ -67,7 +56,7 @@ def take_branch(step: int, options: dict[str, int]):
     choice = options.get(state.get("w_branch_token"))
     if choice is None:
         return
-    state.gen_forced = {k: v for k, v in state.gen_forced.items() if k < step} | {step: choice}
+    state.gen_forced = branched(state.gen_forced, step, choice)
     state.gen_n = max(state.gen_n, step + 1)
     state.w_step = step
 
@@ -79,9 +68,10 @@ st.write("A decoder writes one token at a time. At each step it reads everything
          "looks, and how the **KV cache** saves the model from re-reading the whole text.")
 
 try:
-    name, loaded = ui.pick_model(("gpt2", "t5"))
+    name, loaded = ui.pick_model(writers())
+    model_kind = kind_of(loaded)
     vocab = loaded.model.config.vocab_size
-    if loaded.kind == "gpt2":
+    if not model_kind.reads_target:
         st.caption("GPT-2 continues your prompt. It starts from <|endoftext|>, the token every training document began with.")
         text = ui.text_input("prompt", GPT2_PRESETS, default=GPT2_PRESETS["Romeo"], label="Prompt", keep="tail", upload=True)
     else:
@@ -144,7 +134,10 @@ try:
     if state.gen_n < 0:
         st.info(f"{state.gen_n} steps cannot be run; the page starts with none.", icon="ℹ️")
         state.gen_n = 0
-    gen = regenerate(loaded, name, text, strategy, seed, limit, state.gen_forced, state.gen_n) if state.gen_n else None
+    gen = None
+    if state.gen_n:
+        with st.spinner("Generating…"):
+            gen = live_run().advance(loaded, name, text, strategy, seed, limit, state.gen_forced, state.gen_n)
     ended = gen is not None and gen.stop_reason is not None and not gen.stop_reason.startswith("the step limit")
     b1.button("Next token ▶", on_click=next_token, disabled=ended or state.gen_n >= limit, type="primary")
     b2.button(f"Run to {limit} steps ⏭", on_click=run_all, args=(limit,), disabled=ended or state.gen_n >= limit)
@@ -165,9 +158,9 @@ try:
         st.caption("Beam search decides which beam wins only at the end, so one more step can change the earlier tokens "
                    "of the best beam.")
 
-    st.write("**The text so far**" + (" (the prompt, then what the model wrote):" if loaded.kind == "gpt2" else
-                                      " (the decoder's output; the input is above):"))
-    st.code((text[-1500:] if loaded.kind == "gpt2" else "") + gen.text, language=None, wrap_lines=True)
+    st.write("**The text so far**" + (" (the decoder's output; the input is above):" if model_kind.reads_target else
+                                      " (the prompt, then what the model wrote):"))
+    st.code(("" if model_kind.reads_target else text[-1500:]) + gen.text, language=None, wrap_lines=True)
 
     # --- one step ----------------------------------------------------------------------------------
     if state.pop("gen_follow", False):
@@ -178,7 +171,7 @@ try:
     state.w_step = step_i
     if n > 1:
         st.slider("Step", 0, n - 1, key="w_step", help="Scrub back through the steps; every one is kept.")
-    step = measure_step(loaded, gen, text, state.w_step)  # times this step against a recompute (once per step)
+    step = live_run().step(state.w_step)  # times this step against a recompute (once per step), with the run's decoder
     tokens = [s.chosen.token for s in gen.steps]
     st.subheader(f"Step {step.index}: «{ui.plain(step.query)}» → «{ui.plain(step.chosen.token)}»")
     st.info(ui.plain(step.reason), icon="🎯")

@@ -5,9 +5,9 @@ import streamlit as st
 from lmviz.app import ui
 from lmviz.models.device import describe_device, pick_device
 from lmviz.errors import LmvizError
+from lmviz.models.kinds import KINDS
 from lmviz.viz import home
 
-KINDS = ("bert", "gpt2", "t5")
 LINKS = {"bert": [("pages/tokenization.py", "WordPiece tokens"), ("pages/masking.py", "masked words and NSP"),
                   ("pages/attention.py", "bidirectional attention")],
          "gpt2": [("pages/masking.py", "next-token targets"), ("pages/generation.py", "writing, token by token"),
@@ -51,15 +51,15 @@ st.header("The three architectures")
 st.markdown("Read each diagram from the bottom up: tokens become vectors (embeddings), pass through a stack of identical "
             "layers (attention, then a feed-forward network), and a head turns the last vectors into predictions. "
             "The small grid is the attention mask: a filled cell means that query may look at that key.")
-cols = st.columns(3)
+cols = st.columns(len(KINDS))
 for col, kind in zip(cols, KINDS):
     with col:
         if isinstance(models[kind], LmvizError):
             ui.error(models[kind])
             continue
         ui.plot(_diagram(kind), key=f"arch_{kind}")
-        st.markdown(f"**{home.TITLES[kind].split(' ·')[0]}** {home.PURPOSE[kind]}")
-        for page, label in LINKS[kind]:
+        st.markdown(f"**{KINDS[kind].short}** {KINDS[kind].purpose}")
+        for page, label in LINKS.get(kind, []):
             st.page_link(page, label=f"See {label}", icon="➡️")
 if ok:
     st.dataframe(home.sizes_table([_sizes(k) for k in ok]), hide_index=True, width="stretch")
@@ -75,7 +75,7 @@ st.markdown("Loss is the cross-entropy of the true token, −ln p, in nats: lowe
             "on the batches the model learns from; the **held-out** curve on plays it never saw, so a gap between them "
             "means memorising rather than learning. Dotted lines are an earlier training phase, when there was one.")
 if ok:
-    tabs = st.tabs([home.TITLES[k] for k in ok])
+    tabs = st.tabs([KINDS[k].heading for k in ok])
     for tab, kind in zip(tabs, ok):
         with tab:
             st.caption(home.training_summary(models[kind].train_log))

@@ -3,7 +3,7 @@ import streamlit as st
 
 from lmviz.pretrain import objectives
 
-from lmviz.app import ui
+from lmviz.app import ui, views
 from lmviz.errors import LmvizError
 from lmviz.viz import home
 from lmviz.viz import masking as vm
@@ -29,8 +29,7 @@ def _words(name: str, text: str) -> list[str]:
 
 @st.cache_data(max_entries=64, show_spinner="BERT is guessing…")
 def _mlm(name: str, text: str, seed: int, rate: float, split: tuple[float, float], chosen: tuple[int, ...] | None):
-    result = objectives.mlm_predict(ui.load_model(name), text, seed, rate, split, chosen)
-    return result, vm.mlm_figure(result), vm.mlm_top5_figure(result)
+    return views.mlm(ui.load_model(name), text, seed, rate, split, chosen)
 
 
 @st.cache_data(max_entries=32, show_spinner="Reading a held-out play…")
@@ -40,20 +39,17 @@ def _nsp_sample(seed: int, true_next: bool) -> tuple[str, str]:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _nsp(name: str, a: str, b: str):
-    result = objectives.nsp_predict(ui.load_model(name), a, b)
-    return result, vm.nsp_figure(result)
+    return views.nsp(ui.load_model(name), a, b)
 
 
 @st.cache_data(max_entries=64, show_spinner="T5 is filling in the spans…")
 def _t5(name: str, text: str, seed: int, noise: float, mean_span: float):
-    result = objectives.t5_reconstruct(ui.load_model(name), text, seed, noise, mean_span)
-    return result, vm.t5_figure(result)
+    return views.span_fill(ui.load_model(name), text, seed, noise, mean_span)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _shift(name: str, text: str):
-    table = objectives.gpt2_shift_table(ui.load_model(name), text)
-    return table, vm.shift_figure(table)
+    return views.shift(ui.load_model(name), text)
 
 
 def seed_control(disabled: bool = False) -> int:
@@ -167,7 +163,7 @@ def t5_section(name: str, text: str) -> None:
     ui.set_params(noise=noise, span=span)
     result, fig = _t5(name, text, seed, noise, span)
     ui.show_notes(result.notes)
-    if name == "t5" and (warning := home.t5_not_yet_learnt(ui.evaluation())):
+    if warning := home.not_yet_learnt(ui.evaluation(), name):
         st.warning(warning, icon="🌱")
     correct = sum(f.correct for f in result.fills)
     m1, m2 = st.columns(2)
@@ -207,7 +203,7 @@ st.markdown("A language model learns from text alone by hiding part of it and pr
 objective = st.radio("Objective", list(OBJECTIVES), format_func=OBJECTIVES.get, horizontal=True, key="w_objective",
                      index=list(OBJECTIVES).index(ui.param("objective", "mlm", choices=list(OBJECTIVES))))
 ui.set_params(objective=objective)
-kind = {"mlm": "bert", "nsp": "bert", "t5": "t5", "gpt2": "gpt2"}[objective]
+kind = views.OBJECTIVE_MODELS[objective]
 try:
     name, loaded = ui.pick_model((kind,), key=f"{kind}_model", label="Model")
     if objective == "nsp":

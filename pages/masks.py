@@ -1,11 +1,10 @@
 import streamlit as st
 
-from lmviz.app import ui
+from lmviz.app import ui, views
 from lmviz.analysis.arithmetic import head_arithmetic
 from lmviz.errors import LmvizError
-from lmviz.analysis.inference import FIGURES, attention_run
-from lmviz.analysis.masks import (bert_padded_batch, bert_with_causal_mask, gpt2_without_mask, keep_matrix, twin_folder,
-                          mask_matrices)
+from lmviz.analysis.masks import TWIN_OF, bert_padded_batch, gpt2_without_mask, twin_folder
+from lmviz.models.kinds import kind_of
 from lmviz.viz.masks import (answer_weight_figure, experiment_figure, loss_figure, mask_effect_figure, mask_heatmap,
                              position_bias_figure)
 
@@ -22,7 +21,7 @@ NOTHING_HIDDEN = {
 
 @st.cache_data(max_entries=32, show_spinner="Running the model…")
 def run_for(name: str, text: str, pair: str):
-    return attention_run(ui.load_model(name), text, pair or None, want=FIGURES)
+    return views.attention(ui.load_model(name), text, pair)
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the model…")
@@ -32,8 +31,7 @@ def padded_for(name: str, texts: tuple[str, ...]):
 
 @st.cache_data(max_entries=16, show_spinner="Running the model with and without its mask…")
 def experiment_for(name: str, text: str):
-    loaded = ui.load_model(name)
-    return gpt2_without_mask(loaded, text) if loaded.kind == "gpt2" else bert_with_causal_mask(loaded, text)
+    return views.experiment(ui.load_model(name), text)
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the twin with and without its mask…")
@@ -74,9 +72,8 @@ def show_twin(text: str) -> None:
     layer, head = twin.answer_head()
     st.write(f"Its head that looks at the answer most, layer {layer}, head {head}: without the mask, the bright line just "
              "above the diagonal is each token reading the next one.")
-    ui.plot(experiment_figure(twin, layer, head))
-    ui.plot(answer_weight_figure(twin))
-    ui.plot(loss_figure(twin))
+    for fig in views.experiment_figures(twin, layer, head):
+        ui.plot(fig)
 
 
 def layer_and_head(prefix: str, layers: int, heads: int) -> tuple[int, int]:
@@ -102,9 +99,12 @@ st.write("Before the softmax, every attention score gets a mask added: **0** whe
 
 try:
     name, loaded = ui.pick_model()
+    model_kind = kind_of(loaded)
+    swap = model_kind.experiment  # "no mask": a decoder without its mask; "causal": an encoder under one; None
+    padding = model_kind.role == "encoder"  # a batch of one encoder shows the padding mask
     text = ui.text_input("text", default=DEFAULT, upload=True)
     pair = ""
-    if loaded.kind == "bert":
+    if model_kind.reads_pair:
         pair = ui.text_input("pair", default="", label="Second sentence (optional: shows the segments)", height=68)
     run = run_for(name, text, pair)
     ui.show_notes(run.notes)
@@ -113,25 +113,25 @@ try:
     explain = {
         "self": "Bidirectional: every token may look at every token, before and after it." +
                 (" With two sentences, the mask still lets A and B see each other; only the segment embeddings "
-                 "(the orange lines mark the boundary) tell them apart." if run.kind == "bert" and pair.strip() else ""),
+                 "(the orange lines mark the boundary) tell them apart." if model_kind.reads_pair and pair.strip() else ""),
         "causal": "Causal (lower-triangular): a token may look only at itself and the tokens before it, so the model "
                   "cannot peek at the word it has to predict.",
         "cross": "Cross-attention: every decoder token may look at every encoder token; it is not causal, because the "
                  "whole input is known before decoding starts.",
     }
-    for m in mask_matrices(run):
+    for m, fig in views.mask_figures(run):
         st.subheader(m.title)
         st.write(explain[m.kind])
-        ui.plot(mask_heatmap(m, titled=False))
+        ui.plot(fig)
 
-    if run.kind == "bert":
+    if padding:
         st.subheader("Padding in a batch")
         st.write("Sentences in one batch must have the same length, so shorter ones are filled with [PAD]. The padding "
                  "mask hides those columns: no real token attends to padding (the [PAD] rows are computed but ignored).")
         padded = padded_for(name, (SHORT, text))
         for m in padded.matrices:
             ui.plot(mask_heatmap(m))
-    if run.kind == "t5":
+    if any(run.position_bias(k) is not None for k in run.record.kinds):
         st.subheader("T5's relative position bias")
         st.write("T5 has no position embeddings. Each head instead learns a bias that depends only on the distance between "
                  "query and key (in buckets), and adds it to the scores of every layer, next to the mask. Purple is positive, "
@@ -142,13 +142,13 @@ try:
             if run.position_bias(kind) is not None:
                 q, k = run.axes(kind)
                 ui.plot(position_bias_figure(run.position_bias(kind), q, k, title=f"{title} position bias",
-                                             mask=keep_matrix(run.record, kind)))
+                                             mask=run.record.keep(kind).numpy()))
 
     st.header("What the mask does to the softmax")
-    sources = {"padded": "the padded batch", "self": "your text alone"} if run.kind == "bert" else \
+    sources = {"padded": "the padded batch", "self": "your text alone"} if padding else \
         {k: SOURCE_NAMES[k] for k in run.record.kinds}
     choices = list(sources)
-    source = ui.param("kind", "padded" if run.kind == "bert" else "causal", choices=choices)
+    source = ui.param("kind", "padded" if padding else "causal", choices=choices)
     if len(choices) > 1:
         source = st.radio("Attention", choices, index=choices.index(source), format_func=sources.get, horizontal=True,
                           key="w_kind")
@@ -183,16 +183,16 @@ try:
                  "Choose another attention above (or an earlier query, for causal attention) to see keys hidden.")
     ui.plot(mask_effect_figure(arith, keys))
 
-    if run.kind in ("gpt2", "bert"):
-        st.header("Remove the mask" if run.kind == "gpt2" else "Give BERT a causal mask")
-        if run.kind == "bert":  # one forward pass per hidden word: run it when asked, so a text edit stays quick
+    if swap:
+        st.header("Remove the mask" if swap == "no mask" else "Give BERT a causal mask")
+        if swap == "causal":  # one forward pass per hidden word: run it when asked, so a text edit stays quick
             wanted = st.toggle("Run the experiment (BERT guesses every word twice: about half a second)",
                                value=ui.param("exp", "0") == "1", key="w_exp")
             ui.set_params(exp="1" if wanted else None)
             if not wanted:
                 st.stop()
         exp = experiment_for(name, text)
-        if run.kind == "gpt2":
+        if swap == "no mask":
             st.write("GPT-2 learns to predict each next token. Its causal mask stops it from looking at that token. "
                      "Here the same model runs on the same text twice — with its mask and with no mask at all — and the "
                      "next-token loss (lower is better) is measured both ways.")
@@ -201,7 +201,7 @@ try:
                      "once with its own bidirectional mask and once under a causal mask, so it can use only the words "
                      "before the hole. Fill-in loss: lower is better.")
         change = loss_metrics(exp)
-        if run.kind == "gpt2":
+        if swap == "no mask":
             if exp.clear_change and exp.loss_change < 0:  # only a real collapse is cheating, not any small drop
                 verdict = f"It cheats: with the answer in view, the loss falls ({change})."
             else:
@@ -216,7 +216,7 @@ try:
                        f"Here the words before each hole are nearly enough: the loss changes little ({change}).")
         st.write(f"{verdict} Attention above the diagonal (on later tokens): {exp.future_share('own'):.1%} of the weight "
                  f"{exp.own_name}, {exp.future_share('swapped'):.1%} {exp.swapped_name}.")
-        if run.kind == "gpt2":
+        if swap == "no mask":
             answer = exp.next_token_weight("swapped")
             st.write(f"Does it look at the answer? Below, for each token, the weight it puts on the **next** token (the "
                      f"one it must predict), averaged over all heads: exactly 0 with the mask; without it "
@@ -225,7 +225,7 @@ try:
             ui.plot(answer_weight_figure(exp))
         ui.plot(loss_figure(exp))
         experiment_heads(exp)
-        if name == "gpt2":  # the twin shares the shipped GPT-2's tokenizer
+        if name == TWIN_OF:  # the twin shares the shipped GPT-2's tokenizer
             show_twin(text)
 except LmvizError as err:
     ui.error(err)

@@ -1,13 +1,12 @@
 """Tokenization: one text through WordPiece (BERT), byte-level BPE (GPT-2) and Unigram (T5), aligned."""
 import streamlit as st
 
-from lmviz.app import ui
+from lmviz.app import ui, views
 from lmviz.errors import LmvizError
 from lmviz.analysis.inference import label
-from lmviz.pretrain.tokenizers import explain
+from lmviz.models.kinds import KINDS
 from lmviz.viz import tokens as vt
 
-KINDS = ("bert", "gpt2", "t5")
 PRESETS = {
     "A long rare word": "Thou art not for the fashion of these times: honorificabilitudinitatibus!",
     "Contractions": "'Tis true, o'er the hills I'll go; ne'er shall we meet, and we'll say 't was so.",
@@ -25,14 +24,13 @@ DEFAULT = "To be, or not to be, that is the question: whether 'tis nobler in the
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _explain_all(text: str, pair: str | None) -> dict:
-    out = {}
+    tokenizers = {}
     for kind in KINDS:
         try:
-            tok = ui.load_model(kind).tokenizer
+            tokenizers[kind] = ui.load_model(kind).tokenizer
         except LmvizError:
             continue  # the sidebar says why
-        out[kind] = explain(kind, tok, text, pair if kind == "bert" else None)
-    return out
+    return views.explanations(tokenizers, text, pair)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -110,7 +108,7 @@ if lit is not None:
     chars = f"character {p.start}" if p.end - p.start == 1 else f"characters {p.start}–{p.end - 1}"
     where = (f"{chars} of the text: “{ui.plain(source[p.start:p.end])}”" if p.end > p.start else
              "no characters of the text: the model's template adds it")
-    st.caption(f"Lit up: {vt.LONG[lit[0]]}'s piece {lit[1]}, **{ui.plain(label(p.display))}** (id {p.id}), from {where}.")
+    st.caption(f"Lit up: {KINDS[lit[0]].tokenizer}'s piece {lit[1]}, **{ui.plain(label(p.display))}** (id {p.id}), from {where}.")
 
 st.subheader("How many pieces?")
 st.markdown("Fewer pieces per text means each piece carries more: **characters per token** is how much text one "
@@ -128,7 +126,7 @@ else:
                 "and Unigram fall back to their unknown token, byte-level BPE spells the character out in bytes.")
 
 st.subheader("Every piece, with its id")
-kind = st.radio("Tokenizer", list(explained), format_func=vt.LONG.get, horizontal=True, key="w_tok",
+kind = st.radio("Tokenizer", list(explained), format_func=lambda k: KINDS[k].tokenizer, horizontal=True, key="w_tok",
                 index=list(explained).index(ui.param("tok", list(explained)[0], choices=list(explained))))
 ui.set_params(tok=kind)
 st.dataframe(_piece_rows(explained[kind]), hide_index=True, width="stretch", height=300)

@@ -200,11 +200,11 @@ def test_masks_page_layer_and_head_come_back_from_the_link():
 
 def test_attention_page_says_t5_cross_attention_is_mostly_noise():
     from lmviz.analysis.heads import read_evaluation
-    from lmviz.viz.home import t5_not_yet_learnt
+    from lmviz.viz.home import not_yet_learnt
 
     at = page("pages/attention.py", {"model": "t5"})
     said = " ".join(w.value for w in at.warning)
-    assert ("cross-attention** is mostly noise" in said) == bool(t5_not_yet_learnt(read_evaluation()))
+    assert ("cross-attention** is mostly noise" in said) == bool(not_yet_learnt(read_evaluation(), "t5"))
 
 
 def test_your_own_checkpoint_with_fewer_layers_falls_back_and_says_so(tmp_path, monkeypatch):

@@ -117,8 +117,8 @@ def test_masking_t5_warns_exactly_when_the_shipped_t5_is_below_its_floor():
     at = _page("pages/masking.py", objective="t5")
     path = checkpoints.ASSETS / "evaluation.json"
     data = json.loads(path.read_text()) if path.is_file() else None
-    below = home.t5_not_yet_learnt(data) is not None
-    assert [w.value for w in at.warning if "has not finished learning" in w.value] == ([home.t5_not_yet_learnt(data)] if below else [])
+    below = home.not_yet_learnt(data, "t5") is not None
+    assert [w.value for w in at.warning if "has not finished learning" in w.value] == ([home.not_yet_learnt(data, "t5")] if below else [])
 
 
 def test_masking_nsp_own_pair_shows_token_types():

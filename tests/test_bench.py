@@ -80,3 +80,12 @@ def test_edited_texts_have_the_asked_words_and_differ():
     texts = [bench.edited_text(64, i) for i in range(30)]
     assert all(len(t.split()) == 64 for t in texts)
     assert len(set(texts)) == 30
+
+
+def test_a_bug_in_a_page_is_raised_not_skipped(monkeypatch):
+    def broken(text):
+        raise TypeError("attention_heatmap() got an unexpected keyword argument 'zmax'")
+
+    monkeypatch.setattr(bench, "page_cases", lambda models: {"attention (gpt2)": broken})
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        bench.bench_pages({}, repeats=1, words=8)

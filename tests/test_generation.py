@@ -9,7 +9,8 @@ from lmviz.models import checkpoints
 from lmviz.errors import LmvizError
 from lmviz.app.export import csv_text
 from lmviz.bench import step_timing
-from lmviz.analysis.generation import (MAX_STEPS, branch, clamp_step, format_forced, generate, measure_step, parse_forced, step_table,
+from lmviz.analysis.decoding import measure_step
+from lmviz.analysis.generation import (MAX_STEPS, branch, clamp_step, format_forced, generate, parse_forced, step_table,
                               view_data)
 from lmviz.analysis.strategies import MIN_TEMPERATURE, Strategy, pick, shape, step_rng
 
@@ -206,9 +207,9 @@ def test_each_step_records_what_the_page_draws(gpt2):
         assert s.query == gen.tokens[s.position]
     assert gen.stop_reason == "the step limit (5 steps)"
     for t in (0, 3):  # the page times the step it shows: cached forward and a recompute, best of 3 each
-        s = measure_step(gpt2, gen, PROMPT, t)
+        s = measure_step(gen, t)
         assert s.ms_cached > 0 and s.ms_recompute > 0 and s.timed_repeats == 4
-        assert measure_step(gpt2, gen, PROMPT, t).ms_recompute == s.ms_recompute  # once per step
+        assert measure_step(gen, t).ms_recompute == s.ms_recompute  # once per step
     assert gen.steps[1].ms_recompute is None
     full = generate(gpt2, PROMPT, Strategy("top_k", top_k=5), 5, seed=0, measure=True)
     assert all(s.ms_recompute > 0 and s.timed_repeats == 3 for s in full.steps)
@@ -296,7 +297,7 @@ def test_t5_beam_search_draws_a_tree(t5):
     assert all(1 <= sum(not b.finished for b in level) <= 3 for level in gen.beams[:-1])
     assert all(b.parent >= 0 for level in gen.beams for b in level)
     assert gen.steps and gen.stop_reason
-    s = measure_step(t5, gen, T5_INPUT, len(gen.steps) - 1)  # the live beams' batched forward, timed
+    s = measure_step(gen, len(gen.steps) - 1)  # the live beams' batched forward, timed
     assert s.ms_cached > 0 and s.ms_recompute > 0 and s.inputs and all(len(r) == s.position + 1 for r in s.inputs)
 
 

@@ -14,7 +14,7 @@ from lmviz.models import checkpoints
 from lmviz.analysis.arithmetic import head_arithmetic
 from lmviz.analysis.heads import CLEARLY, induction_score, induction_targets, named_heads, previous_token_score, sink_score
 from lmviz.analysis.inference import attention_run, encode
-from lmviz.analysis.masks import bert_padded_batch, bert_with_causal_mask, fill_in_loss, gpt2_without_mask, keep_matrix, mask_matrices
+from lmviz.analysis.masks import bert_padded_batch, bert_with_causal_mask, fill_in_loss, gpt2_without_mask, mask_matrices
 from lmviz.viz.arithmetic import MASK_EFFECT, steps_figure, vectors_figure, weighted_sum_figure
 from lmviz.viz.attention import CAUSAL_HIDDEN, HIDDEN_COLOUR, attention_heatmap, clicked_head, head_grid, layer_means
 from lmviz.viz.masks import answer_weight_figure, experiment_figure, loss_figure, mask_effect_figure, mask_heatmap, position_bias_figure
@@ -50,7 +50,7 @@ def test_causal_hidden_cells_are_grey_not_weight_zero(runs):
     run = runs["gpt2"]
     q, k = run.axes("causal")
     probs = run.record.attention("causal", 1)[0].numpy()
-    keep = keep_matrix(run.record, "causal")
+    keep = run.record.keep("causal").numpy()
     fig = attention_heatmap(probs, q, k, zmax=1.0, mask=keep)
     z = np.asarray(fig.data[0].z, dtype=float)
     assert np.isnan(z[~keep]).all() and np.array_equal(z[keep], probs[keep])
@@ -179,7 +179,7 @@ def test_t5_position_bias_figure_has_one_panel_per_head(runs):
 
 def test_t5_decoder_bias_is_grey_where_the_causal_mask_hides_it(runs):
     run = runs["t5"]
-    keep = keep_matrix(run.record, "causal")
+    keep = run.record.keep("causal").numpy()
     bias = run.record.position_bias["causal"][0].numpy()
     fig = position_bias_figure(bias, *run.axes("causal"), mask=keep)
     z = np.asarray(fig.data[2].z, dtype=float)  # head 1 (each head: its bias, then the grey hidden cells)

@@ -58,14 +58,13 @@ def test_a_link_regenerates_the_same_text():
 def test_branch_keeps_earlier_steps_and_goes_into_the_link():
     at = open_page("generation", strategy="temperature", t=1.0, seed=5, n=6, step=3)
     ok(at)
-    steps = at.session_state["gen_runs"]
-    before = [s.chosen.id for s in next(iter(steps.values())).gen.steps]
+    before = [s.chosen.id for s in at.session_state["gen_run"].gen.steps]
     choice = at.selectbox(key="w_branch_token")
     choice.select_index(1).run()
     next(b for b in at.button if b.label.startswith("Branch at step 3")).click().run()
     ok(at)
     assert at.query_params["branch"].startswith("3:") and at.query_params["step"] == "3"
-    after = [s.chosen.id for s in next(iter(at.session_state["gen_runs"].values())).gen.steps]
+    after = [s.chosen.id for s in at.session_state["gen_run"].gen.steps]
     assert after[:3] == before[:3] and after[3] != before[3] and len(after) == 6
     assert "You chose" in texts(at)
 

@@ -259,7 +259,7 @@ def test_masking_figures_escape_user_text(models, text):
     ({"t5": {"figures": {"content_acc": "n/a"}}}, False), (None, False), ("unreadable", False), ([1, 2], False),
 ])
 def test_the_t5_warning_follows_the_figures_and_ignores_a_malformed_file(data, warns):
-    note = home.t5_not_yet_learnt(data)
+    note = home.not_yet_learnt(data, "t5")
     assert (note is not None) == warns
     if warns:
         assert "2.5%" in note and "2.9%" in note

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmviz.errors import LmvizError
-from lmviz.models.record import AttentionRecord
-
-MASKED = -1e30  # additive mask entries below this are the mask's "−∞" (the record stores the dtype's minimum)
+from lmviz.models.record import HIDDEN_BELOW, AttentionRecord
 
 
 @dataclass
@@ -54,7 +52,7 @@ class HeadArithmetic:
     @property
     def hidden(self) -> np.ndarray:
         """``[K]`` bool: keys the mask hides from this query."""
-        return self.mask <= MASKED
+        return self.mask <= HIDDEN_BELOW
 
     @property
     def max_difference(self) -> float:

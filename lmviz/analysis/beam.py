@@ -1,6 +1,6 @@
 """Beam search: keep the ``beam_width`` best partial texts by summed log-probability instead of one.
 
-It runs the same decoder as sampling (``lmviz.analysis.generation``) on every live beam at once, reorders the
+It runs the same decoder as sampling (``lmviz.analysis.decoding``) on every live beam at once, reorders the
 KV cache to follow the beams it keeps, and records one ``Step`` per token of the winning beam, so
 the Generation page draws it like any other decoding, plus the tree of kept beams.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from lmviz.models.checkpoints import Loaded
-from lmviz.analysis.generation import MAX_STEPS, ROWS, TIMING_REPEATS, Generation, _Decoder, _record_step
+from lmviz.analysis.decoding import MAX_STEPS, ROWS, TIMING_REPEATS, Decoder, Generation, record_step
 from lmviz.analysis.arithmetic import softmax
 from lmviz.analysis.strategies import Shaped, Strategy
 
@@ -38,10 +38,10 @@ def beam_search(loaded: Loaded, text: str, strategy: Strategy, max_steps: int = 
     end-of-text token is finished. Stops when ``beam_width`` beams have finished or after ``max_steps``.
     ``gen.steps`` follow the best beam; ``gen.beams[t]`` are the live beams after step ``t``."""
     max_steps = max(1, min(int(max_steps), MAX_STEPS))
-    dec = _Decoder(loaded, text, max_steps)
+    dec = Decoder(loaded, text, max_steps)
     strategy, notes = strategy.checked(dec.vocab_size)
     width = strategy.beam_width
-    gen = Generation(loaded.kind, strategy, 0, [dec.label(i) for i in dec.start], dec.source, notes=dec.notes + notes)
+    gen = Generation(loaded.kind, strategy, 0, [dec.label(i) for i in dec.start], dec.source, notes=dec.notes + notes, decoder=dec)
     live = [Beam([], [], 0.0, -1)]
     history: list[list[dict]] = []  # per step, per live beam: what the best beam's Step needs
     cache, start = None, torch.tensor([dec.start], device=dec.device)
@@ -56,7 +56,7 @@ def beam_search(loaded: Loaded, text: str, strategy: Strategy, max_steps: int = 
         logp = torch.log_softmax(out.logits[:, -1].float(), -1).cpu()
         inputs = seqs.tolist()
         history.append([{"logits": out.logits[b, -1].float().cpu().numpy(), "rows": dec.rows(out.record, b),
-                         "cache": dec.cache_shapes(out.cache), "ms": (ms_cached, ms_recompute), "inputs": inputs,
+                         "cache": out.cache.shapes(), "ms": (ms_cached, ms_recompute), "inputs": inputs,
                          "repeats": TIMING_REPEATS if measure else 1, "survivors": []} for b in range(len(live))])
         total = (torch.tensor([b.score for b in live])[:, None] + logp).view(-1)
         order = torch.argsort(total, descending=True, stable=True)
@@ -79,7 +79,7 @@ def beam_search(loaded: Loaded, text: str, strategy: Strategy, max_steps: int = 
             gen.stop_reason = ("every beam ended with the end-of-text token" if not live
                                else f"{width} beams ended with the end-of-text token")
             break
-        cache = dec.reorder(out.cache, torch.tensor(parents, device=dec.device))
+        cache = out.cache.reorder(torch.tensor(parents, device=dec.device))
     else:
         gen.stop_reason = f"the step limit ({max_steps} steps)"
     best = max(gen.finished + live, key=lambda b: b.ranked(strategy.length_penalty))
@@ -88,7 +88,7 @@ def beam_search(loaded: Loaded, text: str, strategy: Strategy, max_steps: int = 
     return gen
 
 
-def _best_path_steps(gen: Generation, dec: _Decoder, best: Beam, history: list[list[dict]]) -> None:
+def _best_path_steps(gen: Generation, dec: Decoder, best: Beam, history: list[list[dict]]) -> None:
     """One ``Step`` per token of ``best``, read from the live beam that held its prefix at that step."""
     slots = []
     node = next(i for i, b in enumerate(gen.beams[len(best.ids) - 1]) if b is best)
@@ -103,8 +103,8 @@ def _best_path_steps(gen: Generation, dec: _Decoder, best: Beam, history: list[l
     for t, (tok, slot) in enumerate(zip(best.ids, slots)):
         h = history[t][slot]
         shaped = beam_view(h["logits"], h["survivors"])
-        gen.steps.append(_record_step(t, len(ids) - 1, dec.label(ids[-1]), shaped, tok, None, False, gen.strategy, dec.label,
-                                      h["rows"], h["cache"], *h["ms"], h["inputs"], h["repeats"]))
+        gen.steps.append(record_step(t, len(ids) - 1, dec.label(ids[-1]), shaped, tok, None, False, gen.strategy, dec.label,
+                                     h["rows"], h["cache"], *h["ms"], h["inputs"], h["repeats"]))
         ids.append(tok)
 
 

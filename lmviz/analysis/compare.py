@@ -20,12 +20,19 @@ import numpy as np
 from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
 from lmviz.analysis.inference import attention_run
+from lmviz.models.record import Want
+from lmviz.models.kinds import KINDS, kind_of
 
 METRICS = {"entropy": "entropy (nats)", "distance": "mean distance (tokens)", "special": "share to special tokens",
            "self": "share to itself"}
-SERIES_NAMES = {("bert", "self"): "BERT (bidirectional)", ("gpt2", "causal"): "GPT-2 (causal)",
-                ("t5", "self"): "T5 encoder (bidirectional)", ("t5", "causal"): "T5 decoder (causal)",
-                ("t5", "cross"): "T5 cross (decoder → encoder)"}
+PARTS = {"self": ("encoder", "bidirectional"), "causal": ("decoder", "causal"), "cross": ("cross", "decoder → encoder")}
+
+
+def series_name(model: str, attention: str) -> str:
+    """"GPT-2 (causal)", "T5 encoder (bidirectional)": one model's attention of one kind."""
+    kind = kind_of(model)
+    stack, how = PARTS[attention]
+    return f"{kind.short} ({how})" if len(kind.stacks) == 1 else f"{kind.short} {stack} ({how})"
 
 
 @dataclass
@@ -38,10 +45,11 @@ class View:
     keys: list[str]
     probs: np.ndarray
     special_keys: list[bool]
+    hidden: np.ndarray | None = None  # [Q, K] bool: where the mask hid a key (the record's own mask); None if nowhere
 
     @property
     def name(self) -> str:
-        return SERIES_NAMES[(self.model, self.kind)]
+        return series_name(self.model, self.kind)
 
     @property
     def layers(self) -> int:
@@ -53,8 +61,8 @@ class View:
 
     @property
     def keep(self) -> np.ndarray | None:
-        """``[Q, K]`` bool: where a causal view may attend (lower-triangular); None where nothing is hidden."""
-        return np.tril(np.ones((len(self.queries), len(self.keys)), dtype=bool)) if self.kind == "causal" else None
+        """``[Q, K]`` bool: where a query may attend, as the record's mask says; None where nothing is hidden."""
+        return None if self.hidden is None else ~self.hidden
 
     def matrix(self, layer: int, head: int | None) -> np.ndarray:
         """``[Q, K]`` of one layer, for one head or the mean of the heads; out-of-range indices are clamped."""
@@ -116,18 +124,20 @@ def compare(models: dict[str, Loaded], text: str) -> Comparison:
     if not (text or "").strip():
         raise LmvizError("The text is empty: type a sentence to compare how the models attend to it.")
     views, notes = [], []
-    for kind in ("bert", "gpt2", "t5"):
-        loaded = models.get(kind)
+    for kind in KINDS.values():
+        loaded = models.get(kind.name)
         if loaded is None:
-            notes.append(f"No {kind} model is loaded, so it is left out.")
+            notes.append(f"No {kind.name} model is loaded, so it is left out.")
             continue
-        run = attention_run(loaded, text, target=text if kind == "t5" else None)
+        run = attention_run(loaded, text, target=text, want=Want(attention=True, scores=True))  # a decoder reads the sentence too
         for note in run.notes:
-            notes.append(f"{kind.upper() if kind != 'gpt2' else 'GPT-2'}: {note}")
+            notes.append(f"{kind.short}: {note}")
         for att in run.record.kinds:
             queries, keys = run.axes(att)
             special = run.special["decoder" if att == "causal" else "encoder"]
-            views.append(View(kind, att, queries, keys, run.record.stacked(att).numpy(), list(special)))
+            keep = run.record.keep(att).numpy()
+            views.append(View(kind.name, att, queries, keys, run.record.stacked(att).numpy(), list(special),
+                              None if keep.all() else ~keep))
     return Comparison(text, views, notes)
 
 

@@ -20,7 +20,7 @@ from lmviz.models import checkpoints
 from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
 from lmviz.analysis.inference import attention_run
-from lmviz.analysis.masks import keep_matrix
+from lmviz.models.kinds import kind_of
 from lmviz.models.record import Want
 
 CLEARLY = 2.0  # a head does its job on a text when it scores at least twice what even attention would
@@ -29,6 +29,11 @@ TEXTS = {
     "previous": "Now is the winter of our discontent made glorious summer by this sun of York.",
     "induction": f"{REPEATED} {REPEATED}",
     "sink": ("To be, or not to be, that is the question.", "Whether 'tis nobler in the mind to suffer."),
+}
+PROBES = {  # evaluation.json's probe → (the preset's name, its text, its pair, whether it ranks several candidates)
+    "previous_token_head": ("previous-token head", TEXTS["previous"], None, False),
+    "induction_head": ("induction head", TEXTS["induction"], None, False),
+    "sink_heads": ("[CLS]/[SEP] sink #{rank}", *TEXTS["sink"], True),
 }
 
 
@@ -122,34 +127,29 @@ def named_heads(loaded: Loaded, source: Path | dict | None = None) -> list[Named
 
     BERT's sink candidates: those found, or only the best one when none beats chance."""
     probes = _probes(loaded.kind, source)
-    if loaded.kind == "gpt2":
-        jobs = [("previous-token head", probes.get("previous_token_head"), TEXTS["previous"], None),
-                ("induction head", probes.get("induction_head"), TEXTS["induction"], None)]
-    elif loaded.kind == "bert":
-        sinks = probes.get("sink_heads")
-        jobs = [(f"[CLS]/[SEP] sink #{rank + 1}", raw, *TEXTS["sink"]) for rank, raw in enumerate(sinks if isinstance(sinks, list) else [])]
-    else:
-        return []
     runs, out = {}, []
-    for name, raw, text, pair in jobs:
-        found = _index(raw)
-        if found is None:
-            continue
-        if (text, pair) not in runs:
-            runs[text, pair] = attention_run(loaded, text, pair, want=Want(attention=True, scores=True))  # scores: the record keeps its mask
-        head = _measure(name, runs[text, pair], *found, text, pair)
-        if head is not None:
-            out.append(head)
-    if loaded.kind == "bert" and out and not any(h.found for h in out):
-        return out[:1]
-    return [h for h in out if loaded.kind != "bert" or h.found]
+    for probe in kind_of(loaded).head_probes:
+        name, text, pair, ranked = PROBES[probe]  # ranked candidates (BERT's sinks): those found, or the best one
+        raw = probes.get(probe)
+        found_here = []
+        for rank, one in enumerate((raw if isinstance(raw, list) else []) if ranked else [raw]):
+            found = _index(one)
+            if found is None:
+                continue
+            if (text, pair) not in runs:
+                runs[text, pair] = attention_run(loaded, text, pair, want=Want(attention=True, scores=True))  # scores: the record keeps its mask
+            head = _measure(name.format(rank=rank + 1), runs[text, pair], *found, text, pair)
+            if head is not None:
+                found_here.append(head)
+        out += ([h for h in found_here if h.found] or found_here[:1]) if ranked else found_here
+    return out
 
 
 def _measure(name: str, run, layer: int, head: int, evaluated: float | None, text: str, pair: str | None) -> NamedHead | None:
     kind = run.record.kinds[0]
     if layer >= run.record.n_layers(kind) or head >= run.record.n_heads(kind):
         return None
-    probs, even = run.head(kind, layer, head), even_attention(keep_matrix(run.record, kind))
+    probs, even = run.head(kind, layer, head), even_attention(run.record.keep(kind).numpy())
     if name.startswith("previous"):
         return NamedHead(name, run.kind, layer, head, previous_token_score(probs), previous_token_score(even),
                          "Each token looks mostly at the token just before it: a diagonal one step below the main one.",

@@ -12,11 +12,10 @@ import torch
 from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
 from lmviz.models.record import ALL, AttentionRecord, Want
-from lmviz.pretrain.tokenizers import GPT2_EOT, explain, safe_text
+from lmviz.models.kinds import T5_MAX_INPUT, T5_MAX_TARGET, device_of, kind_of  # noqa: F401 (the limits' old address)
+from lmviz.pretrain.tokenizers import explain, safe_text, token_bytes
 
 MAX_CHARS = 200_000  # longer texts are cut before tokenizing; no model reads this far anyway
-T5_MAX_INPUT = 128
-T5_MAX_TARGET = 64
 FIGURES = Want(attention=True, scores=True, qkv=True)
 """What the pages' figures and one head's arithmetic read from a run (no hidden states)."""
 
@@ -24,6 +23,19 @@ FIGURES = Want(attention=True, scores=True, qkv=True)
 def label(display: str) -> str:
     """A token as an axis label: spaces and newlines made visible, nothing interpreted as markup."""
     return display.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
+def token_label(loaded: Loaded, i: int) -> str:
+    """A vocabulary entry as a label; a byte-level vocabulary (GPT-2's ``Ġthe``) shown as the text it stands for."""
+    kind = kind_of(loaded)
+    raw = loaded.tokenizer.id_to_token(int(i)) or "?"
+    if kind.byte_level and raw not in kind.prefix:
+        data = token_bytes(raw)
+        try:
+            raw = data.decode("utf-8")
+        except UnicodeDecodeError:  # part of a character: show its bytes, as BPE sees them
+            raw = "⟨" + " ".join(f"{b:02X}" for b in data) + "⟩"
+    return label(raw)
 
 
 @dataclass
@@ -36,42 +48,29 @@ class Encoded:
 
 
 def context_limit(loaded: Loaded, stack: str = "encoder") -> int:
-    cfg = loaded.model.config
-    if loaded.kind == "bert":
-        return cfg.max_position_embeddings
-    if loaded.kind == "gpt2":
-        return cfg.n_positions
-    return T5_MAX_INPUT if stack == "encoder" else T5_MAX_TARGET
+    return kind_of(loaded).context(loaded.model.config, stack)
 
 
 def encode(loaded: Loaded, text: str, pair: str | None = None, *, stack: str = "encoder", add_special: bool = True) -> Encoded:
-    """Tokenize for ``loaded``'s model, truncated to its context (BERT pairs: the longer side first)."""
+    """Tokenize for ``loaded``'s model, truncated to its context (BERT pairs: the longer side first). Without the
+    kind's prefix: ``model_input`` adds it."""
+    kind = kind_of(loaded)
     text = safe_text(text)
     notes = []
     if len(text) > MAX_CHARS:
         text = text[:MAX_CHARS]
         notes.append(f"The text was cut to its first {MAX_CHARS:,} characters.")
-    if not text.strip() and not (loaded.kind == "gpt2"):
+    if not text.strip() and not kind.prefix:
         raise LmvizError("The text is empty: type a sentence to see what the model does with it.")
     tok = loaded.tokenizer
     limit = context_limit(loaded, stack)
-    exp = explain(loaded.kind, tok, text, pair if loaded.kind == "bert" else None)
+    exp = explain(kind.name, tok, text, pair if kind.reads_pair else None)
     pieces = list(exp.pieces)
-    if loaded.kind == "t5" and not add_special:
-        pieces = [p for p in pieces if not (p.special and p.display == "</s>")]
-    if loaded.kind == "gpt2":
-        eot = tok.token_to_id(GPT2_EOT)
-        if not pieces:
-            notes.append(f"The prompt is empty, so GPT-2 starts from {GPT2_EOT}.")
-            return Encoded([eot], [GPT2_EOT], [0], [True], notes)
+    if not add_special:
+        pieces = [p for p in pieces if not (p.special and p.display == "</s>")]  # T5's closing </s>
     n = len(pieces)
     if n > limit:
-        if loaded.kind == "bert":
-            pieces = _truncate_bert(pieces, limit)
-        elif loaded.kind == "t5" and add_special:
-            pieces = pieces[: limit - 1] + pieces[-1:]
-        else:
-            pieces = pieces[:limit]
+        pieces = kind.truncate(pieces, limit, add_special)
         notes.append(f"The text has {n} tokens; this model reads at most {limit}, so only the first {len(pieces)} are shown.")
     sources = (text, safe_text(pair) if pair is not None else "")
     return Encoded([p.id for p in pieces], [piece_label(p, sources, tok) for p in pieces], [p.sequence for p in pieces],
@@ -88,25 +87,19 @@ def piece_label(piece, sources: tuple[str, str], tok) -> str:
     return f"{unk}\u00a0({label(source)})" if source else unk  # a no-break space: label() would show a plain one as ␣
 
 
-def encode_gpt2(loaded: Loaded, text: str) -> Encoded:
-    """GPT-2's input as in training and on the Masking and Generation pages: ``<|endoftext|>`` (where every
-    training document starts), then the text, cut to the context."""
-    enc = encode(loaded, text, stack="decoder")
-    if enc.labels == [GPT2_EOT] and enc.special == [True]:
-        return enc  # the empty prompt is <|endoftext|> alone already
-    n = context_limit(loaded, "decoder") - 1
-    return Encoded([loaded.tokenizer.token_to_id(GPT2_EOT)] + enc.ids[:n], [GPT2_EOT] + enc.labels[:n],
-                   [0] + enc.type_ids[:n], [True] + enc.special[:n], enc.notes)
-
-
-def _truncate_bert(pieces, limit):
-    a = [p for p in pieces if p.sequence == 0 and not p.special]
-    b = [p for p in pieces if p.sequence == 1 and not p.special]
-    cls, seps = pieces[0], [p for p in pieces if p.special and p is not pieces[0]]
-    room = limit - 1 - len(seps)
-    while len(a) + len(b) > room:
-        (a if len(a) >= len(b) else b).pop()
-    return [cls, *a, seps[0], *b, *seps[1:]] if b or len(seps) > 1 else [cls, *a, *seps]
+def model_input(loaded: Loaded, text: str, pair: str | None = None) -> Encoded:
+    """What the model reads of ``text`` as in training and on every page: the kind's prefix (GPT-2's
+    ``<|endoftext|>``, where every training document starts), then the text, cut to the context."""
+    kind = kind_of(loaded)
+    enc = encode(loaded, text, pair, stack=kind.text_stack)
+    if not kind.prefix:
+        return enc
+    if not enc.ids:
+        enc.notes.append(f"The prompt is empty, so {kind.short} starts from {' '.join(kind.prefix)}.")
+    n = context_limit(loaded, kind.text_stack) - len(kind.prefix)
+    tok = loaded.tokenizer
+    return Encoded([tok.token_to_id(t) for t in kind.prefix] + enc.ids[:n], list(kind.prefix) + enc.labels[:n],
+                   [0] * len(kind.prefix) + enc.type_ids[:n], [True] * len(kind.prefix) + enc.special[:n], enc.notes)
 
 
 @dataclass
@@ -151,49 +144,43 @@ def attention_run(loaded: Loaded, text: str, pair: str | None = None, target: st
                   want: Want = ALL, causal: bool = False) -> AttentionRun:
     """Run ``loaded`` on ``text`` and keep the whole record.
 
-    BERT reads ``text`` (and ``pair``); GPT-2 reads ``text``; T5 encodes ``text`` and decodes
-    ``target`` if given, else its own greedy output (up to 24 tokens). ``causal=True`` removes
-    BERT's bidirectional view or is ignored for models that are causal already.
+    The stack that reads text (BERT's and T5's encoder, GPT-2's decoder) reads ``text`` (BERT: and ``pair``);
+    an encoder-decoder's decoder reads ``target`` if given, else its own greedy output (up to 24 tokens).
+    ``causal=True`` removes BERT's bidirectional view or is ignored for models that are causal already.
     """
-    model = loaded.model
-    device = next(model.parameters()).device
-    if loaded.kind == "bert":
-        enc = encode(loaded, text, pair)
-        out = model(torch.tensor([enc.ids], device=device), torch.tensor([enc.type_ids], device=device), want=want, causal=causal)
-        return AttentionRun("bert", {"encoder": enc.labels}, {"encoder": enc.ids}, out.record, enc.notes, enc.type_ids,
-                            {"encoder": enc.special})
-    if loaded.kind == "gpt2":
-        enc = encode_gpt2(loaded, text)
-        out = model(torch.tensor([enc.ids], device=device), want=want)
-        return AttentionRun("gpt2", {"decoder": enc.labels}, {"decoder": enc.ids}, out.record, enc.notes, [],
-                            {"decoder": enc.special})
-    enc = encode(loaded, text)
-    tok = loaded.tokenizer
-    start = model.config.decoder_start_token_id
-    if target is not None and target.strip():
-        tgt = encode(loaded, target, stack="decoder")
-        dec_ids = [start] + tgt.ids[: T5_MAX_TARGET - 1]
-        dec_labels = [label(tok.id_to_token(start))] + tgt.labels[: T5_MAX_TARGET - 1]
-        notes = enc.notes + tgt.notes
-    else:
-        dec_ids = greedy_t5(loaded, enc.ids, 24)
-        dec_labels = [label(tok.id_to_token(i) or "?") for i in dec_ids]  # the model's own output has no source text
-        notes = enc.notes + ["The decoder side shows the model's own greedy output."]
-    out = model(torch.tensor([enc.ids], device=device), torch.tensor([dec_ids], device=device), want=want)
-    specials = {tok.token_to_id(t) for t in ("<pad>", "</s>")}
-    return AttentionRun("t5", {"encoder": enc.labels, "decoder": dec_labels}, {"encoder": enc.ids, "decoder": dec_ids},
-                        out.record, notes, [], {"encoder": enc.special, "decoder": [i in specials for i in dec_ids]})
+    kind = kind_of(loaded)
+    first = kind.text_stack
+    enc = model_input(loaded, text, pair)
+    tokens, ids, special, notes = {first: enc.labels}, {first: enc.ids}, {first: enc.special}, list(enc.notes)
+    if "decoder" in kind.stacks and first != "decoder":
+        tok = loaded.tokenizer
+        start = kind.decoder_start(loaded.model.config)
+        if target is not None and target.strip():
+            tgt = encode(loaded, target, stack="decoder")
+            room = context_limit(loaded, "decoder") - len(start)
+            ids["decoder"] = start + tgt.ids[:room]
+            tokens["decoder"] = [label(tok.id_to_token(i)) for i in start] + tgt.labels[:room]
+            notes += tgt.notes
+        else:
+            ids["decoder"] = greedy_t5(loaded, enc.ids, 24)
+            tokens["decoder"] = [label(tok.id_to_token(i) or "?") for i in ids["decoder"]]  # no source text to point at
+            notes.append("The decoder side shows the model's own greedy output.")
+        specials = {tok.token_to_id(t) for t in ("<pad>", "</s>")}
+        special["decoder"] = [i in specials for i in ids["decoder"]]
+    out = kind.forward(loaded.model, ids, enc.type_ids, want, causal)
+    return AttentionRun(kind.name, tokens, ids, out.record, notes, enc.type_ids if kind.reads_pair else [], special)
 
 
 @torch.inference_mode()
 def greedy_t5(loaded: Loaded, input_ids: list[int], max_new: int) -> list[int]:
-    """The decoder start token followed by T5's greedy output (stops at ``</s>``), with the KV cache."""
-    model = loaded.model
-    device = next(model.parameters()).device
-    encoder_out = model.encode(torch.tensor([input_ids], device=device))
-    ids, cache = [model.config.decoder_start_token_id], None
+    """An encoder-decoder's decoder start followed by its greedy output from ``input_ids`` (stops at the end
+    token), with the KV cache."""
+    kind, model = kind_of(loaded), loaded.model
+    source = kind.encode_source(model, input_ids)
+    ids, cache = kind.decoder_start(model.config), None
+    device = device_of(model)
     for _ in range(max_new):
-        out = model(decoder_input_ids=torch.tensor([[ids[-1]]], device=device), encoder_out=encoder_out, cache=cache)
+        out = kind.step(model, torch.tensor([ids[-1:]], device=device), cache, None, source)
         cache = out.cache
         nxt = int(out.logits[0, -1].argmax())
         ids.append(nxt)

@@ -20,20 +20,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmviz.analysis.arithmetic import MASKED
 from lmviz.models import checkpoints
 from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
-from lmviz.analysis.inference import AttentionRun, encode, encode_gpt2
+from lmviz.analysis.inference import AttentionRun, encode, model_input
+from lmviz.models.kinds import Kind, device_of, kind_of
 from lmviz.models.record import AttentionRecord, Want, additive_mask, causal_keep
 
-TITLES = {
-    ("bert", "self"): "BERT: bidirectional self-attention",
-    ("gpt2", "causal"): "GPT-2: causal self-attention",
-    ("t5", "self"): "T5 encoder: bidirectional self-attention",
-    ("t5", "causal"): "T5 decoder: causal self-attention",
-    ("t5", "cross"): "T5 decoder → encoder: cross-attention",
-}
+ATTENTION_TITLES = {"self": "bidirectional self-attention", "causal": "causal self-attention", "cross": "cross-attention"}
+STACK_OF = {"self": "encoder", "causal": "decoder", "cross": "decoder → encoder"}
+
+
+def mask_title(kind: Kind, attention: str) -> str:
+    """"GPT-2: causal self-attention", "T5 decoder → encoder: cross-attention"."""
+    where = kind.short if len(kind.stacks) == 1 else f"{kind.short} {STACK_OF[attention]}"
+    return f"{where}: {ATTENTION_TITLES[attention]}"
 
 
 @dataclass
@@ -48,20 +49,13 @@ class MaskMatrix:
     segments: list[int] = field(default_factory=list)  # BERT pairs: the key's sentence (0 = A, 1 = B)
 
 
-def keep_matrix(record: AttentionRecord, kind: str, batch: int = 0) -> np.ndarray:
-    """``[Q, K]`` bool from the record's additive mask (layer 0; every layer applies the same mask)."""
-    if kind not in record.masks:
-        raise LmvizError("This run did not keep its masks; run it with want=ALL.")
-    return (record.masks[kind][0][batch, 0] > MASKED).numpy()
-
-
 def mask_matrices(run: AttentionRun) -> list[MaskMatrix]:
     """Every mask of a run: BERT's and T5's encoder self-attention, GPT-2's and T5's causal, T5's cross."""
     out = []
     for kind in run.record.kinds:
         queries, keys = run.axes(kind)
-        segments = list(run.type_ids) if run.kind == "bert" and 1 in run.type_ids else []
-        out.append(MaskMatrix(TITLES.get((run.kind, kind), kind), kind, keep_matrix(run.record, kind), queries, keys, segments))
+        segments = list(run.type_ids) if 1 in run.type_ids else []  # a sentence pair's segments
+        out.append(MaskMatrix(mask_title(kind_of(run.kind), kind), kind, run.record.keep(kind).numpy(), queries, keys, segments))
     return out
 
 
@@ -84,7 +78,7 @@ def bert_padded_batch(loaded: Loaded, texts: list[str]) -> PaddedBatch:
 
     Returns one matrix per text, all of the batch's length, read from the real forward pass, and its record.
     """
-    if loaded.kind != "bert":
+    if kind_of(loaded).role != "encoder":
         raise LmvizError("The padding example needs a BERT model.")
     encs = [encode(loaded, t) for t in texts]
     width = max(len(e.ids) for e in encs)
@@ -92,16 +86,17 @@ def bert_padded_batch(loaded: Loaded, texts: list[str]) -> PaddedBatch:
     pad = loaded.model.config.pad_token_id if pad is None else pad
     ids = torch.tensor([e.ids + [pad] * (width - len(e.ids)) for e in encs])
     real = torch.tensor([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in encs])
-    device = next(loaded.model.parameters()).device
+    device = device_of(loaded.model)
     rec = loaded.model(ids.to(device), attention_mask=real.to(device), want=Want(attention=True, scores=True, qkv=True)).record
     out = []
     for b, e in enumerate(encs):
         labels = e.labels + ["[PAD]"] * (width - len(e.ids))
         out.append(MaskMatrix(f"sentence {b + 1} of the batch ({len(e.ids)} tokens + {width - len(e.ids)} padding)",
-                              "self", keep_matrix(rec, "self", b), labels, labels))
+                              "self", rec.keep("self", b).numpy(), labels, labels))
     return PaddedBatch(out, rec)
 
 
+TWIN_OF = "gpt2"  # the shipped model the twin was trained on from (it shares its tokenizer)
 TWIN = "gpt2-no-mask"
 """The shipped GPT-2 trained on a little further with no causal mask (``python -m lmviz train gpt2 --init assets/models/gpt2
 --no-causal-mask --steps 400 --batch-size 16 --seq-len 128 --short-frac 0 --warmup 20 --lr 1e-3 --out
@@ -165,6 +160,11 @@ class MaskExperiment:
         return float((a * above).sum(-1).mean())
 
 
+def mask_experiment(loaded: Loaded, text: str) -> MaskExperiment:
+    """The model's own mask swapped for the other one, as its kind's ``experiment`` says (None: it has none)."""
+    return {"no mask": gpt2_without_mask, "causal": bert_with_causal_mask}[kind_of(loaded).experiment](loaded, text)
+
+
 def _stacked(record: AttentionRecord, kind: str) -> np.ndarray:
     return record.stacked(kind).numpy()
 
@@ -184,12 +184,12 @@ def load_twin(device=None) -> Loaded | None:
 @torch.inference_mode()
 def gpt2_without_mask(loaded: Loaded, text: str) -> MaskExperiment:
     """GPT-2 on ``text`` with its causal mask and without it; loss = next-token cross-entropy per position."""
-    if loaded.kind != "gpt2":
+    if kind_of(loaded).experiment != "no mask":
         raise LmvizError("This experiment needs a GPT-2 model.")
-    enc = encode_gpt2(loaded, text)
+    enc = model_input(loaded, text)
     if len(enc.ids) < 2:
         raise LmvizError("Type at least two tokens: the loss needs a next token to predict.")
-    device = next(loaded.model.parameters()).device
+    device = device_of(loaded.model)
     ids = torch.tensor([enc.ids], device=device)
     runs = [loaded.model(ids, want=Want(attention=True), causal=c) for c in (True, False)]
     losses = []
@@ -243,13 +243,13 @@ def bert_with_causal_mask(loaded: Loaded, text: str) -> MaskExperiment:
     The fill-in loss of position ``i`` is ``−log p(token_i)`` when ``i`` alone is replaced by
     ``[MASK]`` (``fill_in_loss``), so it measures how much context the model can use.
     """
-    if loaded.kind != "bert":
+    if kind_of(loaded).experiment != "causal":
         raise LmvizError("This experiment needs a BERT model.")
     enc = encode(loaded, text)
     scored = [i for i, s in enumerate(enc.special) if not s]
     if not scored:
         raise LmvizError("Type at least one word: special tokens alone have nothing to fill in.")
-    device = next(loaded.model.parameters()).device
+    device = device_of(loaded.model)
     ids = torch.tensor([enc.ids], device=device)
     types = torch.tensor([enc.type_ids], device=device)
     attention, losses = [], []

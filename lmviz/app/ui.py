@@ -10,83 +10,16 @@ import sys
 from pathlib import Path
 
 import streamlit as st
-import torch
 
 from lmviz.models import checkpoints
 from lmviz.pretrain.corpus import decode_user_bytes
 from lmviz.models.device import describe_device, pick_device
 from lmviz.errors import LmvizError
+from lmviz.models.kinds import KINDS
 
-def _import_lazy_modules() -> None:
-    """Import what plotly imports lazily (pandas, its validators) once, under the import lock.
-
-    Each browser session runs the page in its own thread; two sessions drawing their first figure at
-    once raced on plotly's lazy ``import pandas`` ("partially initialized module 'pandas'").
-    """
-    import pandas  # noqa: F401
-    import plotly.graph_objects as go
-
-    fig = go.Figure([go.Heatmap(z=[[0.0]], customdata=[[["a"]]]), go.Bar(x=[1], y=[1]), go.Scatter(x=[1], y=[1])])
-    fig.update_layout(template="plotly_white")
-    fig.to_json()
-
-
-_import_lazy_modules()
-
-
-def _navigation_from_the_first_request() -> None:
-    """Serve every page through app.py's ``st.navigation``, from the server's first request on.
-
-    Streamlit treats a folder named ``pages/`` as its older multipage app until ``st.navigation``
-    has run once in the process, so the first visitor arriving at ``/attention`` got that page
-    without app.py (no sidebar, narrow layout). Switch the old behaviour off and rerun.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-_navigation_from_the_first_request()
-
-SHIPPED = {"bert": "BERT (encoder)", "gpt2": "GPT-2 (decoder)", "t5": "T5 (encoder-decoder)"}
+SHIPPED = {name: kind.title for name, kind in KINDS.items()}  # the shipped models are named by their kind
 MAX_LINK_CHARS = 2000  # longer texts stay out of the URL (browsers and servers cap its length)
 MAX_TEXT_CHARS = 20_000
-
-
-def _threads() -> None:
-    # Each browser session runs in its own thread, so sessions already use the cores in parallel; a torch
-    # pool of one thread keeps them from oversubscribing (at 2 threads on 2 cores a 60 ms decode took 3 s
-    # whenever another session or process was busy).
-    torch.set_num_threads(1)
-
-
-_threads()
-
-
-def _glibc():
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-_LIBC = _glibc() if sys.platform.startswith("linux") else None
-if _LIBC is not None and hasattr(_LIBC, "mallopt"):
-    # Each rerun is a new thread, and glibc gives threads arenas of their own (up to 8 per core), whose freed memory
-    # it keeps. Two arenas bound how much a classroom's reruns can leave behind.
-    _LIBC.mallopt(-8, 2)  # M_ARENA_MAX
-
-
-def release_memory() -> None:
-    """Hand the memory a rerun freed back to the system (glibc keeps it otherwise), so a classroom's server stays
-    near the size it had after the first session."""
-    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
 
 
 def user_models_dir() -> Path | None:
@@ -212,7 +145,7 @@ def set_params(**values) -> None:
             st.query_params[k] = str(v)
 
 
-def pick_model(kinds: tuple[str, ...] = ("bert", "gpt2", "t5"), key: str = "model",
+def pick_model(kinds: tuple[str, ...] = tuple(KINDS), key: str = "model",
                label: str = "Model") -> tuple[str, checkpoints.Loaded]:
     """A model selectbox remembered in the URL: the chosen name (the key of every per-text cache) and the
     loaded model. If none of these kinds loads, it says so and the page stops there."""

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmviz.errors import LmvizError
-from lmviz.models.record import (AttentionRecord, Want, additive_mask, attend, causal_keep, check_embeds, check_head_mask, check_ids,
+from lmviz.models.record import (AttentionRecord, KVCache, Want, additive_mask, attend, causal_keep, check_embeds, check_head_mask, check_ids,
                                  check_mask, check_sizes, heads_kept)
 
 
@@ -137,7 +137,7 @@ class Transformer(nn.Module):
 @dataclass
 class GPT2Output:
     logits: torch.Tensor
-    cache: list[tuple[torch.Tensor, torch.Tensor]]
+    cache: KVCache
     record: AttentionRecord | None
     loss: torch.Tensor | None = None
 
@@ -232,4 +232,4 @@ class GPT2LMHeadModel(nn.Module):
             if tuple(labels.shape) != (B, T):
                 raise LmvizError(f"labels have shape {tuple(labels.shape)}; they must match input_ids, {(B, T)}.")
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-        return GPT2Output(logits, new_cache, record, loss)
+        return GPT2Output(logits, KVCache(new_cache), record, loss)

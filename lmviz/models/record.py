@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from lmviz.errors import LmvizError
 
 KINDS = ("self", "causal", "cross")
+HIDDEN_BELOW = -1e30  # additive mask entries below this are the mask's "−∞" (the record stores the dtype's minimum)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,13 @@ class AttentionRecord:
         """``[L, H, Q, K]``: every layer of one kind."""
         return torch.stack([p[batch] for p in self.probs[kind]])
 
+    def keep(self, kind: str, batch: int = 0) -> torch.Tensor:
+        """``[Q, K]`` bool: which keys each query may see (True) and which the mask hid, read from the additive
+        mask the forward applied (layer 0; every layer applies the same mask). The one answer every figure uses."""
+        if kind not in self.masks:
+            raise LmvizError("This run did not keep its masks; run it with want=Want(scores=True).")
+        return self.masks[kind][0][batch, 0] > HIDDEN_BELOW
+
     def add(self, kind: str, probs, scores=None, mask=None, qkv=None) -> None:
         if probs is not None:
             self.probs.setdefault(kind, []).append(probs.detach().float().cpu())
@@ -96,6 +104,45 @@ class AttentionRecord:
             "position_bias": {k: v.numpy() for k, v in self.position_bias.items()},
             "logits": None if self.logits is None else self.logits.numpy(), "scale": dict(self.scale),
         }
+
+
+@dataclass
+class KVCache:
+    """What a decoder keeps between steps, one format for every model: per layer the ``(k, v)`` of its causal
+    self-attention, each ``[B, H, T, d_head]`` (T grows by one per step), and for an encoder-decoder the
+    ``(k, v)`` of its cross-attention over the encoder states (computed once). ``cache[i]`` is layer ``i``'s
+    self-attention ``(k, v)``."""
+
+    causal: list[tuple[torch.Tensor, torch.Tensor]]
+    cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.causal)
+
+    def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.causal[layer]
+
+    @property
+    def positions(self) -> int:
+        """Positions cached so far."""
+        return self.causal[0][0].shape[2] if self.causal else 0
+
+    @property
+    def batch(self) -> int:
+        return self.causal[0][0].shape[0] if self.causal else 0
+
+    def shapes(self) -> list[dict[str, tuple[int, ...]]]:
+        """Per layer ``{"self": shape of K}`` (and ``"cross"``): what the page draws."""
+        if self.cross is None:
+            return [{"self": tuple(k.shape)} for k, _ in self.causal]
+        return [{"self": tuple(s[0].shape), "cross": tuple(c[0].shape)} for s, c in zip(self.causal, self.cross)]
+
+    def reorder(self, rows: torch.Tensor) -> "KVCache":
+        """The cache of batch rows ``rows`` (beam search's survivors), in that order."""
+        def pick(kvs):
+            return [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kvs]
+
+        return KVCache(pick(self.causal), None if self.cross is None else pick(self.cross))
 
 
 def additive_mask(keep: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmviz.errors import LmvizError
-from lmviz.models.record import (AttentionRecord, Want, additive_mask, attend, causal_keep, check_embeds, check_head_mask, check_ids,
+from lmviz.models.record import (AttentionRecord, KVCache, Want, additive_mask, attend, causal_keep, check_embeds, check_head_mask, check_ids,
                                  check_mask, check_sizes, heads_kept)
 
 
@@ -224,7 +224,7 @@ class T5Stack(nn.Module):
 class T5Output:
     logits: torch.Tensor
     encoder_hidden: torch.Tensor
-    cache: dict
+    cache: KVCache
     record: AttentionRecord | None
 
 
@@ -283,7 +283,7 @@ class T5ForConditionalGeneration(nn.Module):
         return x, enc_mask
 
     def forward(self, input_ids=None, decoder_input_ids=None, attention_mask=None, decoder_attention_mask=None,
-                want: Want | None = None, cache: dict | None = None, encoder_out=None, head_mask: dict | None = None,
+                want: Want | None = None, cache: KVCache | None = None, encoder_out=None, head_mask: dict | None = None,
                 inputs_embeds=None) -> T5Output:
         """Encode ``input_ids [B, S]`` (or reuse ``encoder_out = (states, mask)``) and decode ``decoder_input_ids [B, T]``.
 
@@ -304,7 +304,7 @@ class T5ForConditionalGeneration(nn.Module):
             encoder_out = self.encode(input_ids, attention_mask, want, record, head_mask, inputs_embeds)
         enc, enc_mask = encoder_out
         dec = check_ids(decoder_input_ids, cfg.vocab_size, None, "decoder input").to(enc.device)
-        past = cache["self"] if cache else None
+        past = cache.causal if cache else None
         past_len = past[0][0].shape[2] if past else 0
         B, T = dec.shape
         if enc.shape[0] not in (1, B):
@@ -330,7 +330,7 @@ class T5ForConditionalGeneration(nn.Module):
         new_self, new_cross = [], []
         for i, block in enumerate(self.decoder.block):
             x, kv, ckv = block(x, bias, mask, enc=enc, enc_bias=None, enc_mask=enc_mask, past=past[i] if past else None,
-                               cross_kv=cache["cross"][i] if cache else None, want=want, record=record, keep=keeps[i])
+                               cross_kv=cache.cross[i] if cache else None, want=want, record=record, keep=keeps[i])
             new_self.append(kv)
             new_cross.append(ckv)
             hidden.append(x)
@@ -340,4 +340,4 @@ class T5ForConditionalGeneration(nn.Module):
             if want.hidden:
                 record.hidden["decoder"] = [h.detach().float().cpu() for h in hidden[:-1]] + [x.detach().float().cpu()]
             record.logits = logits.detach().float().cpu()
-        return T5Output(logits, enc, {"self": new_self, "cross": new_cross}, record)
+        return T5Output(logits, enc, KVCache(new_self, new_cross), record)

@@ -57,14 +57,14 @@ def _layers(probs: list[torch.Tensor]) -> list[torch.Tensor]:
 def bertviz_arguments(run: AttentionRun) -> dict:
     """The keyword arguments bertviz's ``head_view``/``model_view`` take, built from our record."""
     rec = run.record
-    if run.kind == "t5":
+    if len(rec.kinds) > 1:  # an encoder-decoder: bertviz's three-part form
         return {"encoder_attention": _layers(rec.probs["self"]), "decoder_attention": _layers(rec.probs["causal"]),
                 "cross_attention": _layers(rec.probs["cross"]), "encoder_tokens": list(run.tokens["encoder"]),
                 "decoder_tokens": list(run.tokens["decoder"])}
-    kind = "self" if run.kind == "bert" else "causal"
-    stack = "encoder" if run.kind == "bert" else "decoder"
+    kind = rec.kinds[0]
+    stack = next(iter(run.tokens))
     args = {"attention": _layers(rec.probs[kind]), "tokens": list(run.tokens[stack])}
-    if run.kind == "bert" and 1 in run.type_ids:
+    if 1 in run.type_ids:  # a sentence pair
         args["sentence_b_start"] = run.type_ids.index(1)
     return args
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from lmviz.analysis.compare import METRICS, SERIES_NAMES
+from lmviz.analysis.compare import METRICS, series_name
+from lmviz.models.kinds import KINDS
 from lmviz.viz.style import MODEL_COLOURS, base_layout, subplots
 
 DASH = {"self": "solid", "causal": "dash", "cross": "dot"}
@@ -17,7 +18,7 @@ def stats_figure(stats: dict[str, dict[str, np.ndarray]]) -> go.Figure:
     Colour is the model (BERT, GPT-2, T5), the line style the kind of attention (solid bidirectional,
     dashed causal, dotted cross); NaN (cross-attention's distance and self share) leaves a gap."""
     fig = subplots(rows=2, cols=2, subplot_titles=list(METRICS.values()), horizontal_spacing=0.1, vertical_spacing=0.24)
-    by_name = {v: k for k, v in SERIES_NAMES.items()}
+    by_name = {series_name(k, a): (k, a) for k, kind in KINDS.items() for a in kind.attention}
     for name, metrics in stats.items():
         model, kind = by_name[name]
         for i, metric in enumerate(METRICS):

@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lmviz.analysis.generation import Generation, Step
+from lmviz.analysis.decoding import Generation, Step
 from lmviz.analysis.strategies import STRATEGY_NAMES, Strategy
 from lmviz.viz.attention import attention_heatmap
 from lmviz.viz.masking import SENTINEL

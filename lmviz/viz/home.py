@@ -13,17 +13,10 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lmviz.models.kinds import KINDS
 from lmviz.viz.style import MODEL_COLOURS, PALETTE, base_layout, escape
 from lmviz.viz.tokens import tint
 
-TITLES = {"bert": "BERT · encoder", "gpt2": "GPT-2 · decoder", "t5": "T5 · encoder-decoder"}
-PURPOSE = {
-    "bert": "reads the whole text at once, every word seeing every other, to understand it: it fills in masked words "
-            "and judges whether sentence B follows sentence A.",
-    "gpt2": "reads left to right and predicts the next token, so it can write: each word sees only the words before it.",
-    "t5": "turns one text into another: an encoder reads the input, a decoder writes the output while looking back "
-          "at the encoder (here: filling in the spans hidden behind sentinels).",
-}
 # Published parameter counts (Devlin et al. 2019; Radford et al. 2019; Brown et al. 2020; Raffel et al. 2020).
 ORIGINALS: list[tuple[str, str, float]] = [
     ("bert", "BERT-base", 110e6), ("bert", "BERT-large", 340e6),
@@ -66,14 +59,8 @@ class Sizes:
 
 def sizes_from_config(kind: str, config: dict, params: int, context: int | None = None) -> Sizes:
     """``Sizes`` from a Hugging Face ``config.json`` dict (``model.config.to_hf()``) and a parameter count."""
-    if kind == "bert":
-        return Sizes(kind, config["num_hidden_layers"], 0, config["num_attention_heads"], config["hidden_size"],
-                     config["intermediate_size"], context or config["max_position_embeddings"], config["vocab_size"], params)
-    if kind == "gpt2":
-        return Sizes(kind, config["n_layer"], 0, config["n_head"], config["n_embd"], config.get("n_inner") or 4 * config["n_embd"],
-                     context or config["n_positions"], config["vocab_size"], params)
-    return Sizes(kind, config["num_layers"], config.get("num_decoder_layers") or config["num_layers"], config["num_heads"],
-                 config["d_model"], config["d_ff"], context or config.get("n_positions", 512), config["vocab_size"], params)
+    layers, decoder_layers, heads, hidden, ffn, positions = KINDS[kind].shape(config)
+    return Sizes(kind, layers, decoder_layers, heads, hidden, ffn, context or positions, config["vocab_size"], params)
 
 
 def sizes_of(loaded) -> Sizes:
@@ -86,7 +73,7 @@ def sizes_of(loaded) -> Sizes:
 
 def sizes_table(sizes: list[Sizes]) -> list[dict]:
     """One row per model for a table under the diagrams."""
-    return [{"model": TITLES[s.kind], "layers": s.layer_text, "heads": s.heads, "hidden size": s.hidden,
+    return [{"model": KINDS[s.kind].heading, "layers": s.layer_text, "heads": s.heads, "hidden size": s.hidden,
              "feed-forward": s.ffn, "context (tokens)": s.context, "vocabulary": f"{s.vocab:,}",
              "parameters": f"{s.params:,} ({human(s.params)})"} for s in sizes]
 
@@ -146,25 +133,25 @@ def _stack(fig: go.Figure, x0: float, x1: float, y0: float, sublayers: list[str]
 
 def architecture_diagram(s: Sizes) -> go.Figure:
     """One model's blocks, bottom (tokens in) to top (prediction out), labelled with its real sizes."""
-    colour = MODEL_COLOURS[s.kind]
+    kind = KINDS[s.kind]
+    colour = kind.colour
     fig = go.Figure()
     heads = f"{s.heads} heads"
-    if s.kind in ("bert", "gpt2"):
+    if len(kind.stacks) == 1:
         x0, x1 = 1.8, 7.8
         mid = (x0 + x1) / 2
-        pos = "token + segment<br>+ position" if s.kind == "bert" else "token + position"
+        pos = "token + segment<br>+ position" if kind.reads_pair else "token + position"
         _box(fig, x0, 0.2, x1, 1.2, f"tokens in (≤ {s.context})", "#666666", fill=0.85)
         _arrow(fig, mid, 1.2, mid, 1.65)
         _box(fig, x0, 1.65, x1, 3.0, f"{pos}<br>embeddings {s.vocab:,}×{s.hidden}", colour, size=14)
         _arrow(fig, mid, 3.0, mid, 3.45)
-        attn = f"self-attention<br>{heads}, sees all" if s.kind == "bert" else f"masked self-attn.<br>{heads}, past only"
+        attn = f"masked self-attn.<br>{heads}, past only" if kind.causal else f"self-attention<br>{heads}, sees all"
         top = _stack(fig, x0, x1, 3.45, [attn, f"feed-forward<br>{s.hidden}→{s.ffn}→{s.hidden}"], s.layers, colour)
-        _mask_glyph(fig, 0.3, (3.45 + top) / 2 - 0.45, 1.3, causal=s.kind == "gpt2", colour=colour)
+        _mask_glyph(fig, 0.3, (3.45 + top) / 2 - 0.45, 1.3, causal=kind.causal, colour=colour)
         fig.add_annotation(x=0.95, y=(3.45 + top) / 2 - 0.55, text="mask", showarrow=False, yanchor="top",
                            font=dict(size=14, color="#444"))
         _arrow(fig, mid, top + 0.25, mid, top + 0.75)
-        head = "MLM head: fill [MASK]<br>NSP head: B after A?" if s.kind == "bert" else "LM head:<br>the next token"
-        _box(fig, x0, top + 0.75, x1, top + 2.15, head, colour, size=14, fill=0.6)
+        _box(fig, x0, top + 0.75, x1, top + 2.15, kind.output_head, colour, size=14, fill=0.6)
         ymax = top + 2.35
     else:
         ex0, ex1, dx0, dx1 = 0.1, 4.3, 5.5, 9.7
@@ -187,10 +174,10 @@ def architecture_diagram(s: Sizes) -> go.Figure:
         _arrow(fig, turn, cross_y, dx0 + 0.25, cross_y)
         dmid = (dx0 + dx1 - 0.3) / 2
         _arrow(fig, dmid, dtop + 0.25, dmid, dtop + 0.75)
-        _box(fig, dx0, dtop + 0.75, dx1, dtop + 2.15, "LM head:<br>next token", colour, size=14, fill=0.6)
+        _box(fig, dx0, dtop + 0.75, dx1, dtop + 2.15, kind.output_head, colour, size=14, fill=0.6)
         ymax = dtop + 2.35
     n_layers = f"{s.layers}+{s.decoder_layers} layers" if s.decoder_layers else f"{s.layers} layers"
-    title = (f"<b>{TITLES[s.kind]}</b><br><span style='font-size:15px'>{n_layers} · {s.heads} heads · d {s.hidden}<br>"
+    title = (f"<b>{kind.heading}</b><br><span style='font-size:15px'>{n_layers} · {s.heads} heads · d {s.hidden}<br>"
              f"{human(s.params)} parameters</span>")
     fig.update_yaxes(range=[0, ymax], visible=False, fixedrange=True)
     fig.update_xaxes(range=[0, W], visible=False, fixedrange=True)
@@ -205,9 +192,9 @@ def architecture_diagram(s: Sizes) -> go.Figure:
 def size_chart(ours: dict[str, int]) -> go.Figure:
     """Parameter counts on a log scale: ours (``{kind: params}``) beside the published models of each family."""
     rows = []
-    for kind in ("bert", "gpt2", "t5"):
+    for kind in KINDS:
         if kind in ours:
-            rows.append((kind, f"our {TITLES[kind].split(' ·')[0]}", float(ours[kind]), True))
+            rows.append((kind, f"our {KINDS[kind].short}", float(ours[kind]), True))
         rows += [(k, name, n, False) for k, name, n in ORIGINALS if k == kind]
     names = [escape(r[1]) for r in rows]
     fig = go.Figure(go.Bar(
@@ -376,7 +363,6 @@ EVAL_ROWS = [
     ("t5", "loss", "span loss (nats/target token)", "lower", [("unigram", ("unigram_loss",))]),
     ("t5", "content_acc", "span-token accuracy", "higher", [("most frequent token", ("most_frequent_acc",))]),
 ]
-MODEL_NAMES = {"bert": "BERT", "gpt2": "GPT-2", "t5": "T5"}
 DEVICE_NAMES = {"cuda": "a GPU (CUDA)", "cpu": "the CPU", "mps": "Apple's GPU (MPS)"}
 
 
@@ -386,7 +372,7 @@ def evaluation_rows(data) -> list[dict]:
     rows: list[dict] = []
     if not isinstance(data, dict):
         return rows
-    for kind in ("gpt2", "bert", "t5"):
+    for kind in dict.fromkeys(r[0] for r in EVAL_ROWS):  # the kinds in the table's order
         entry = data.get(kind)
         figures = _dig(entry, "figures")
         if not isinstance(figures, dict):
@@ -400,21 +386,22 @@ def evaluation_rows(data) -> list[dict]:
             found = [(lab, _num(_dig(baselines, *path))) for lab, path in bases if _num(_dig(baselines, *path)) is not None]
             ours = _num(figures[key])
             beats = all(ours < v if better == "lower" else ours > v for _, v in found)
-            rows.append({"model": MODEL_NAMES[kind], "figure": name, "ours": round(ours, 4),
+            rows.append({"model": KINDS[kind].short, "figure": name, "ours": round(ours, 4),
                          "baselines": " · ".join(f"{lab} {_fmt(v)}" for lab, v in found), "better": better,
                          "beats baselines": ("yes" if beats else "no") if found else ""})
         for key, value in figures.items():
             if key not in done and _num(value) is not None:
-                rows.append({"model": MODEL_NAMES[kind], "figure": escape(str(key).replace("_", " ")), "ours": round(_num(value), 4),
+                rows.append({"model": KINDS[kind].short, "figure": escape(str(key).replace("_", " ")), "ours": round(_num(value), 4),
                              "baselines": "", "better": "", "beats baselines": ""})
     return rows
 
 
-def t5_not_yet_learnt(data) -> str | None:
-    """A warning for pages that show the shipped T5's output, when on held-out text it does not yet guess hidden
-    pieces twice as often as always guessing the most frequent one (the floor this project set); else None."""
-    acc = _num(_dig(data, "t5", "figures", "content_acc"))
-    base = _num(_dig(data, "t5", "baselines", "most_frequent_acc"))
+def not_yet_learnt(data, name: str) -> str | None:
+    """A warning for pages that show the shipped model ``name``'s output, when on held-out text it does not yet guess
+    hidden pieces twice as often as always guessing the most frequent one (the floor this project set for T5's span
+    filling); else None, also for a model without that figure."""
+    acc = _num(_dig(data, name, "figures", "content_acc"))
+    base = _num(_dig(data, name, "baselines", "most_frequent_acc"))
     if acc is None or base is None or acc >= 2 * base:
         return None
     return (f"This T5 has not finished learning: on the held-out plays it guesses {acc:.1%} of the hidden pieces, and "
@@ -424,7 +411,7 @@ def t5_not_yet_learnt(data) -> str | None:
 
 def device_text(device_line: str, logs: dict[str, dict | None]) -> str:
     """Where this app runs, and where each model was trained."""
-    trained = {MODEL_NAMES[k]: DEVICE_NAMES.get(v["device"], str(v["device"]))
+    trained = {KINDS[k].short: DEVICE_NAMES.get(v["device"], str(v["device"]))
                for k, v in logs.items() if isinstance(v, dict) and v.get("device")}
     if len(set(trained.values())) == 1 and len(trained) > 1:
         where = f"All {({2: 'two', 3: 'three'}).get(len(trained), len(trained))} were trained on {next(iter(trained.values()))}."

@@ -8,11 +8,13 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from lmviz.models.kinds import KINDS
+
 FONT = dict(family="Inter, 'Noto Sans', 'Noto Sans CJK SC', 'Noto Color Emoji', sans-serif", size=15)
 SEQUENTIAL = "Viridis"  # perceptually uniform and colour-blind safe
 # Okabe–Ito: the colour-blind-safe qualitative palette
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
-MODEL_COLOURS = {"bert": "#0072B2", "gpt2": "#D55E00", "t5": "#009E73"}
+MODEL_COLOURS = {name: kind.colour for name, kind in KINDS.items()}  # each kind owns its colour
 MAX_TICKS = 40
 
 # Every figure starts from plotly_white. Set as the default once: a new figure then takes the registered template

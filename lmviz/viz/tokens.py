@@ -12,11 +12,10 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 
 from lmviz.analysis.inference import label
+from lmviz.models.kinds import KINDS
 from lmviz.pretrain.tokenizers import Explanation
 from lmviz.viz.style import FONT, MODEL_COLOURS, base_layout, escape
 
-SHORT = {"bert": "BERT", "gpt2": "GPT-2", "t5": "T5"}
-LONG = {"bert": "WordPiece (BERT)", "gpt2": "byte-level BPE (GPT-2)", "t5": "Unigram (T5)"}
 SPECIAL_GREY = "#BBBBBB"
 UNKNOWN = "#000000"
 MONO = "'DejaVu Sans Mono', 'Noto Sans Mono', monospace"
@@ -180,7 +179,7 @@ def _context(text: str, start: int, end: int) -> str:
 
 def _piece_hover(kind: str, i: int, p, source: str) -> str:
     name = f"byte{'s' if len(p.raw_bytes or b'') > 1 else ''} {_byte_label(p)}" if p.partial_char else escape(label(p.display))
-    head = f"<b>{SHORT[kind]}</b> piece {i}: <b>{name}</b> · id {p.id}"
+    head = f"<b>{KINDS[kind].short}</b> piece {i}: <b>{name}</b> · id {p.id}"
     if p.special and p.start == p.end:
         return f"{head}<br>added by the template: no characters of the text"
     lines = [head, f"characters {p.start}–{p.end}: {_context(source, p.start, p.end)}"]
@@ -218,7 +217,7 @@ def _char_hover(c: str, off: int, seq: int, owners: dict[str, list[int]], explan
         pieces = explanations[kind].pieces
         names = ", ".join(_byte_label(pieces[i]) if pieces[i].partial_char else escape(label(pieces[i].display)) for i in idx)
         if names:
-            lines.append(f"{SHORT[kind]}: piece{'s' if len(idx) > 1 else ''} {idx[0]}{'–' + str(idx[-1]) if len(idx) > 1 else ''} "
+            lines.append(f"{KINDS[kind].short}: piece{'s' if len(idx) > 1 else ''} {idx[0]}{'–' + str(idx[-1]) if len(idx) > 1 else ''} "
                          f"<b>{names}</b>")
     return "<br>".join(lines)
 
@@ -306,9 +305,9 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
                     if z > a:
                         fig.add_shape(type="rect", x0=starts[a] - starts[lo], x1=starts[z] - starts[lo], y0=y_of(b, 0) - ROW / 2,
                                       y1=y_of(b, 0) + ROW / 2, fillcolor=LIT, opacity=0.35, line_width=0, layer="below")
-        add_boxes(fig, boxes, SHORT[kind])
+        add_boxes(fig, boxes, KINDS[kind].short)
     tickvals = [y_of(b, r) for b in range(len(bands)) for r in range(rows)]
-    ticktext = [(["text"] + [SHORT[k] for k in kinds])[r] for b in range(len(bands)) for r in range(rows)]
+    ticktext = [(["text"] + [KINDS[k].short for k in kinds])[r] for b in range(len(bands)) for r in range(rows)]
     fig.update_yaxes(tickvals=tickvals, ticktext=ticktext, showgrid=False, zeroline=False, range=[y_of(len(bands) - 1, rows - 1) - 0.6, 0.6])
     fig.update_xaxes(visible=False, range=[0, width])
     legend_key(fig, [("special token (template)", SPECIAL_GREY), ("unknown → [UNK] / <unk>", UNKNOWN)])
@@ -321,7 +320,7 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
 def clicked_piece(custom) -> tuple[str, int] | None:
     """(tokenizer, piece index) from the ``customdata`` of a clicked ``aligned_rows`` box (``ui.clicked``); None for
     anything a click on that figure does not make. The page still checks the index against the text it shows."""
-    if isinstance(custom, list) and len(custom) == 2 and custom[0] in SHORT and isinstance(custom[1], int) and custom[1] >= 0:
+    if isinstance(custom, list) and len(custom) == 2 and custom[0] in KINDS and isinstance(custom[1], int) and custom[1] >= 0:
         return custom[0], custom[1]
     return None
 
@@ -334,7 +333,7 @@ def token_counts(explanations: dict[str, Explanation], pair: str | None = None) 
         template = sum(p.special and p.start == p.end for p in exp.pieces)
         chars = len(exp.text) + (len(pair) if pair and any(p.sequence == 1 for p in exp.pieces) else 0)
         from_text = exp.n_tokens - template
-        rows.append({"tokenizer": LONG[kind], "tokens": exp.n_tokens, "added by the template": template,
+        rows.append({"tokenizer": KINDS[kind].tokenizer, "tokens": exp.n_tokens, "added by the template": template,
                      "unknown": sum(p.unknown for p in exp.pieces), "characters": chars,
                      "characters per token": round(chars / from_text, 2) if from_text else 0.0})
     return rows
@@ -348,7 +347,7 @@ def unk_story(explanations: dict[str, Explanation]) -> list[str]:
         if unknown:
             # each quote in a bidi isolate (U+2068 … U+2069), so Arabic or Hebrew cannot reorder the list around it
             lost = ", ".join(f"“\u2068{label(exp.text[p.start:p.end])}\u2069”" for p in unknown[:6]) + (" …" if len(unknown) > 6 else "")
-            out.append(f"{LONG[kind]} has no piece for {lost}: it writes its unknown token, and the model never sees what was there.")
+            out.append(f"{KINDS[kind].tokenizer} has no piece for {lost}: it writes its unknown token, and the model never sees what was there.")
     partial = [p for p in explanations.get("gpt2", Explanation("gpt2", "", ())).pieces if p.partial_char]
     if partial:
         out.append(f"Byte-level BPE never gives up: characters it has not learned become their UTF-8 bytes "

@@ -1,0 +1,256 @@
+"""One class per model kind: everything the pages and the library ask about BERT, GPT-2 or T5.
+
+A page or a library function never tests a kind's name: it asks ``kind_of(loaded)`` (or ``KINDS[name]``)
+for its display name and colour, its context limits, how text becomes ids, the forward that fills the
+attention record, the decoding step and its KV cache, and which heads it has. A new kind (RoBERTa, say)
+is one subclass here and one entry in ``KINDS``; no page changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lmviz.errors import LmvizError
+from lmviz.models.record import KVCache, Want
+
+GPT2_EOT = "<|endoftext|>"
+T5_MAX_INPUT = 128  # tokens the app gives T5's encoder
+T5_MAX_TARGET = 64  # tokens the app lets T5's decoder write
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """The device a model's weights are on (where its inputs must go)."""
+    return next(model.parameters()).device
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What one kind of model is and how the app runs it. Subclasses fill the class attributes and override
+    the methods whose rule differs; the shapes are ``[batch, positions]`` for ids throughout."""
+
+    name: str = ""  # the checkpoint's ``kind`` ("bert", "gpt2", "t5"): the key of ``KINDS``
+    short: str = ""  # "GPT-2"
+    role: str = ""  # "decoder"
+    colour: str = "#000000"  # one Okabe–Ito colour per kind, in every figure
+    purpose: str = ""  # one sentence for the Home page
+    tokenizer: str = ""  # "byte-level BPE (GPT-2)"
+    attention: tuple[str, ...] = ()  # the record's attention kinds, in order: "self", "causal", "cross"
+    stacks: tuple[str, ...] = ()  # "encoder", "decoder": where a run's tokens live
+    reads_pair: bool = False  # reads a second sentence ([CLS] A [SEP] B [SEP])
+    writes: bool = False  # decodes token by token (the Generation page)
+    prefix: tuple[str, ...] = ()  # special tokens every text starts with, in training and in the app
+    byte_level: bool = False  # its vocabulary is bytes (``Ġthe``): a label decodes them
+    head_probes: tuple[str, ...] = ()  # evaluation.json's probes that name this kind's heads
+    experiment: str | None = None  # the Masks page's swap: "no mask" (a decoder without its mask), "causal" (an encoder under one)
+    output_head: str = ""  # what its head predicts, for the architecture diagram
+
+    @property
+    def title(self) -> str:
+        """"GPT-2 (decoder)": the name a selectbox shows."""
+        return f"{self.short} ({self.role})"
+
+    @property
+    def heading(self) -> str:
+        """"GPT-2 · decoder": the name a figure's title shows."""
+        return f"{self.short} · {self.role}"
+
+    @property
+    def causal(self) -> bool:
+        """Whether a text is read left to right only (its first attention kind is causal)."""
+        return self.attention[:1] == ("causal",)
+
+    @property
+    def reads_target(self) -> bool:
+        """Whether its decoder reads a text of its own (an encoder-decoder's target) beside the input."""
+        return len(self.stacks) > 1
+
+    @property
+    def text_stack(self) -> str:
+        """The stack that reads the user's text (GPT-2's decoder; the encoder of the others)."""
+        return self.stacks[0]
+
+    def shape(self, config: dict) -> tuple[int, int, int, int, int, int]:
+        """(layers, decoder layers or 0, heads, width, feed-forward width, positions) from a Hugging Face ``config.json``."""
+        raise NotImplementedError
+
+    # --- text in ----------------------------------------------------------------------------------
+
+    def context(self, config, stack: str = "encoder") -> int:
+        """Tokens one stack reads at most."""
+        raise NotImplementedError
+
+    def encode(self, tokenizer, text: str) -> list[int]:
+        """The one encode rule, used by the app, training and evaluation alike: the kind's ``prefix`` tokens,
+        then the text's ids (with the tokenizer's own template: BERT's [CLS]/[SEP], T5's </s>)."""
+        return [tokenizer.token_to_id(t) for t in self.prefix] + tokenizer.encode(text).ids
+
+    def truncate(self, pieces: list, limit: int, add_special: bool = True) -> list:
+        """The pieces of a text too long for ``limit``: the first ones."""
+        return pieces[:limit]
+
+    # --- the forward --------------------------------------------------------------------------------
+
+    def forward(self, model, ids: dict[str, list[int]], type_ids: list[int] | None = None, want: Want | None = None,
+                causal: bool = False):
+        """The model's output on one sequence per stack (``ids[stack]``), keeping the record ``want`` asks for.
+        ``causal=True`` gives a bidirectional model a causal mask (ignored by models that are causal already)."""
+        raise NotImplementedError
+
+    # --- decoding ----------------------------------------------------------------------------------
+
+    def decoder_start(self, config) -> list[int]:
+        """The ids decoding starts from before any text (GPT-2 adds the prompt after them)."""
+        raise LmvizError(f"{self.title} does not write text token by token; generation needs a decoder.")
+
+    def decoder_limit(self, config) -> int:
+        """Tokens the decoder may hold, its start and what it writes."""
+        return self.context(config, "decoder")
+
+    def encode_source(self, model, ids: list[int]):
+        """The encoder's output for decoding (None for a decoder-only model)."""
+        return None
+
+    def step(self, model, ids: torch.Tensor, cache: KVCache | None, want: Want | None, source=None):
+        """One decoding forward: the new ids ``[beams, T]`` with the cache of what came before (or the whole sequence
+        with ``cache=None``). ``source`` is ``encode_source``'s output."""
+        raise LmvizError(f"{self.title} does not write text token by token; generation needs a decoder.")
+
+
+@dataclass(frozen=True)
+class Bert(Kind):
+    name: str = "bert"
+    short: str = "BERT"
+    role: str = "encoder"
+    colour: str = "#0072B2"
+    purpose: str = ("reads the whole text at once, every word seeing every other, to understand it: it fills in masked "
+                    "words and judges whether sentence B follows sentence A.")
+    tokenizer: str = "WordPiece (BERT)"
+    attention: tuple[str, ...] = ("self",)
+    stacks: tuple[str, ...] = ("encoder",)
+    reads_pair: bool = True
+    head_probes: tuple[str, ...] = ("sink_heads",)
+    experiment: str | None = "causal"
+    output_head: str = "MLM head: fill [MASK]<br>NSP head: B after A?"
+
+    def shape(self, config: dict) -> tuple[int, int, int, int, int, int]:
+        return (config["num_hidden_layers"], 0, config["num_attention_heads"], config["hidden_size"],
+                config["intermediate_size"], config["max_position_embeddings"])
+
+    def context(self, config, stack: str = "encoder") -> int:
+        return config.max_position_embeddings
+
+    def truncate(self, pieces: list, limit: int, add_special: bool = True) -> list:
+        """A pair is cut from its longer side, and [CLS] and every [SEP] stay."""
+        a = [p for p in pieces if p.sequence == 0 and not p.special]
+        b = [p for p in pieces if p.sequence == 1 and not p.special]
+        cls, seps = pieces[0], [p for p in pieces if p.special and p is not pieces[0]]
+        room = limit - 1 - len(seps)
+        while len(a) + len(b) > room:
+            (a if len(a) >= len(b) else b).pop()
+        return [cls, *a, seps[0], *b, *seps[1:]] if b or len(seps) > 1 else [cls, *a, *seps]
+
+    def forward(self, model, ids, type_ids=None, want=None, causal=False):
+        device = device_of(model)
+        enc = torch.tensor([ids["encoder"]], device=device)
+        types = torch.tensor([type_ids], device=device) if type_ids else torch.zeros_like(enc)
+        return model(enc, types, want=want, causal=causal)
+
+
+@dataclass(frozen=True)
+class Gpt2(Kind):
+    name: str = "gpt2"
+    short: str = "GPT-2"
+    role: str = "decoder"
+    colour: str = "#D55E00"
+    purpose: str = "reads left to right and predicts the next token, so it can write: each word sees only the words before it."
+    tokenizer: str = "byte-level BPE (GPT-2)"
+    attention: tuple[str, ...] = ("causal",)
+    stacks: tuple[str, ...] = ("decoder",)
+    writes: bool = True
+    prefix: tuple[str, ...] = (GPT2_EOT,)  # where every training document starts
+    byte_level: bool = True
+    head_probes: tuple[str, ...] = ("previous_token_head", "induction_head")
+    experiment: str | None = "no mask"
+    output_head: str = "LM head:<br>the next token"
+
+    def shape(self, config: dict) -> tuple[int, int, int, int, int, int]:
+        return (config["n_layer"], 0, config["n_head"], config["n_embd"], config.get("n_inner") or 4 * config["n_embd"],
+                config["n_positions"])
+
+    def context(self, config, stack: str = "decoder") -> int:
+        return config.n_positions
+
+    def forward(self, model, ids, type_ids=None, want=None, causal=False):
+        return model(torch.tensor([ids["decoder"]], device=device_of(model)), want=want)
+
+    def decoder_start(self, config) -> list[int]:
+        return []  # the prompt, after the prefix, is where GPT-2 starts
+
+    def step(self, model, ids, cache, want, source=None):
+        return model(ids, cache=cache, want=want)
+
+
+@dataclass(frozen=True)
+class T5(Kind):
+    name: str = "t5"
+    short: str = "T5"
+    role: str = "encoder-decoder"
+    colour: str = "#009E73"
+    purpose: str = ("turns one text into another: an encoder reads the input, a decoder writes the output while looking "
+                    "back at the encoder (here: filling in the spans hidden behind sentinels).")
+    tokenizer: str = "Unigram (T5)"
+    attention: tuple[str, ...] = ("self", "causal", "cross")
+    stacks: tuple[str, ...] = ("encoder", "decoder")
+    writes: bool = True
+    output_head: str = "LM head:<br>next token"
+
+    def shape(self, config: dict) -> tuple[int, int, int, int, int, int]:
+        return (config["num_layers"], config.get("num_decoder_layers") or config["num_layers"], config["num_heads"],
+                config["d_model"], config["d_ff"], config.get("n_positions", 512))
+
+    def context(self, config, stack: str = "encoder") -> int:
+        return T5_MAX_INPUT if stack == "encoder" else T5_MAX_TARGET
+
+    def truncate(self, pieces: list, limit: int, add_special: bool = True) -> list:
+        """The first pieces, and the closing </s> when the template added one."""
+        return pieces[: limit - 1] + pieces[-1:] if add_special else pieces[:limit]
+
+    def forward(self, model, ids, type_ids=None, want=None, causal=False):
+        device = device_of(model)
+        return model(torch.tensor([ids["encoder"]], device=device), torch.tensor([ids["decoder"]], device=device), want=want)
+
+    def decoder_start(self, config) -> list[int]:
+        return [config.decoder_start_token_id]
+
+    def decoder_limit(self, config) -> int:
+        return 1 + T5_MAX_TARGET
+
+    def encode_source(self, model, ids: list[int]):
+        with torch.inference_mode():
+            return model.encode(torch.tensor([ids], device=device_of(model)))
+
+    def step(self, model, ids, cache, want, source=None):
+        enc, mask = source
+        if cache is None and ids.shape[0] > 1:  # beams share one encoder output
+            enc = enc.expand(ids.shape[0], -1, -1)
+        return model(decoder_input_ids=ids, encoder_out=(enc, mask), cache=cache, want=want)
+
+
+BERT, GPT2, T5_KIND = Bert(), Gpt2(), T5()
+KINDS: dict[str, Kind] = {k.name: k for k in (BERT, GPT2, T5_KIND)}
+"""Every kind by its checkpoint name, in the order pages list them."""
+
+
+def kind_of(model) -> Kind:
+    """The ``Kind`` of a loaded model (anything with a ``kind`` name) or of a kind's name."""
+    name = model if isinstance(model, str) else getattr(model, "kind", None)
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise LmvizError(f"Unknown model kind {name!r}; lmviz knows {', '.join(KINDS)}.") from None
+
+
+def writers() -> tuple[str, ...]:
+    """The names of the kinds that generate text (for a model picker)."""
+    return tuple(k.name for k in KINDS.values() if k.writes)
