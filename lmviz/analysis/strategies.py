@@ -78,17 +78,6 @@ class Strategy:
             s = replace(s, length_penalty=1.0)
         return s, [note for setting, note in notes.items() if setting in USES[self.name]]
 
-    def describe(self) -> str:
-        if self.name == "greedy":
-            return "greedy"
-        if self.name == "temperature":
-            return f"temperature {self.temperature:g}"
-        if self.name == "top_k":
-            return f"top-k, k = {self.top_k}, T = {self.temperature:g}"
-        if self.name == "top_p":
-            return f"top-p, p = {self.top_p:g}, T = {self.temperature:g}"
-        return f"beam search, width {self.beam_width}, length penalty {self.length_penalty:g}"
-
 
 @dataclass
 class Shaped:

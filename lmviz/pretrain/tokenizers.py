@@ -189,11 +189,6 @@ class Explanation:
     def n_tokens(self) -> int:
         return len(self.pieces)
 
-    @property
-    def chars_per_token(self) -> float:
-        n = sum(not p.special for p in self.pieces)
-        return len(self.text) / n if n else 0.0
-
 
 def _byte_piece(token: str) -> tuple[bytes, str, bool]:
     """A byte-level BPE token's raw bytes, how it reads, and whether it holds only part of a character."""

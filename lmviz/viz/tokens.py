@@ -366,7 +366,6 @@ class Cell:
     hover: str
     text_colour: str = "#111111"
     pattern: str = ""
-    custom: tuple = ()  # what a click on the box reports (``aligned_rows``: tokenizer and piece index)
 
 
 SLOT_CHARS = 6.5  # label characters a one-slot box holds at full size (about 64 px a slot, 16 px monospace)
