@@ -1,4 +1,4 @@
-"""``python -m lmviz {tokenizers,train,evaluate,bench}``."""
+"""``python -m lmviz {tokenizers,train,evaluate,bench,finetune}``."""
 from __future__ import annotations
 
 import argparse
@@ -66,6 +66,34 @@ def cmd_bench(args) -> None:
     bench.run(args.what, repeats=args.repeats)
 
 
+def cmd_finetune(args) -> None:
+    import torch
+
+    from lmviz.analysis.finetune import Spec, finetune, folder_name, table
+    from lmviz.analysis.finetune_tasks import TASKS
+    from lmviz.models import checkpoints
+
+    torch.set_num_threads(args.threads)
+    kinds = ["bert", "gpt2", "t5"] if args.model == "all" else [args.model]
+    keys = list(TASKS) if args.task == "all" else [args.task]
+    runs = []
+    for kind in kinds:
+        loaded = checkpoints.load(Path(args.models) / kind if args.models else checkpoints.shipped(kind), "cpu")
+        for key in keys:
+            spec = Spec(task=key, examples=args.examples, epochs=args.epochs, lr=args.lr, seed=args.seed, mode=args.mode,
+                        lam=args.lam)
+            report = lambda r: r.step % 10 == 0 and print(f"  {kind} {key} step {r.step}/{r.total_steps} loss {r.loss[-1]:.3f}",
+                                                       file=sys.stderr)
+            run = finetune(loaded, spec, on_step=report)
+            print(f"{kind} {key}: {run.message} {run.seconds:.1f} s; held-out accuracy {100 * run.outcome.accuracy:.1f} % "
+                  f"(bag of words {100 * run.baselines.bow_accuracy:.1f} %, majority {100 * run.baselines.majority_accuracy:.1f} %)",
+                  file=sys.stderr)
+            if args.out:
+                print(f"  saved to {run.classifier.save(Path(args.out) / folder_name(kind, key, args.seed))}", file=sys.stderr)
+            runs.append(run)
+    print(table(runs))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lmviz", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -103,6 +131,20 @@ def main(argv=None) -> int:
     b.add_argument("what", choices=["models", "pages"])
     b.add_argument("--repeats", type=int, default=5)
     b.set_defaults(fn=cmd_bench)
+    f = sub.add_parser("finetune", help="fine-tune a shipped model into a classifier on a task from the plays; prints "
+                                       "time, held-out accuracy and the baselines as a table")
+    f.add_argument("model", choices=["bert", "gpt2", "t5", "all"])
+    f.add_argument("--task", default="verse", choices=["genre", "verse", "genre3", "all"])
+    f.add_argument("--examples", type=int, default=1024)
+    f.add_argument("--epochs", type=int, default=1)
+    f.add_argument("--lr", type=float, help="learning rate (default: the model's)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--mode", default="full", choices=["full", "probe"], help="bert: the whole model, or the classifier only")
+    f.add_argument("--lam", type=float, default=0.5, help="gpt2: λ, the weight of the language-model loss")
+    f.add_argument("--threads", type=int, default=1)
+    f.add_argument("--models", help="folder with bert/, gpt2/, t5/ (default: the shipped models)")
+    f.add_argument("--out", help="save each fine-tuned model under this folder (loads with --models and transformers)")
+    f.set_defaults(fn=cmd_finetune)
     args = p.parse_args(argv)
     try:
         args.fn(args)

@@ -69,7 +69,7 @@ class Spec:
         task(self.task)
 
 
-DEFAULT_LR = {"bert": {"full": 2e-4, "probe": 3e-3}, "gpt2": {"full": 2e-4}, "t5": {"full": 1e-3}}
+DEFAULT_LR = {"bert": {"full": 5e-4, "probe": 1e-2}, "gpt2": {"full": 5e-4}, "t5": {"full": 1e-3}}
 
 
 @dataclass
@@ -256,3 +256,37 @@ def try_text(clf: Classifier, text: str) -> tuple[dict[str, float], list[str]]:
         notes.append(f"The text has {n} tokens; the classifier reads its first {MAX_TOKENS}, as in training.")
     probs = predict(clf, [text])[0]
     return {lab: float(p) for lab, p in zip(clf.labels, probs)}, notes
+
+
+def download_zip(clf: Classifier, name: str) -> bytes:
+    """The fine-tuned model as a zip of one folder ``name/`` (config.json, model.safetensors, tokenizer.json): unzip it
+    into a folder and start the app with ``--models`` that folder, or load it with ``transformers``."""
+    import io
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = clf.save(Path(tmp) / name)
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # safetensors hardly compress
+            for f in sorted(folder.iterdir()):
+                z.write(f, f"{name}/{f.name}")
+    return buf.getvalue()
+
+
+def folder_name(kind: str, task_key: str, seed: int) -> str:
+    return f"{kind}-{task_key}-seed{seed}"
+
+
+def table(rows: list[Run]) -> str:
+    """The runs as the README's markdown table: time, held-out accuracy, and the two baselines."""
+    lines = ["| model | task | examples × epochs | steps | time, 1 thread | held-out accuracy | bag of words | majority label |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        b = r.baselines
+        best = r.outcome.accuracy > max(b.bow_accuracy, b.majority_accuracy)
+        acc = f"{100 * r.outcome.accuracy:.1f} %"
+        lines.append(f"| {r.kind} | {r.task.title} | {r.spec.examples} × {r.spec.epochs} | {r.step} | {r.seconds:.1f} s | "
+                     f"{'**' + acc + '**' if best else acc} | {100 * b.bow_accuracy:.1f} % | {100 * b.majority_accuracy:.1f} % |")
+    return "\n".join(lines)

@@ -166,6 +166,18 @@ def default_slots() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+_SHARED: list[JobQueue] = []
+_SHARED_LOCK = threading.Lock()
+
+
+def shared() -> JobQueue:
+    """The server's one queue, shared by every browser session (created on first use)."""
+    with _SHARED_LOCK:
+        if not _SHARED:
+            _SHARED.append(JobQueue(slots=default_slots(), alive=streamlit_alive))
+        return _SHARED[0]
+
+
 # --- Streamlit's sessions ---------------------------------------------------------------------------------------------
 
 def streamlit_owner() -> str:

@@ -31,7 +31,7 @@ def curves_figure(loss: dict[str, list[float]], evals: list[tuple[int, float]], 
         if not values:
             continue
         name = LOSS_NAMES[key] if key != "loss" or lam is None else f"L = L2 + {lam:g}·L1"
-        fig.add_trace(go.Scatter(x=np.arange(1, len(values) + 1), y=smooth(values), mode="lines", name=name,
+        fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=smooth(values).tolist(), mode="lines", name=name,
                                  line=dict(color=LOSS_COLOURS[key], width=3 if key == "loss" else 2), legendgroup="loss"),
                       row=1, col=1)
     if evals:
