@@ -59,3 +59,11 @@ def tiny_t5():
     cfg = T5Config(vocab_size=103, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
                    relative_attention_num_buckets=8, relative_attention_max_distance=16)
     return T5ForConditionalGeneration(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def models():
+    """The shipped BERT, GPT-2 and T5 on the CPU, loaded once for the whole run: ``{"bert": Loaded, ...}``."""
+    from lmviz.models import checkpoints
+
+    return {k: checkpoints.load(checkpoints.shipped(k), "cpu") for k in ("bert", "gpt2", "t5")}

@@ -23,11 +23,6 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer."
 
 
-@pytest.fixture(scope="module")
-def models():
-    return {k: checkpoints.load(checkpoints.shipped(k), "cpu") for k in ("bert", "gpt2", "t5")}
-
-
 # --- the pages ------------------------------------------------------------------------------------
 
 def page(path: str, params: dict | None = None) -> AppTest:

@@ -18,11 +18,6 @@ HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "**bold*
            "👨‍👩‍👧 👍🏽 مرحبا שלום 生存", "a" * 500]
 
 
-@pytest.fixture(scope="module")
-def models():
-    return {k: checkpoints.load(checkpoints.shipped(k), "cpu") for k in ("bert", "gpt2", "t5")}
-
-
 def _page(page: str, **params) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     for k, v in params.items():

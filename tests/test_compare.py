@@ -3,17 +3,11 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from lmviz.models import checkpoints
 from lmviz.analysis.compare import attention_stats, compare, view_data
 from lmviz.errors import LmvizError
 from lmviz.viz.compare import stats_figure
 
 TEXT = "But soft, what light through yonder window breaks?"
-
-
-@pytest.fixture(scope="module")
-def models():
-    return {k: checkpoints.load(checkpoints.shipped(k)) for k in ("bert", "gpt2", "t5")}
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from lmviz.analysis import arithmetic
 
-from lmviz.models import checkpoints
 
 from lmviz.pretrain import corpus, masking, objectives
 from lmviz.errors import LmvizError
@@ -38,10 +37,9 @@ def answers_or_lmviz_error(fn, *args, **kwargs):
         return None
 
 
-@pytest.fixture(scope="module")
-def models():
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
     torch.set_num_threads(1)
-    return {k: checkpoints.load(checkpoints.shipped(k), device="cpu") for k in ("bert", "gpt2", "t5")}
 
 
 @given(text=texts, pair=st.none() | texts)

@@ -19,13 +19,13 @@ T5_INPUT = "To be or not to <extra_id_0>, that is the <extra_id_1>."
 
 
 @pytest.fixture(scope="module")
-def gpt2():
-    return checkpoints.load(checkpoints.shipped("gpt2"))
+def gpt2(models):
+    return models["gpt2"]
 
 
 @pytest.fixture(scope="module")
-def t5():
-    return checkpoints.load(checkpoints.shipped("t5"))
+def t5(models):
+    return models["t5"]
 
 
 def logits_of(rng, n=50):

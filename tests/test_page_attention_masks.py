@@ -10,7 +10,6 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from lmviz.models import checkpoints
 from lmviz.analysis.arithmetic import head_arithmetic
 from lmviz.analysis.heads import CLEARLY, induction_score, induction_targets, named_heads, previous_token_score, sink_score
 from lmviz.analysis.inference import attention_run, encode
@@ -21,11 +20,6 @@ from lmviz.viz.masks import answer_weight_figure, experiment_figure, loss_figure
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer."
-
-
-@pytest.fixture(scope="module")
-def models():
-    return {k: checkpoints.load(checkpoints.shipped(k), "cpu") for k in ("bert", "gpt2", "t5")}
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-from lmviz.models import checkpoints
 
 from lmviz.pretrain import objectives
 from lmviz.pretrain.masking import MASKED, UNSELECTED
@@ -17,11 +16,6 @@ from lmviz.viz.tokens import Cell, _groups, aligned_rows, clicked_piece, token_c
 
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "**bold** $x$ [MASK] </s> <extra_id_0>",
            "👨‍👩‍👧 👍🏽 مرحبا שלום 生存", "a" * 500]
-
-
-@pytest.fixture(scope="module")
-def models():
-    return {k: checkpoints.load(checkpoints.shipped(k), "cpu") for k in ("bert", "gpt2", "t5")}
 
 
 def _texts(fig: go.Figure) -> str:
