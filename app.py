@@ -57,6 +57,7 @@ PAGES = [
     st.Page("pages/masks.py", title="Masks", icon="🔺"),
     st.Page("pages/generation.py", title="Generation", icon="✍️"),
     st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+    st.Page("pages/layers.py", title="Layers", icon="🧅"),
     st.Page("pages/finetune.py", title="Fine-tuning", icon="🎯"),
 ]
 

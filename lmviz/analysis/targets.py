@@ -40,6 +40,7 @@ class Targets:
     target_tokens: list[str | None]
     type_ids: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    hidden: bool = False  # the columns are hidden words (BERT): name them by the word, not by the [MASK] read there
 
     @property
     def scored(self) -> list[int]:
@@ -47,7 +48,9 @@ class Targets:
         return [i for i, t in enumerate(self.target) if t is not None]
 
     def column_labels(self) -> list[str]:
-        return [f"{self.tokens[p]} ({p})" for p in self.columns]
+        """``"token (position)"``: the token read there, or for a hidden word the word behind the ``[MASK]``."""
+        names = [t if self.hidden and t is not None else self.tokens[p] for p, t in zip(self.columns, self.target_tokens)]
+        return [f"{n} ({p})" for n, p in zip(names, self.columns)]
 
 
 def targets(loaded: Loaded, text: str, hide: list[int] | None = None, target: str | None = None) -> Targets:
@@ -74,10 +77,10 @@ def targets(loaded: Loaded, text: str, hide: list[int] | None = None, target: st
         if not columns:
             raise LmvizError("Nothing is hidden: choose a word to hide (or type [MASK] in the text) so BERT has something to guess.")
         ids = [mask_id if p in hide else i for p, i in enumerate(enc.ids)]
-        tokens = [f"[MASK]={enc.labels[p]}" if p in hide else enc.labels[p] for p in range(len(ids))]
+        tokens = ["[MASK]" if p in hide else enc.labels[p] for p in range(len(ids))]
         truth = [enc.ids[p] if p in hide else None for p in columns]
         return Targets(kind.name, ids, tokens, ids, tokens, columns, truth,
-                       [enc.labels[p] if p in hide else None for p in columns], enc.type_ids, enc.notes)
+                       [enc.labels[p] if p in hide else None for p in columns], enc.type_ids, enc.notes, hidden=True)
     enc = model_input(loaded, text)  # an encoder-decoder: its decoder's target, teacher-forced
     start = kind.decoder_start(loaded.model.config)
     limit = kind.context(loaded.model.config, "decoder")

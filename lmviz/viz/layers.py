@@ -21,33 +21,37 @@ def _short(t: str, n: int = 8) -> str:
 
 
 def lens_figure(ln: Lens, title: str | None = None) -> go.Figure:
-    """Rows: the embeddings (bottom) up to the last layer (top); columns: the predicting positions. Colour: the
-    probability of the token that should come (grey where it is unknown); each cell's word: the top guess there;
-    hover: the top five."""
+    """One row per predicting position (the token read there, first at the top), one column per layer from the
+    embeddings to the model's output. Colour: the probability of the token that should come (grey where it is
+    unknown); each cell's word: the top guess there; hover: the top five."""
     L, C = ln.prob.shape
-    hover = np.empty((L, C), dtype=object)
+    height = max(300, 120 + (28 if C <= CELL_TEXT_MAX else 12) * C)
+    hover = np.empty((C, L), dtype=object)
     for r in range(L):
         for c in range(C):
             five = "<br>".join(f"{escape(t)}  {p:.3f}" for t, p in ln.top[r][c])
             want = ln.target_tokens[c]
             truth = (f"should be <b>{escape(want)}</b>: p = {ln.prob[r, c]:.3f}, rank {int(ln.rank[r, c])}" if want is not None
                      else "the truth is not known here")
-            hover[r, c] = f"{escape(ln.rows[r])} · {escape(ln.columns[c])}<br>{truth}<br>top five:<br>{five}"
-    words = [[escape(_short(ln.top[r][c][0][0])) for c in range(C)] for r in range(L)]
-    unknown = np.where(np.isnan(ln.prob), 1.0, np.nan)
+            hover[c, r] = f"{escape(ln.columns[c])} · {escape(ln.rows[r])}<br>{truth}<br>top five:<br>{five}"
+    words = [[escape(_short(ln.top[r][c][0][0], 14)) for r in range(L)] for c in range(C)]
+    prob = ln.prob.T
+    unknown = np.where(np.isnan(prob), 1.0, np.nan)
     fig = go.Figure()
     if not np.isnan(unknown).all():
-        fig.add_trace(go.Heatmap(z=unknown, x=list(range(C)), y=list(range(L)), colorscale=[[0, NO_TARGET], [1, NO_TARGET]],
-                                 showscale=False, customdata=hover, hovertemplate="%{customdata}<extra></extra>", hoverongaps=False))
+        fig.add_trace(go.Heatmap(z=unknown, x=list(range(L)), y=list(range(C)), colorscale=[[0, NO_TARGET], [1, NO_TARGET]],
+                                 showscale=False, customdata=hover, text=words, texttemplate="%{text}" if C <= CELL_TEXT_MAX else None,
+                                 hovertemplate="%{customdata}<extra></extra>", hoverongaps=False))
     fig.add_trace(go.Heatmap(
-        z=ln.prob, x=list(range(C)), y=list(range(L)), zmin=0, zmax=1, colorscale=SEQUENTIAL, customdata=hover,
-        text=words, texttemplate="%{text}" if C <= CELL_TEXT_MAX else None, textfont=dict(size=12 if C > 16 else 14),
-        hovertemplate="%{customdata}<extra></extra>", hoverongaps=False,
-        colorbar=dict(title=dict(text="p(the right<br>token)", side="top"), thickness=14)))
-    xi, xt = ticks(ln.columns)
-    fig.update_xaxes(tickvals=xi, ticktext=xt, tickangle=-60, title="position (the token read there)")
-    fig.update_yaxes(tickvals=list(range(L)), ticktext=ln.rows)
-    return base_layout(fig, title, height=150 + 62 * L)
+        z=prob, x=list(range(L)), y=list(range(C)), zmin=0, zmax=1, colorscale=SEQUENTIAL, customdata=hover,
+        text=words, texttemplate="%{text}" if C <= CELL_TEXT_MAX else None, textfont=dict(size=14),
+        hovertemplate="%{customdata}<extra></extra>", hoverongaps=False, xgap=1,
+        colorbar=dict(title=dict(text="p(the right<br>token)", side="top"), thickness=14, lenmode="pixels",
+                      len=min(300, height - 140), y=1, yanchor="top")))
+    yi, yt = ticks(ln.columns, 80)
+    fig.update_yaxes(tickvals=yi, ticktext=yt, autorange="reversed")
+    fig.update_xaxes(tickvals=list(range(L)), ticktext=ln.rows, side="top")
+    return base_layout(fig, title, height=height)
 
 
 def knockout_figure(ko: Knockout, columns: list[str], targets: list[str | None], title: str | None = None) -> go.Figure:
@@ -77,19 +81,20 @@ def grid_figure(grid: Grid, marked: list[Head] = (), title: str | None = None) -
         L, H = z.shape
         fig.add_trace(go.Heatmap(
             z=-z, x=list(range(H)), y=list(range(L)), zmin=-top, zmax=top, colorscale=DIVERGING, customdata=z,
-            text=[[f"{v:+.2f}" for v in row] for row in z], texttemplate="%{text}", textfont=dict(size=14),
+            text=[[f"{v:+.2f}" for v in row] for row in z], texttemplate="%{text}", textfont=dict(size=14 if n == 1 else 11),
             hovertemplate="layer %{y}, head %{x}<br>mean loss %{customdata:+.3f} nats without it<extra></extra>",
-            showscale=i == n, colorbar=dict(title=dict(text="change in<br>mean loss", side="top"), thickness=14,
-                                            tickvals=[-top, 0, top], ticktext=[f"+{top:.2f}<br>worse", "0", f"−{top:.2f}<br>better"])),
+            showscale=i == n, colorbar=dict(title=dict(text="change in mean loss (nats)", side="right"), thickness=14,
+                                            tickvals=[-top, 0, top], ticktext=[f"+{top:.2f} worse", "0", f"−{top:.2f} better"])),
             row=1, col=i)
         circles = [(l, h) for k, l, h in marked if k == kind and 0 <= l < L and 0 <= h < H]
         if circles:
             fig.add_trace(go.Scatter(x=[h for _, h in circles], y=[l for l, _ in circles], mode="markers", hoverinfo="skip",
-                                     marker=dict(symbol="circle-open", size=42, line=dict(width=3, color="#000")),
+                                     marker=dict(symbol="circle-open", size=44, color="#000", line=dict(width=3)),
                                      showlegend=False), row=1, col=i)
         fig.update_xaxes(title="head", tickvals=list(range(H)), row=1, col=i)
         fig.update_yaxes(title="layer" if i == 1 else None, tickvals=list(range(L)), autorange="reversed", row=1, col=i)
-    return base_layout(fig, title, height=360)
+    base_layout(fig, title, height=380)
+    return fig.update_layout(margin=dict(t=70 if title else 40))  # room for the panels' titles
 
 
 def attribution_figure(at: Attribution, layer: int, head: int | None, title: str | None = None) -> go.Figure:
@@ -102,12 +107,14 @@ def attribution_figure(at: Attribution, layer: int, head: int | None, title: str
     raw = np.array([v for _, v in rows])
     tokens = at.tokens
     custom = np.array([[escape(f"{j}: {t}") for j, t in enumerate(tokens)]] * len(rows), dtype=object)
+    few = len(tokens) <= 24
     fig = go.Figure(go.Heatmap(
         z=-z, x=list(range(len(tokens))), y=list(range(len(rows))), zmin=-1, zmax=1, colorscale=DIVERGING,
-        customdata=np.dstack([custom, raw]), showscale=False,
+        customdata=np.dstack([custom, raw]), showscale=False, xgap=1, ygap=1,
+        text=[[f"{v:.2f}" for v in row] for row in raw], texttemplate="%{text}" if few else None, textfont=dict(size=12),
         hovertemplate="%{customdata[0]}<br>%{customdata[1]:.4f}<extra></extra>"))
     xi, xt = ticks(tokens)
-    fig.update_xaxes(tickvals=xi, ticktext=xt, tickangle=-60)
+    fig.update_xaxes(tickvals=xi, ticktext=xt, tickangle=0 if len(tokens) <= 10 else -60)
     fig.update_yaxes(tickvals=list(range(len(rows))), ticktext=[escape(n) for n, _ in rows], autorange="reversed")
     return base_layout(fig, title, height=340)
 
@@ -121,7 +128,8 @@ def loss_curve(points: list[tuple[int, float]], marked: int | None, snapshot_ste
         fig.add_trace(go.Scatter(x=snapshot_steps, y=ys, mode="markers", marker=dict(color=PALETTE[1], size=9), name="snapshots",
                                  hovertemplate="snapshot at step %{x}<extra></extra>"))
     if marked is not None:
-        fig.add_vline(x=marked, line=dict(color=PALETTE[5], width=3), annotation_text=f"step {marked}", annotation_position="top")
+        fig.add_vline(x=marked, line=dict(color=PALETTE[5], width=3), annotation_text=f"step {marked}",
+                      annotation_position="bottom right")
     fig.update_xaxes(title="step")
     fig.update_yaxes(title="loss (nats)")
     fig.update_layout(legend=dict(orientation="h", y=1.12, x=0))
