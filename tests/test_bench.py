@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from lmviz import bench
+from lmviz import bench, bench_pages
 from lmviz.pretrain.corpus import Split
 
 from lmviz.models import checkpoints
@@ -56,28 +56,28 @@ def test_cached_and_recomputed_greedy_decodes_agree(tiny_folders):
 
 def test_pages_bench_times_each_page_and_switch(tiny_folders):
     models = {"gpt2": checkpoints.load(tiny_folders["gpt2"])}  # one model keeps it quick; every page still runs
-    rows = bench.bench_pages(models, repeats=1, words=8)
+    rows = bench_pages.bench_pages(models, repeats=1, words=8)
     pages = [r.page.rsplit(": ", 1)[0] for r in rows]
     assert pages == ["tokenization (explain: gpt2)", "attention (gpt2)", "masking (gpt2)", "masks (gpt2)",
                      "generation (gpt2, 20 greedy steps)", "compare (gpt2)", "attention (gpt2, causal)", "attention (gpt2, causal)"]
     for r in rows:
         assert not r.skipped, r.skipped
         assert len(r.times) == 1 and r.times[0] > 0
-    assert bench.pages_markdown(rows).count("\n") == len(rows) + 1
+    assert bench_pages.pages_markdown(rows).count("\n") == len(rows) + 1
 
 
 def test_a_missing_page_library_is_reported_not_fatal(monkeypatch):
     def missing(text):
         raise ImportError("No module named 'lmviz.analysis.compare'")
 
-    monkeypatch.setattr(bench, "page_cases", lambda models: {"compare (3 models)": missing})
-    rows = bench.bench_pages({}, repeats=1, words=8)
+    monkeypatch.setattr(bench_pages, "page_cases", lambda models: {"compare (3 models)": missing})
+    rows = bench_pages.bench_pages({}, repeats=1, words=8)
     assert [(r.page, r.skipped.split(":")[0]) for r in rows] == [("compare (3 models)", "skipped")]
-    assert "skipped" in bench.pages_markdown(rows)
+    assert "skipped" in bench_pages.pages_markdown(rows)
 
 
 def test_edited_texts_have_the_asked_words_and_differ():
-    texts = [bench.edited_text(64, i) for i in range(30)]
+    texts = [bench_pages.edited_text(64, i) for i in range(30)]
     assert all(len(t.split()) == 64 for t in texts)
     assert len(set(texts)) == 30
 
@@ -86,6 +86,6 @@ def test_a_bug_in_a_page_is_raised_not_skipped(monkeypatch):
     def broken(text):
         raise TypeError("attention_heatmap() got an unexpected keyword argument 'zmax'")
 
-    monkeypatch.setattr(bench, "page_cases", lambda models: {"attention (gpt2)": broken})
+    monkeypatch.setattr(bench_pages, "page_cases", lambda models: {"attention (gpt2)": broken})
     with pytest.raises(TypeError, match="unexpected keyword"):
-        bench.bench_pages({}, repeats=1, words=8)
+        bench_pages.bench_pages({}, repeats=1, words=8)

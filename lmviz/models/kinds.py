@@ -117,21 +117,8 @@ class Kind:
         raise LmvizError(f"{self.title} does not write text token by token; generation needs a decoder.")
 
 
-@dataclass(frozen=True)
 class Bert(Kind):
-    name: str = "bert"
-    short: str = "BERT"
-    role: str = "encoder"
-    colour: str = "#0072B2"
-    purpose: str = ("reads the whole text at once, every word seeing every other, to understand it: it fills in masked "
-                    "words and judges whether sentence B follows sentence A.")
-    tokenizer: str = "WordPiece (BERT)"
-    attention: tuple[str, ...] = ("self",)
-    stacks: tuple[str, ...] = ("encoder",)
-    reads_pair: bool = True
-    head_probes: tuple[str, ...] = ("sink_heads",)
-    experiment: str | None = "causal"
-    output_head: str = "MLM head: fill [MASK]<br>NSP head: B after A?"
+    """An encoder: reads a text (or a pair) whole, every token seeing every other; writes nothing."""
 
     def shape(self, config: dict) -> tuple[int, int, int, int, int, int]:
         return (config["num_hidden_layers"], 0, config["num_attention_heads"], config["hidden_size"],
@@ -157,22 +144,8 @@ class Bert(Kind):
         return model(enc, types, want=want, causal=causal)
 
 
-@dataclass(frozen=True)
 class Gpt2(Kind):
-    name: str = "gpt2"
-    short: str = "GPT-2"
-    role: str = "decoder"
-    colour: str = "#D55E00"
-    purpose: str = "reads left to right and predicts the next token, so it can write: each word sees only the words before it."
-    tokenizer: str = "byte-level BPE (GPT-2)"
-    attention: tuple[str, ...] = ("causal",)
-    stacks: tuple[str, ...] = ("decoder",)
-    writes: bool = True
-    prefix: tuple[str, ...] = (GPT2_EOT,)  # where every training document starts
-    byte_level: bool = True
-    head_probes: tuple[str, ...] = ("previous_token_head", "induction_head")
-    experiment: str | None = "no mask"
-    output_head: str = "LM head:<br>the next token"
+    """A decoder: reads left to right after ``<|endoftext|>`` and writes the next token."""
 
     def shape(self, config: dict) -> tuple[int, int, int, int, int, int]:
         return (config["n_layer"], 0, config["n_head"], config["n_embd"], config.get("n_inner") or 4 * config["n_embd"],
@@ -191,19 +164,8 @@ class Gpt2(Kind):
         return model(ids, cache=cache, want=want)
 
 
-@dataclass(frozen=True)
 class T5(Kind):
-    name: str = "t5"
-    short: str = "T5"
-    role: str = "encoder-decoder"
-    colour: str = "#009E73"
-    purpose: str = ("turns one text into another: an encoder reads the input, a decoder writes the output while looking "
-                    "back at the encoder (here: filling in the spans hidden behind sentinels).")
-    tokenizer: str = "Unigram (T5)"
-    attention: tuple[str, ...] = ("self", "causal", "cross")
-    stacks: tuple[str, ...] = ("encoder", "decoder")
-    writes: bool = True
-    output_head: str = "LM head:<br>next token"
+    """An encoder-decoder: the encoder reads the input once, the decoder writes while reading it (cross-attention)."""
 
     def shape(self, config: dict) -> tuple[int, int, int, int, int, int]:
         return (config["num_layers"], config.get("num_decoder_layers") or config["num_layers"], config["num_heads"],
@@ -237,8 +199,21 @@ class T5(Kind):
         return model(decoder_input_ids=ids, encoder_out=(enc, mask), cache=cache, want=want)
 
 
-BERT, GPT2, T5_KIND = Bert(), Gpt2(), T5()
-KINDS: dict[str, Kind] = {k.name: k for k in (BERT, GPT2, T5_KIND)}
+BERT = Bert(name="bert", short="BERT", role="encoder", colour="#0072B2", tokenizer="WordPiece (BERT)",
+            attention=("self",), stacks=("encoder",), reads_pair=True, head_probes=("sink_heads",), experiment="causal",
+            output_head="MLM head: fill [MASK]<br>NSP head: B after A?",
+            purpose="reads the whole text at once, every word seeing every other, to understand it: it fills in masked "
+                    "words and judges whether sentence B follows sentence A.")
+GPT2 = Gpt2(name="gpt2", short="GPT-2", role="decoder", colour="#D55E00", tokenizer="byte-level BPE (GPT-2)",
+            attention=("causal",), stacks=("decoder",), writes=True, byte_level=True,
+            prefix=(GPT2_EOT,),  # where every training document starts
+            head_probes=("previous_token_head", "induction_head"), experiment="no mask", output_head="LM head:<br>the next token",
+            purpose="reads left to right and predicts the next token, so it can write: each word sees only the words before it.")
+T5_KIND = T5(name="t5", short="T5", role="encoder-decoder", colour="#009E73", tokenizer="Unigram (T5)",
+             attention=("self", "causal", "cross"), stacks=("encoder", "decoder"), writes=True, output_head="LM head:<br>next token",
+             purpose="turns one text into another: an encoder reads the input, a decoder writes the output while looking "
+                     "back at the encoder (here: filling in the spans hidden behind sentinels).")
+KINDS: dict[str, Kind] = {k.name: k for k in (BERT, GPT2, T5_KIND)}  # a new kind: its class, its instance, one entry
 """Every kind by its checkpoint name, in the order pages list them."""
 
 

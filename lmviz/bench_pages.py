@@ -1,0 +1,162 @@
+"""``python -m lmviz bench pages``: how fast each page's own work is, measured on the shipped models.
+
+The library work a page does after a text edit of 64 words (new text, warm models: the
+calls the page makes through ``st.cache_data``), goal < 300 ms, and after a layer/head switch (a
+heatmap and the arithmetic rebuilt from a cached record), goal < 200 ms. Both time the functions the pages
+call (``lmviz.app.views``), so the benchmark cannot drift from the pages. A page whose library cannot be imported is
+reported as skipped; any other error in a page's work is a bug and is raised. Each case runs once as a warm-up, then ``repeats`` times on a new text each time.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from lmviz.analysis import masks
+from lmviz.app import views
+from lmviz.models import checkpoints
+from lmviz.models.device import pick_device
+from lmviz.models.kinds import KINDS, device_of
+
+PAGE_GOAL_MS = 300
+SWITCH_GOAL_MS = 200
+PASSAGE = ("To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the slings and arrows of "
+           "outrageous fortune, or to take arms against a sea of troubles and by opposing end them. To die, to sleep, no "
+           "more; and by a sleep to say we end the heart-ache and the thousand natural shocks that flesh is heir to: "
+           "'tis a consummation devoutly to be wish'd. To die, to sleep; to sleep, perchance to dream.")
+EDITS = ["dream", "sleep", "night", "king", "love", "death", "crown", "heaven", "soul", "blood", "grief", "honour"]
+
+
+def edited_text(n_words: int, edit: int) -> str:
+    """``n_words`` words of Hamlet's soliloquy with the last word replaced: a new text for every ``edit``."""
+    words = (PASSAGE.split() * (n_words // len(PASSAGE.split()) + 1))[:n_words]
+    words[-1] = f"{EDITS[edit % len(EDITS)]}{edit // len(EDITS) or ''}."
+    return " ".join(words)
+
+
+def _tokenization(models, text):
+    from lmviz.viz import tokens as vt
+
+    exp = views.explanations({k: m.tokenizer for k, m in models.items()}, text, None)
+    return vt.aligned_rows(text, exp, None), vt.token_counts(exp)
+
+
+def _attention(loaded, text):
+    """A new text on the Attention page: the run, and the tab that opens first (one head, the middle query's row)."""
+    run = views.attention(loaded, text)
+    kind = run.record.kinds[0]
+    return run, views.one_head(run, kind, 0, 0, len(run.axes(kind)[0]) // 2)
+
+
+def _head_figures(run, kind, layer, head, arithmetic: bool = True):
+    """What a layer/head switch rebuilds from a cached run: the heatmap (and the head's arithmetic)."""
+    query = len(run.axes(kind)[0]) - 1
+    figs = [views.one_head(run, kind, layer, head, query)]
+    return figs + list(views.arithmetic(run, kind, layer, head, query)[1]) if arithmetic else figs
+
+
+def _masking(loaded, text):
+    objective = next(o for o, model in views.OBJECTIVE_MODELS.items() if model == loaded.kind and o in views.TEXT_OBJECTIVES)
+    return views.TEXT_OBJECTIVES[objective](loaded, text)
+
+
+def _masks(loaded, text, twin=None):
+    run = views.attention(loaded, text)
+    figs = views.mask_figures(run)
+    if KINDS[loaded.kind].experiment == "no mask":  # BERT's experiment (one forward per word) runs only when the page's toggle asks for it
+        figs += views.experiment_figures(views.experiment(loaded, text), 0, 0)
+    if twin is not None:  # the page runs the shipped GPT-2's twin (trained without the mask) under it
+        t = masks.gpt2_without_mask(twin, text)
+        figs += views.experiment_figures(t, *t.answer_head())
+    return figs
+
+
+def _generation(loaded, text):
+    from lmviz.analysis.generation import LiveRun
+    from lmviz.analysis.strategies import Strategy
+
+    return views.generation(LiveRun(), loaded, loaded.kind, text, Strategy(), 0, 20, {}, 20)
+
+
+def _compare(models, text):
+    from lmviz.analysis.compare import view_data
+
+    c = views.comparison(models, text)
+    return views.comparison_figure(c, None), view_data(c, 0, None)
+
+
+def page_cases(models: dict) -> dict[str, Callable[[str], object]]:
+    """``{page (model): work(text)}``: the functions each page calls on a new text (``lmviz.app.views``)."""
+    cases: dict[str, Callable[[str], object]] = {f"tokenization (explain: {', '.join(models)})": lambda text: _tokenization(models, text)}
+    for name, loaded in models.items():
+        kind = KINDS[loaded.kind]
+        cases[f"attention ({name})"] = lambda text, m=loaded: _attention(m, text)
+        cases[f"masking ({name})"] = lambda text, m=loaded: _masking(m, text)
+        twin = masks.load_twin(device_of(loaded.model)) if name == masks.TWIN_OF else None
+        cases[f"masks ({name})"] = lambda text, m=loaded, t=twin: _masks(m, text, t)
+        if kind.writes:
+            cases[f"generation ({name}, 20 greedy steps)"] = lambda text, m=loaded: _generation(m, text)
+    cases[f"compare ({', '.join(models)})"] = lambda text: _compare(models, text)
+    return cases
+
+
+@dataclass
+class PageRow:
+    page: str
+    times: list[float]
+    goal_ms: float
+    skipped: str = ""
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times) * 1e3 if self.times else float("nan")
+
+    @property
+    def met(self) -> bool:
+        return bool(self.times) and self.median_ms < self.goal_ms
+
+
+def bench_pages(models: dict | None = None, repeats: int = 5, words: int = 64) -> list[PageRow]:
+    """Median time of each page's work on a new text (warm models), then of a layer/head switch."""
+    if models is None:
+        models = {k: checkpoints.load(checkpoints.shipped(k), pick_device()) for k in KINDS}
+    rows: list[PageRow] = []
+    for page, work in page_cases(models).items():
+        try:
+            work(edited_text(words, 0))  # warm-up: imports, first plotly figure
+        except ImportError as err:  # a page whose library is not there: any other error is a bug, and is raised
+            rows.append(PageRow(page, [], PAGE_GOAL_MS, f"skipped: {type(err).__name__}: {err}"[:120]))
+            continue
+        times = []
+        for r in range(max(1, repeats)):
+            text = edited_text(words, r + 1)
+            t = time.perf_counter()
+            work(text)
+            times.append(time.perf_counter() - t)
+        rows.append(PageRow(f"{page}: {words}-word text edit", times, PAGE_GOAL_MS))
+    for kind, loaded in models.items():
+        run = views.attention(loaded, edited_text(words, 0))
+        rec = run.record
+        att = rec.kinds[-1]
+        picks = [(layer, head) for layer in range(rec.n_layers(att)) for head in range(rec.n_heads(att))]
+        for what, arithmetic in (("heatmap", False), ("heatmap + arithmetic tab", True)):
+            _head_figures(run, att, 0, 0, arithmetic)
+            times = []
+            for r in range(max(1, repeats)):
+                layer, head = picks[(r + 1) % len(picks)]
+                t = time.perf_counter()
+                _head_figures(run, att, layer, head, arithmetic)
+                times.append(time.perf_counter() - t)
+            rows.append(PageRow(f"attention ({kind}, {att}): layer/head switch, {what}", times, SWITCH_GOAL_MS))
+    return rows
+
+
+def pages_markdown(rows: list[PageRow]) -> str:
+    lines = ["| page work | median ms | min ms | goal | met |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if r.skipped:
+            lines.append(f"| {r.page} | — | — | < {r.goal_ms:.0f} ms | {r.skipped} |")
+        else:
+            lines.append(f"| {r.page} | {r.median_ms:.0f} | {min(r.times) * 1e3:.0f} | < {r.goal_ms:.0f} ms | {'yes' if r.met else 'NO'} |")
+    return "\n".join(lines)
