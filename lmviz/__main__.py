@@ -37,7 +37,12 @@ def cmd_train(args) -> None:
     cfg = DEFAULTS[args.model]
     overrides = {k: v for k, v in {"steps": args.steps, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
                                          "warmup": args.warmup, "short_frac": args.short_frac,
-                                         "embed_lr_scale": args.embed_lr_scale, "seq_len": args.seq_len}.items() if v is not None}
+                                         "embed_lr_scale": args.embed_lr_scale, "seq_len": args.seq_len,
+                                         "copy_steps": args.copy_steps, "eval_every": args.eval_every}.items() if v is not None}
+    if args.copy_steps is not None and args.model != "t5":
+        raise LmvizError("--copy-steps is T5's warm-up; bert and gpt2 have none.")
+    if args.fp32:
+        overrides["autocast"] = "off"
     if args.no_causal_mask:
         if args.model != "gpt2":
             raise SystemExit("--no-causal-mask is for gpt2 only")
@@ -111,6 +116,9 @@ def main(argv=None) -> int:
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--lr", type=float)
     tr.add_argument("--threads", type=int, help="torch CPU threads")
+    tr.add_argument("--copy-steps", type=int, help="t5: steps of the copy: warm-up before the task mixture")
+    tr.add_argument("--eval-every", type=int, help="evaluate on the validation play every N steps")
+    tr.add_argument("--fp32", action="store_true", help="train in float32 (default: bf16 autocast where the hardware has it)")
     tr.add_argument("--out", help="output folder (default: assets/models/<model>)")
     tr.add_argument("--corpus", help="a .txt file or a folder of them to train on instead of the plays (needs --out)")
     tr.add_argument("--tokenizer", help="tokenizer.json (default: the shipped one)")

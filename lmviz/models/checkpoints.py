@@ -196,7 +196,7 @@ def load(folder: str | Path, device: torch.device | str | None = None, need_toke
     model = _build(cls, cfg, folder)
     own = model.state_dict()
     model.load_state_dict({n: t for n, t in state.items() if n in own}, strict=False)
-    tokenizer = load_tokenizer(folder / "tokenizer.json") if need_tokenizer else None
+    tokenizer = load_tokenizer(_tokenizer_path(folder)) if need_tokenizer else None
     log = read_json(folder / "train_log.json") if (folder / "train_log.json").is_file() else None
     model.eval().requires_grad_(False)
     if device is not None:
@@ -274,6 +274,42 @@ def _tied_names(model: torch.nn.Module) -> dict[str, str]:
         else:
             first[id(t)] = name
     return tied
+
+
+def _tokenizer_path(folder: Path) -> Path:
+    """A folder's own ``tokenizer.json``; a snapshot (``<model>/snapshots/<step>/``) uses its model's."""
+    own = folder / "tokenizer.json"
+    if not own.is_file() and folder.parent.name == SNAPSHOTS and (folder.parent.parent / "tokenizer.json").is_file():
+        return folder.parent.parent / "tokenizer.json"
+    return own
+
+
+SNAPSHOTS = "snapshots"
+"""A model folder's subfolder of training snapshots: ``snapshots/<step, 6 digits>/`` with ``config.json``,
+``model.safetensors`` (float16) and ``snapshot.json`` (``{"step", "fraction", "figures"}``); ``load`` reads one
+like any model folder."""
+
+
+def save_snapshot(model: torch.nn.Module, folder: str | Path, step: int, fraction: float, figures: dict) -> Path:
+    """Keep a float16 copy of ``model`` at ``step`` (``fraction`` of the run) with its held-out ``figures``."""
+    snap = Path(folder) / SNAPSHOTS / f"{step:06d}"
+    snap.mkdir(parents=True, exist_ok=True)
+    config = model.config.to_hf()
+    config["torch_dtype"] = "float16"
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in _unique_state(model).items()}
+    _write_atomic(snap / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    write_json(snap / "config.json", config)
+    write_json(snap / "snapshot.json", {"step": int(step), "fraction": round(float(fraction), 4), "figures": figures})
+    return snap
+
+
+def snapshots(folder: str | Path) -> list[Path]:
+    """A model folder's snapshots, by step (empty when it has none)."""
+    root = Path(folder) / SNAPSHOTS
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if (p / "snapshot.json").is_file() and (p / "model.safetensors").is_file()),
+                  key=lambda p: read_json(p / "snapshot.json").get("step", 0))
 
 
 def evaluation_path() -> Path:

@@ -43,6 +43,7 @@ from lmviz.models.device import pick_device
 from lmviz.analysis.heads import even_attention, previous_token_score, read_evaluation, sink_score
 from lmviz.errors import LmvizError
 from lmviz.models.record import Want
+from lmviz.pretrain import text2text
 from lmviz.pretrain.tasks import EVAL_SEED, TASKS, char_count
 from lmviz.pretrain.training import DEFAULTS
 
@@ -52,11 +53,15 @@ PROMPTS = ["ROMEO:\nBut soft", "KING:\nMy lord,", "HAMLET:\nTo be, or not to be"
 T5_PROBES = ["The course of true love never did run smooth.", "All the world's a stage, and all the men and women merely players."]
 
 
-def task_for(loaded: checkpoints.Loaded):
+def task_for(loaded: checkpoints.Loaded, held: str = "test"):
+    """The task ``loaded`` was trained on, evaluating on the test plays (``held="validation"``: on the documents its
+    training evaluated on, the validation play for runs since it was set apart, the test plays before)."""
     cfg = DEFAULTS[loaded.kind]
     if loaded.extra and "train" in loaded.extra:
         cfg = replace(cfg, **{k: v for k, v in loaded.extra["train"].items() if k in cfg.__dataclass_fields__})
-    return TASKS[loaded.kind](loaded.tokenizer, cfg, held="test")
+    if held == "validation" and not (loaded.train_log or {}).get("validation"):
+        held = "test"
+    return TASKS[loaded.kind](loaded.tokenizer, cfg, held=held)
 
 
 # --- baselines ---------------------------------------------------------------------------------
@@ -115,7 +120,7 @@ def bert_baselines(task, quick: bool) -> dict:
 
 
 def t5_baselines(task, quick: bool) -> dict:
-    """On the same targets as ``task.evaluate``: the most frequent training token as the guess for every
+    """On the same ``fill:`` targets as ``task.evaluate``: the most frequent training token as the guess for every
     non-sentinel target, and the loss of an add-one unigram model of training targets (sentinels included)."""
     V = task.tok.get_vocab_size()
     sentinels = torch.tensor(sorted(set(task.special["sentinels"]) | {task.special["eos"]}))
@@ -123,14 +128,12 @@ def t5_baselines(task, quick: bool) -> dict:
     train_rng = np.random.default_rng(EVAL_SEED + 1)
     counts = torch.zeros(V, dtype=torch.float64)
     for _ in range(32):
-        labels = task.make_batch(task.train_stream, train_rng, 32, task.cfg.seq_len)["labels"]
+        labels = task.collate([task.train_examples.fill(train_rng) for _ in range(32)])["labels"]
         counts += torch.bincount(labels[labels != -100], minlength=V)
     log_uni = torch.log((counts + 1.0) / (counts.sum() + V))
-    rng = np.random.default_rng(EVAL_SEED)  # the batches task.evaluate draws
     hit = n_content = n = 0
     nats = 0.0
-    for _ in range(4 if quick else 32):
-        b = task.make_batch(task.held_stream, rng, 32, task.cfg.seq_len)
+    for b in task.held_batches("fill", quick):  # the batches task.evaluate reads
         gold = b["labels"][b["labels"] != -100]
         content = ~torch.isin(gold, sentinels)
         hit += int((gold[content] == top).sum())
@@ -179,8 +182,9 @@ def t5_restore(loaded, sentence: str) -> dict:
     mid = len(ids) // 2
     sc = span_corrupt(ids, np.random.default_rng(0), sentinel_ids=[tok.token_to_id(s) for s in SENTINELS],
                       eos_id=tok.token_to_id("</s>"), spans=[(mid, min(len(ids), mid + 2))])
-    out = greedy_t5(loaded, sc.input_ids, 8)
-    return {"input": tok.decode(sc.input_ids, skip_special_tokens=False), "truth": tok.decode(ids[mid:mid + 2]),
+    source = text2text.prefix_ids(loaded, "fill") + list(sc.input_ids)
+    out = greedy_t5(loaded, source, 8)
+    return {"input": tok.decode(source, skip_special_tokens=False), "truth": tok.decode(ids[mid:mid + 2]),
             "model": tok.decode(out[1:], skip_special_tokens=False)}
 
 
@@ -279,6 +283,11 @@ def evaluate_one(loaded: checkpoints.Loaded, quick: bool = False) -> dict:
     else:
         entry["baselines"] = t5_baselines(task, quick)
         entry["probes"] = {"restore": [t5_restore(loaded, s) for s in T5_PROBES]}
+        if text2text.knows_prefixes(loaded):
+            from lmviz.pretrain.evaluate_t5 import genre_figures, punctuate_figures
+
+            entry["punctuate"] = punctuate_figures(loaded, task, 48 if quick else 240)
+            entry["genre"] = genre_figures(loaded, task, quick)
     return entry
 
 
@@ -293,13 +302,21 @@ def table_rows(r: dict) -> list[tuple[str, str, float, str]]:
     if "bert" in r:
         f, b = r["bert"]["figures"], r["bert"]["baselines"]
         rows += [("BERT", "MLM loss (nats/masked token)", f["mlm_loss"], f"unigram {b['unigram_loss']:.3f}"),
-                 ("BERT", "MLM top-1", f["mlm_top1"], f"most frequent token {b['most_frequent_top1']:.3f}"),
+                 ("BERT", "MLM top-1 (80/10/10 draw)", f["mlm_top1"], f"most frequent token {b['most_frequent_top1']:.3f}"),
+                 ("BERT", "MLM top-1 at [MASK] positions", f.get("mask_top1", float("nan")), "floor 0.30"),
                  ("BERT", "MLM top-5", f["mlm_top5"], f"5 most frequent tokens {b['most_frequent_top5']:.3f}"),
                  ("BERT", "NSP accuracy", f["nsp_acc"], f"chance {b['nsp_chance']:.3f}")]
     if "t5" in r:
         f, b = r["t5"]["figures"], r["t5"]["baselines"]
-        rows += [("T5", "span loss (nats/target token)", f["loss"], f"unigram of targets {b['unigram_loss']:.3f}"),
-                 ("T5", "non-sentinel target accuracy", f["content_acc"], f"most frequent token {b['most_frequent_acc']:.3f}")]
+        rows += [("T5", "fill: span loss (nats/target token)", f.get("fill_loss", f["loss"]), f"unigram of targets {b['unigram_loss']:.3f}"),
+                 ("T5", "fill: non-sentinel target accuracy", f["content_acc"], f"most frequent token {b['most_frequent_acc']:.3f}")]
+        if p := r["t5"].get("punctuate"):
+            rows += [("T5", "punctuate: word accuracy (greedy)", p["word_acc"], f"copying the input {p['copy_word_acc']:.3f}"),
+                     ("T5", "punctuate: exact lines", p["exact"], f"copying the input {p['copy_exact']:.3f}"),
+                     ("T5", f"punctuate: alignment head (layer {p['alignment_head'][0]}, head {p['alignment_head'][1]})",
+                      p["alignment_head"][2], "strongest key in the aligned source word; floor 0.70")]
+        if g := r["t5"].get("genre"):
+            rows += [("T5", "genre: accuracy (every test speech)", g["acc"], f"majority label ({g['majority']}) {g['majority_acc']:.3f}")]
     return rows
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmviz.pretrain import masking
+from lmviz.pretrain import masking, text2text
 from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
 from lmviz.analysis.inference import T5_MAX_TARGET, encode, greedy_t5, label
@@ -266,7 +266,8 @@ def t5_reconstruct(loaded: Loaded, text: str, seed: int = 0, noise: float = 0.15
     sc = masking.span_corrupt(ids, np.random.default_rng(masking.check_seed(seed)), sentinel_ids=sentinel_ids, eos_id=eos,
                               noise_density=noise, mean_span=mean_span)
     notes += sc.notes
-    out_ids = greedy_t5(loaded, sc.input_ids, min(T5_MAX_TARGET, len(sc.target_ids) + 8))[1:]
+    source = text2text.prefix_ids(loaded, "fill") + list(sc.input_ids)  # "fill:" for a T5 trained text-to-text here
+    out_ids = greedy_t5(loaded, source, min(T5_MAX_TARGET, len(sc.target_ids) + 8))[1:]
     truth, guess = _fills(sc.target_ids, set(sentinel_ids), eos), _fills(out_ids, set(sentinel_ids), eos)
     fills = [SpanFill(SENTINELS[k], tok.decode(truth.get(s, [])), tok.decode(guess.get(s, [])))
              for k, s in enumerate(sentinel_ids[: len(sc.spans)])]
@@ -274,9 +275,9 @@ def t5_reconstruct(loaded: Loaded, text: str, seed: int = 0, noise: float = 0.15
     device = _device(loaded)
     target = torch.tensor([sc.target_ids[:T5_MAX_TARGET]], device=device)
     dec_in = torch.cat([torch.full_like(target[:, :1], loaded.model.config.decoder_start_token_id), target[:, :-1]], 1)
-    logits = loaded.model(torch.tensor([sc.input_ids], device=device), dec_in).logits[0].float()
+    logits = loaded.model(torch.tensor([source], device=device), dec_in).logits[0].float()
     loss = float(F.cross_entropy(logits, target[0]))
-    return T5Result(tok.decode(ids), [_token(loaded, i) for i in sc.input_ids], [_token(loaded, i) for i in sc.target_ids],
+    return T5Result(tok.decode(ids), [_token(loaded, i) for i in source], [_token(loaded, i) for i in sc.target_ids],
                     [_token(loaded, i) for i in out_ids], fills, tok.decode(rebuilt), loss, notes)
 
 
