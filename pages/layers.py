@@ -3,9 +3,9 @@ import json
 import streamlit as st
 
 from lmviz.analysis.attribution import STEPS, attribute, attribution_data
-from lmviz.analysis.forming import forming, forming_data, list_snapshots, loss_points, memory_bytes
+from lmviz.analysis.forming import at_step, forming, forming_data, list_snapshots, loss_points, memory_bytes
 from lmviz.analysis.heads import TEXTS, named_heads
-from lmviz.analysis.inference import attention_run, model_input
+from lmviz.analysis.inference import model_input
 from lmviz.analysis.knockout import every_head, knockout, knockout_data, shape
 from lmviz.analysis.lens import lens, lens_data
 from lmviz.analysis.targets import has_head, targets
@@ -87,13 +87,8 @@ def forming_for(folder: str, text: str):
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def step_view(folder: str, step: int, text: str, hide: tuple[int, ...], target: str, layer: int, head: int):
-    """The lens and one head's attention at one snapshot."""
     snaps, models = snapshot_models(folder)
-    m = models[[s.step for s in snaps].index(step)]
-    tg = targets(m, text, list(hide), target)
-    run = attention_run(m, text)
-    kind = kind_of(m).attention[0]
-    return lens(m, tg), run.head(kind, layer, head), run.axes(kind)
+    return at_step(models[[s.step for s in snaps].index(step)], text, list(hide), target, layer, head)
 
 
 def download(data: dict, file: str) -> None:

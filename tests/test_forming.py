@@ -66,3 +66,12 @@ def test_a_model_without_snapshots_has_none(tmp_path):
     (tmp_path / "snapshots" / "000100" / "snapshot.json").write_text("{broken")
     (tmp_path / "snapshots" / "000100" / "model.safetensors").write_bytes(b"")
     assert list_snapshots(tmp_path) == []
+
+
+def test_the_layers_benchmark_times_the_pages_work_and_names_the_snapshots_memory():
+    from lmviz.bench_layers import bench_layers
+
+    gpt2 = checkpoints.load(checkpoints.shipped("gpt2"), "cpu")
+    rows = bench_layers({"gpt2": gpt2}, repeats=1, words=16)
+    assert [r.goal_ms for r in rows] == [300, 1500, 300] and all(len(r.times) == 1 for r in rows)
+    assert "MB" in rows[-1].page and "training slider" in rows[-1].page

@@ -13,6 +13,8 @@ import numpy as np
 
 from lmviz.analysis.heads import previous_token_score
 from lmviz.analysis.inference import attention_run
+from lmviz.analysis.lens import lens
+from lmviz.analysis.targets import targets
 from lmviz.errors import LmvizError
 from lmviz.models import checkpoints
 from lmviz.models.checkpoints import Loaded
@@ -97,6 +99,13 @@ def forming(models: list[Loaded], steps: list[int], text: str) -> Forming:
     keep = np.tril(np.ones((n, n))) if kind == "causal" else np.ones((n, n))
     chance = previous_token_score(keep / keep.sum(-1, keepdims=True))
     return Forming(list(steps), np.asarray(scores), chance, kind)
+
+
+def at_step(loaded: Loaded, text: str, hide: list[int], target: str, layer: int, head: int):
+    """What the page shows at one snapshot: the lens, one head's attention ``[Q, K]`` and its ``(queries, keys)``."""
+    run = attention_run(loaded, text, want=Want(attention=True))
+    kind = kind_of(loaded).attention[0]
+    return lens(loaded, targets(loaded, text, hide, target)), run.head(kind, layer, head), run.axes(kind)
 
 
 def memory_bytes(models: list[Loaded]) -> int:
