@@ -75,3 +75,18 @@ def test_the_layers_benchmark_times_the_pages_work_and_names_the_snapshots_memor
     rows = bench_layers({"gpt2": gpt2}, repeats=1, words=16)
     assert [r.goal_ms for r in rows] == [300, 1500, 300] and all(len(r.times) == 1 for r in rows)
     assert "MB" in rows[-1].page and "training slider" in rows[-1].page
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "t5"])
+def test_the_shipped_snapshot_at_the_kept_step_is_the_shipped_model(kind):
+    """The snapshot taken at the step the shipped model was kept at (else the last one) predicts as the shipped model,
+    to float16's precision."""
+    shipped = checkpoints.load(checkpoints.shipped(kind), "cpu")
+    snaps = list_snapshots(shipped.folder)
+    if not snaps:
+        pytest.skip(f"the shipped {kind} has no snapshots yet")
+    kept = (shipped.extra or {}).get("steps_done")
+    snap = next((s for s in snaps if s.step == kept), snaps[-1])
+    tg = targets(shipped, TEXTS["previous"], hide=[3] if kind == "bert" else None, target="<extra_id_0> the <extra_id_1>")
+    a, b = lens(shipped, tg), lens(checkpoints.load(snap.folder, "cpu"), tg)
+    assert np.allclose(a.prob, b.prob, atol=5e-3, equal_nan=True)
