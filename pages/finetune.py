@@ -87,8 +87,7 @@ try:
         except LmvizError as err:
             ui.error(err)
     if b2.button("⏹️ Stop", disabled=not busy, key="ft_stop") and job is not None:
-        job.stop()
-        busy = False
+        job.stop()  # it stops at its next step, measures what it learned, and the live part below keeps polling until then
 
     @st.fragment(run_every=1.0 if busy else None)
     def live():
