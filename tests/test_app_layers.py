@@ -167,3 +167,11 @@ def test_a_bert_without_its_mlm_head_says_the_lens_cannot_and_its_attention_view
     finally:
         st.cache_resource.clear()
         st.cache_data.clear()
+
+
+def test_ten_thousand_words_typed_in_the_box_are_cut_and_said():
+    at = page({"model": "gpt2", "view": "knockout"})
+    at.text_area(key="w_text").set_value(" ".join(["tomorrow"] * 10_000)).run()
+    assert not at.exception and not at.error
+    assert "reads at most 256" in shown(at) and "only the first 20,000" in shown(at)
+    assert len(figures(at)) >= 2
