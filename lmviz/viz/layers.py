@@ -11,7 +11,7 @@ from lmviz.analysis.lens import Lens
 from lmviz.viz.attention import DIVERGING
 from lmviz.viz.style import PALETTE, SEQUENTIAL, base_layout, escape, subplots, ticks
 
-CELL_TEXT_MAX = 40  # more columns than this: the top token only on hover, or the cells' words overlap
+CELL_TEXT_MAX = 128  # more positions than this: the top token only on hover (the figure would be too tall to read)
 NO_TARGET = "#D9D9D9"
 ATTENTION_NAMES = {"self": "self-attention", "causal": "causal self-attention", "cross": "cross-attention"}
 
@@ -25,7 +25,8 @@ def lens_figure(ln: Lens, title: str | None = None) -> go.Figure:
     embeddings to the model's output. Colour: the probability of the token that should come (grey where it is
     unknown); each cell's word: the top guess there; hover: the top five."""
     L, C = ln.prob.shape
-    height = max(300, 120 + (28 if C <= CELL_TEXT_MAX else 12) * C)
+    row = 28 if C <= 40 else 22 if C <= CELL_TEXT_MAX else 10
+    height = max(300, 120 + row * C)
     hover = np.empty((C, L), dtype=object)
     for r in range(L):
         for c in range(C):
@@ -44,11 +45,11 @@ def lens_figure(ln: Lens, title: str | None = None) -> go.Figure:
                                  hovertemplate="%{customdata}<extra></extra>", hoverongaps=False))
     fig.add_trace(go.Heatmap(
         z=prob, x=list(range(L)), y=list(range(C)), zmin=0, zmax=1, colorscale=SEQUENTIAL, customdata=hover,
-        text=words, texttemplate="%{text}" if C <= CELL_TEXT_MAX else None, textfont=dict(size=14),
+        text=words, texttemplate="%{text}" if C <= CELL_TEXT_MAX else None, textfont=dict(size=14 if C <= 40 else 12),
         hovertemplate="%{customdata}<extra></extra>", hoverongaps=False, xgap=1,
         colorbar=dict(title=dict(text="p(the right<br>token)", side="top"), thickness=14, lenmode="pixels",
                       len=min(300, height - 140), y=1, yanchor="top")))
-    yi, yt = ticks(ln.columns, 80)
+    yi, yt = ticks(ln.columns, CELL_TEXT_MAX)  # every row labelled while rows are tall enough for a word
     fig.update_yaxes(tickvals=yi, ticktext=yt, autorange="reversed")
     fig.update_xaxes(tickvals=list(range(L)), ticktext=ln.rows, side="top")
     return base_layout(fig, title, height=height)
