@@ -14,10 +14,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lmviz.analysis import masks
+from lmviz.analysis.compare import compare, view_data
+from lmviz.analysis.generation import LiveRun
+from lmviz.analysis.strategies import Strategy
 from lmviz.app import views
 from lmviz.models import checkpoints
 from lmviz.models.device import pick_device
 from lmviz.models.kinds import KINDS, device_of
+from lmviz.viz import tokens as vt
+from lmviz.viz.compare import stats_figure
 
 PAGE_GOAL_MS = 300
 SWITCH_GOAL_MS = 200
@@ -36,8 +41,6 @@ def edited_text(n_words: int, edit: int) -> str:
 
 
 def _tokenization(models, text):
-    from lmviz.viz import tokens as vt
-
     exp = views.explanations({k: m.tokenizer for k, m in models.items()}, text, None)
     return vt.aligned_rows(text, exp, None), vt.token_counts(exp)
 
@@ -73,17 +76,14 @@ def _masks(loaded, text, twin=None):
 
 
 def _generation(loaded, text):
-    from lmviz.analysis.generation import LiveRun
-    from lmviz.analysis.strategies import Strategy
-
-    return views.generation(LiveRun(), loaded, loaded.kind, text, Strategy(), 0, 20, {}, 20)
+    live = LiveRun()
+    gen = live.advance(loaded, loaded.kind, text, Strategy(), 0, 20, {}, 20)
+    return views.generation_step(live, len(gen.steps) - 1, gen.strategy)
 
 
 def _compare(models, text):
-    from lmviz.analysis.compare import view_data
-
-    c = views.comparison(models, text)
-    return views.comparison_figure(c, None), view_data(c, 0, None)
+    c = compare(models, text)
+    return stats_figure(c.stats(None)), view_data(c, 0, None)
 
 
 def page_cases(models: dict) -> dict[str, Callable[[str], object]]:

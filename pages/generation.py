@@ -2,15 +2,14 @@ import json
 
 import streamlit as st
 
-from lmviz.app import ui
+from lmviz.app import ui, views
 from lmviz.errors import LmvizError
 from lmviz.app.export import csv_text
 from lmviz.analysis.generation import (MAX_STEPS, LiveRun, branched, clamp_step, format_forced, parse_forced, step_table,
                                       view_data)
 from lmviz.models.kinds import kind_of, writers
 from lmviz.analysis.strategies import MAX_BEAM, MAX_TEMPERATURE, MIN_TEMPERATURE, STRATEGIES, STRATEGY_NAMES, Strategy
-from lmviz.viz.generation import (attention_row_figure, attention_steps_figure, beam_tree, cache_figure, candidates_figure,
-                                  strategy_figure)
+from lmviz.viz.generation import attention_row_figure, attention_steps_figure, beam_tree
 
 GPT2_PRESETS = {
     "Romeo": "ROMEO:\nBut soft, what light through yonder window breaks?",
@@ -171,7 +170,8 @@ try:
     state.w_step = step_i
     if n > 1:
         st.slider("Step", 0, n - 1, key="w_step", help="Scrub back through the steps; every one is kept.")
-    step = live_run().step(state.w_step)  # times this step against a recompute (once per step), with the run's decoder
+    # times this step against a recompute (once per step) with the run's own decoder
+    step, (candidates, curve, cache) = views.generation_step(live_run(), state.w_step, strategy)
     tokens = [s.chosen.token for s in gen.steps]
     st.subheader(f"Step {step.index}: «{ui.plain(step.query)}» → «{ui.plain(step.chosen.token)}»")
     st.info(ui.plain(step.reason), icon="🎯")
@@ -182,11 +182,11 @@ try:
                  + ("the continuations of this beam that stayed among the best beams (dark). " if strategy.name == "beam" else
                     "the probabilities the strategy actually draws from (dark; grey = cut). ")
                  + "The outlined bar is the chosen token.")
-        ui.plot(candidates_figure(step, strategy))
+        ui.plot(candidates)
     with right:
         st.write("All candidates sorted from most to least likely (rank on a log scale). Temperature bends the curve, "
                  "top-k cuts it after k tokens, top-p cuts where the cumulative curve first reaches p.")
-        ui.plot(strategy_figure(step, strategy))
+        ui.plot(curve)
 
     if strategy.name == "beam":
         st.write("Beam search keeps the best few partial texts instead of one. Each node is a kept token; its colour is "
@@ -245,7 +245,7 @@ try:
               "and the recompute of every step you have opened" if step.ms_cached is not None and step.ms_recompute is not None else "")
     if timing:
         st.write(timing + (" (step 0 reads the whole prompt either way)." if step.index == 0 else "."))
-    ui.plot(cache_figure(gen, n - 1))
+    ui.plot(cache)
 
     # --- export and link -----------------------------------------------------------------------------
     d1, d2 = st.columns(2)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from lmviz.analysis import masks
 from lmviz.analysis.arithmetic import head_arithmetic
-from lmviz.analysis.compare import Comparison, compare
 from lmviz.analysis.generation import LiveRun
 from lmviz.analysis.inference import FIGURES, AttentionRun, attention_run
 from lmviz.analysis.strategies import Strategy
@@ -22,7 +21,6 @@ from lmviz.viz import masking as vm
 from lmviz.viz import masks as vmk
 from lmviz.viz.arithmetic import steps_figure, vectors_figure, weighted_sum_figure
 from lmviz.viz.attention import attention_heatmap, head_grid, layer_means
-from lmviz.viz.compare import stats_figure
 
 LONG = 48  # tokens: past this, one head's colours top out at the 99th percentile instead of 1
 
@@ -117,21 +115,11 @@ def experiment_figures(exp, layer: int, head: int):
 
 # --- Generation ---------------------------------------------------------------------------------
 
-def generation(live: LiveRun, loaded: Loaded, name: str, text: str, strategy: Strategy, seed: int, limit: int,
-               forced: dict[int, int], n: int, step: int | None = None):
-    """The run with ``n`` steps and the step shown (the last by default), timed against a recompute by the run's own
-    decoder, with the figures drawn for it: candidates, the strategy's curve, the cache."""
-    gen = live.advance(loaded, name, text, strategy, seed, limit, forced, n)
-    shown = live.step(len(gen.steps) - 1 if step is None else step)
-    return gen, shown, (vg.candidates_figure(shown, strategy), vg.strategy_figure(shown, strategy),
-                        vg.cache_figure(gen, len(gen.steps) - 1))
+def generation_step(live: LiveRun, step: int, strategy: Strategy):
+    """Step ``step`` of the live run (``LiveRun.advance`` made it), timed against a recompute by the run's own decoder,
+    and the figures drawn for it: its candidates, the strategy's curve, and the cache over every step so far."""
+    shown = live.step(step)
+    return shown, (vg.candidates_figure(shown, strategy), vg.strategy_figure(shown, strategy),
+                   vg.cache_figure(live.gen, len(live.gen.steps) - 1))
 
 
-# --- Compare ------------------------------------------------------------------------------------
-
-def comparison(models: dict[str, Loaded], text: str) -> Comparison:
-    return compare(models, text)
-
-
-def comparison_figure(comp: Comparison, head: int | None):
-    return stats_figure(comp.stats(head))
