@@ -75,6 +75,7 @@ def cmd_finetune(args) -> None:
     import torch
 
     from lmviz.analysis.finetune import Spec, finetune, folder_name, table
+    from lmviz.analysis.finetune_models import classifier_class
     from lmviz.analysis.finetune_tasks import TASKS
     from lmviz.models import checkpoints
 
@@ -85,12 +86,12 @@ def cmd_finetune(args) -> None:
     for kind in kinds:
         loaded = checkpoints.load(Path(args.models) / kind if args.models else checkpoints.shipped(kind), "cpu")
         for key in keys:
-            spec = Spec(task=key, examples=args.examples, epochs=args.epochs, lr=args.lr, seed=args.seed, mode=args.mode,
+            spec = Spec(task=key, examples=args.examples or classifier_class(loaded).default_examples, epochs=args.epochs, lr=args.lr, seed=args.seed, mode=args.mode,
                         lam=args.lam)
             report = lambda r: r.step % 10 == 0 and print(f"  {kind} {key} step {r.step}/{r.total_steps} loss {r.loss[-1]:.3f}",
                                                        file=sys.stderr)
             run = finetune(loaded, spec, on_step=report)
-            print(f"{kind} {key}: {run.message} {run.seconds:.1f} s; held-out accuracy {100 * run.outcome.accuracy:.1f} % "
+            print(f"{kind} {key}: {run.message} {run.cpu_seconds:.1f} s of CPU ({run.seconds:.1f} s wall); held-out accuracy {100 * run.outcome.accuracy:.1f} % "
                   f"(bag of words {100 * run.baselines.bow_accuracy:.1f} %, majority {100 * run.baselines.majority_accuracy:.1f} %)",
                   file=sys.stderr)
             if args.out:
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
                                        "time, held-out accuracy and the baselines as a table")
     f.add_argument("model", choices=["bert", "gpt2", "t5", "all"])
     f.add_argument("--task", default="verse", choices=["genre", "verse", "genre3", "all"])
-    f.add_argument("--examples", type=int, default=1024)
+    f.add_argument("--examples", type=int, help="training speeches (default: the model's, as the page has it)")
     f.add_argument("--epochs", type=int, default=1)
     f.add_argument("--lr", type=float, help="learning rate (default: the model's)")
     f.add_argument("--seed", type=int, default=0)

@@ -1,19 +1,13 @@
 import streamlit as st
 
-from lmviz.analysis.finetune import DEFAULT_LR, Spec, changed_heads, download_zip, finetune, folder_name, prepare, try_text
+from lmviz.analysis.finetune import Spec, changed_heads, download_zip, finetune, folder_name, prepare, try_text
+from lmviz.analysis.finetune_models import classifier_class
 from lmviz.analysis.finetune_tasks import MIN_EXAMPLES, TASKS
 from lmviz.app import jobs, ui
 from lmviz.errors import LmvizError
 from lmviz.viz.finetune import (accuracy_figure, confusion_figure, curves_figure, head_change_figure, probabilities_figure,
                                 row_figure)
 
-HOW = {"bert": "BERT reads the speech; its **[CLS]** vector goes through BERT's pooler into a new linear layer with one "
-               "output per label, and the cross-entropy of the right label is what it learns from.",
-       "gpt2": "GPT-2 reads the speech left to right; the **last token's** vector (the only one that has seen every word) "
-               "goes into a new linear layer. It learns from **L = L2 + λ·L1**: L2 is the classification loss, L1 its "
-               "old next-token loss on the same speech, which keeps it a language model while it learns the task.",
-       "t5": "T5 reads `prefix: speech` and its decoder **writes the label as text** (`comedy`, `verse`…), as in its "
-             "pretraining; a label's probability is that of its whole text, compared with the other labels'."}
 TRY = "Is this the face that launch'd a thousand ships, and burnt the topless towers of Ilium? Sweet Helen, make me immortal with a kiss."
 
 
@@ -52,21 +46,21 @@ st.write("Pretraining taught each model the language of the plays. Fine-tuning p
 
 try:
     name, loaded = ui.pick_model()
-    kind = loaded.kind
-    st.info(HOW[kind], icon="🧩")
+    cls = classifier_class(loaded)
+    st.info(cls.how, icon="🧩")
     key = choice("Task", list(TASKS), "task", "verse", fmt=lambda k: TASKS[k].title)
     st.caption(TASKS[key].about)
     c1, c2, c3, c4 = st.columns(4)
-    examples = number(c1, "Training speeches", "n", 1024, 1, 8192, step=128)
+    examples = number(c1, "Training speeches", "n", cls.default_examples, 1, 8192, step=128)
     epochs = number(c2, "Epochs", "epochs", 1, 1, 20)
     seed = number(c4, "Seed", "seed", 0, 0, 2**31 - 1)
     mode = "full"
-    if kind == "bert":
-        mode = choice("What trains", ["full", "probe"], "mode", "full", widget=st.radio, fmt=lambda m: {
+    if len(cls.modes) > 1:
+        mode = choice("What trains", list(cls.modes), "mode", "full", widget=st.radio, fmt=lambda m: {
             "full": "the whole model (fine-tuning)", "probe": "only the classifier, on a frozen encoder (a probe)"}[m])
-    lr = number(c3, "Learning rate", "lr", DEFAULT_LR[kind][mode], 0.0, 1000.0, float, format="%g", step=1e-4)
+    lr = number(c3, "Learning rate", "lr", cls.default_lr[mode], 0.0, 1000.0, float, format="%g", step=1e-4)
     lam = 0.0
-    if kind == "gpt2":
+    if cls.mixes_lm:
         lam = st.slider("λ, the weight of the language-model loss L1 (0: the classification loss alone)", 0.0, 2.0,
                         ui.param("lam", 0.5, float, lo=0.0, hi=2.0), 0.1, key="w_lam")
         ui.set_params(lam=lam)
@@ -78,7 +72,7 @@ try:
     busy = job is not None and not job.finished
     if b1.button("▶️ Start fine-tuning", type="primary", disabled=busy, key="ft_start"):
         try:
-            spec.check(kind)
+            spec.check(loaded.kind)
             if examples < MIN_EXAMPLES:
                 raise LmvizError(f"{examples} training speeches are too few: a classifier needs at least {MIN_EXAMPLES}.")
             job = queue.submit(jobs.streamlit_owner(), work(loaded, spec), label=f"{name} · {key}")
@@ -108,7 +102,7 @@ try:
                         text=f"{st.session_state.ft_for[1]} on “{run.task.title}”: step {run.step} of {run.total_steps}")
             parts = {"loss": list(run.loss), "classification": list(run.classification), "lm": list(run.lm)}
             ui.plot(curves_figure(parts, list(run.evals), run.total_steps, run.baselines.majority_accuracy,
-                                  run.baselines.bow_accuracy, run.spec.lam if run.kind == "gpt2" else None))
+                                  run.baselines.bow_accuracy, run.spec.lam if run.classifier.mixes_lm else None))
             if not job.finished:
                 st.caption("Changing the settings above applies to the next run; typing your own text is open once it ends.")
         if job.finished and st.session_state.get("ft_drawn") != job.id:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmviz.analysis.finetune_models import CLASSIFIERS, Classifier, MAX_TOKENS
+from lmviz.analysis.finetune_models import CLASSIFIERS, MAX_TOKENS, Classifier, classifier_class
 from lmviz.analysis.finetune_tasks import Baselines, Example, Task, baselines, pools, task, training_sample
 from lmviz.errors import LmvizError
 from lmviz.models.checkpoints import Loaded
@@ -39,7 +39,7 @@ class Spec:
     task: str = "genre"
     examples: int = 1024
     epochs: int = 1
-    lr: float | None = None  # None: the model's default (DEFAULT_LR)
+    lr: float | None = None  # None: the model's default (its classifier's default_lr)
     seed: int = 0
     mode: str = "full"  # BERT only: "full" trains everything, "probe" only the classifier on a frozen encoder
     lam: float = 0.5  # GPT-2's λ, the weight of the language-model loss
@@ -48,7 +48,7 @@ class Spec:
     evals: int = 5  # held-out measurements along the way (and one at the end)
 
     def learning_rate(self, kind: str) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[kind][self.mode if kind == "bert" else "full"]
+        return self.lr if self.lr is not None else CLASSIFIERS[kind].default_lr.get(self.mode, CLASSIFIERS[kind].default_lr["full"])
 
     def check(self, kind: str) -> None:
         lr = self.learning_rate(kind)
@@ -60,16 +60,15 @@ class Spec:
                              f"than the weights themselves); the most this page allows is {MAX_LR:g}, and 1e-4 to 1e-3 works.")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or not 1 <= self.epochs <= MAX_EPOCHS:
             raise LmvizError(f"Epochs must be a whole number from 1 to {MAX_EPOCHS}; got {self.epochs!r}.")
-        if self.mode not in ("full", "probe"):
-            raise LmvizError(f"The mode is {str(self.mode)[:40]!r}; it is 'full' (the whole model) or 'probe' (the classifier only).")
+        modes = CLASSIFIERS[kind].modes
+        if self.mode not in modes:
+            raise LmvizError(f"The mode is {str(self.mode)[:40]!r}; this model trains as {' or '.join(map(repr, modes))} "
+                             f"('full': the whole model, 'probe': the classifier only).")
         if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not math.isfinite(self.lam) or not 0 <= self.lam <= 10:
             raise LmvizError(f"λ (the weight of the language-model loss) must be from 0 to 10; got {self.lam!r}.")
         if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 64:
             raise LmvizError(f"The batch size must be from 1 to 64; got {self.batch_size!r}.")
         task(self.task)
-
-
-DEFAULT_LR = {"bert": {"full": 5e-4, "probe": 1e-2}, "gpt2": {"full": 5e-4}, "t5": {"full": 1e-3}}
 
 
 @dataclass
@@ -107,7 +106,8 @@ class Run:
     status: str = "training"  # training, done, stopped, diverged
     message: str = ""
     notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall-clock, from the first step to the measured result
+    cpu_seconds: float = 0.0  # CPU time of the thread that trained: the wall-clock time on a core of its own
     outcome: Outcome | None = None
     classifier: Classifier | None = None
     train: list[Example] | None = None  # the training draw, dropped when the run ends
@@ -141,9 +141,8 @@ def outcome(clf: Classifier, held: list[Example]) -> Outcome:
 
 def prepare(loaded: Loaded, spec: Spec) -> Run:
     """The run before its first step: the examples drawn, the baselines fitted, the classifier built on a copy."""
+    cls = classifier_class(loaded)
     spec.check(loaded.kind)
-    if loaded.kind not in CLASSIFIERS:
-        raise LmvizError(f"{loaded.kind} models cannot be fine-tuned here.")
     t = task(spec.task)
     train = training_sample(spec.task, spec.examples, spec.seed)
     held = list(pools(spec.task)[1])
@@ -152,7 +151,7 @@ def prepare(loaded: Loaded, spec: Spec) -> Run:
         steps = min(steps, max(1, int(spec.max_steps)))
     run = Run(loaded.kind, spec, t, steps, _baselines(spec.task, spec.examples, spec.seed), held)
     torch.manual_seed(spec.seed)
-    clf = CLASSIFIERS[loaded.kind](loaded, t, copy.deepcopy(loaded.model))
+    clf = cls(loaded, t, copy.deepcopy(loaded.model))
     run.notes += clf.notes
     run.classifier, run.train = clf, train
     return run
@@ -179,7 +178,7 @@ def finetune(loaded: Loaded, spec: Spec, on_step: Callable[[Run], None] | None =
     message. Returns the run with its held-out ``outcome``."""
     run = run or prepare(loaded, spec)
     clf, train = run.classifier, run.train
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     params = clf.trainable(spec.mode)
     lr = spec.learning_rate(loaded.kind)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -226,7 +225,7 @@ def finetune(loaded: Loaded, spec: Spec, on_step: Callable[[Run], None] | None =
     run.outcome = outcome(clf, run.held)
     if not run.evals or run.evals[-1][0] != run.step:
         run.evals.append((run.step, run.outcome.accuracy))
-    run.seconds = time.perf_counter() - t0
+    run.seconds, run.cpu_seconds = time.perf_counter() - t0, time.thread_time() - c0
     run.train = None
     return run
 
@@ -281,12 +280,12 @@ def folder_name(kind: str, task_key: str, seed: int) -> str:
 
 def table(rows: list[Run]) -> str:
     """The runs as the README's markdown table: time, held-out accuracy, and the two baselines."""
-    lines = ["| model | task | examples × epochs | steps | time, 1 thread | held-out accuracy | bag of words | majority label |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | task | speeches × epochs | steps | CPU time, 1 thread (wall) | held-out accuracy | bag of words | "
+             "majority label |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         b = r.baselines
         best = r.outcome.accuracy > max(b.bow_accuracy, b.majority_accuracy)
         acc = f"{100 * r.outcome.accuracy:.1f} %"
-        lines.append(f"| {r.kind} | {r.task.title} | {r.spec.examples} × {r.spec.epochs} | {r.step} | {r.seconds:.1f} s | "
+        lines.append(f"| {r.kind} | {r.task.title} | {r.spec.examples} × {r.spec.epochs} | {r.step} | {r.cpu_seconds:.1f} s ({r.seconds:.0f} s) | "
                      f"{'**' + acc + '**' if best else acc} | {100 * b.bow_accuracy:.1f} % | {100 * b.majority_accuracy:.1f} % |")
     return "\n".join(lines)

@@ -41,6 +41,11 @@ class Classifier:
 
     compared = "self"
     row_name = ""
+    how = ""  # one paragraph for the page: what becomes the classifier and what it learns from
+    modes: tuple[str, ...] = ("full",)  # "full": the whole model trains; "probe": only the new layer, on a frozen model
+    default_lr: dict[str, float] = {"full": 1e-3}
+    default_examples = 1024  # with one epoch, a default run fits in about 30 s of one CPU core
+    mixes_lm = False  # trained on L2 + λ·L1 (GPT-2)
 
     def __init__(self, loaded, task: Task, model: nn.Module):
         self.kind, self.tokenizer, self.task, self.model = loaded.kind, loaded.tokenizer, task, model
@@ -91,6 +96,10 @@ class Classifier:
 
 class BertClassifier(Classifier):
     compared, row_name = "self", "[CLS]"
+    how = ("BERT reads the speech; its **[CLS]** vector goes through BERT's pooler into a new linear layer with one output "
+           "per label, and the cross-entropy of the right label is what it learns from.")
+    modes = ("full", "probe")
+    default_lr = {"full": 5e-4, "probe": 1e-2}
 
     def __init__(self, loaded, task, model):
         super().__init__(loaded, task, model)
@@ -145,6 +154,12 @@ class BertClassifier(Classifier):
 
 class GPT2Classifier(Classifier):
     compared, row_name = "causal", "last token"
+    how = ("GPT-2 reads the speech left to right; the **last token's** vector (the only one that has seen every word) goes "
+           "into a new linear layer. It learns from **L = L2 + λ·L1**: L2 is the classification loss, L1 its old next-token "
+           "loss on the same speech, which keeps it a language model while it learns the task.")
+    default_lr = {"full": 5e-4}
+    default_examples = 512  # its 8,192-way LM head (for L1) makes a step about twice BERT's
+    mixes_lm = True
 
     def __init__(self, loaded, task, model):
         super().__init__(loaded, task, model)
@@ -199,6 +214,9 @@ class GPT2Classifier(Classifier):
 
 class T5Classifier(Classifier):
     compared, row_name = "cross", "decoder start"
+    how = ("T5 reads `prefix: speech` and its decoder **writes the label as text** (`comedy`, `verse`…), as in its "
+           "pretraining; a label's probability is that of its whole text, compared with the other labels'.")
+    default_lr = {"full": 1e-3}
 
     def __init__(self, loaded, task, model):
         super().__init__(loaded, task, model)
@@ -245,6 +263,15 @@ class T5Classifier(Classifier):
 
 
 CLASSIFIERS = {"bert": BertClassifier, "gpt2": GPT2Classifier, "t5": T5Classifier}
+
+
+def classifier_class(loaded) -> type[Classifier]:
+    """How ``loaded``'s kind of model becomes a classifier."""
+    from lmviz.errors import LmvizError
+
+    if loaded.kind not in CLASSIFIERS:
+        raise LmvizError(f"{loaded.kind} models cannot be fine-tuned here.")
+    return CLASSIFIERS[loaded.kind]
 
 
 def _write(folder: Path, state: dict, clf: Classifier, architecture: str, extra: dict) -> Path:
