@@ -173,7 +173,7 @@ try:
         c1, c2, c3, c4 = st.columns(4)
         with c1:
             column = ui.choose_index("column", "prediction", len(tg.columns), labels=lambda c: tg.column_labels()[c],
-                                     default=min(6, len(tg.columns) - 1))
+                                     default=lens_for(name, text, hide, target).surest() if has_head(loaded) else 0)
         L, H = shape(loaded)
         with c2:
             layer = ui.choose_index("alayer", "layer", L, default=L - 1)

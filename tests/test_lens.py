@@ -69,6 +69,7 @@ def test_gpt2s_lens_shows_the_next_token_its_probability_and_the_top_five(models
     right = ln.rank == 1
     assert np.array_equal(right, np.array([[c[0][0] == ln.target_tokens[j] for j, c in enumerate(row)] for row in ln.top]))
     assert (ln.prob[-1, :-1] > ln.prob[0, :-1]).mean() > 0.8  # the guess forms over the layers
+    assert ln.prob[-1, ln.surest()] == np.nanmax(ln.prob[-1])  # the attribution view opens on this prediction
     data = lens_data(ln)
     assert data["target_probability"][0][-1] is None and len(data["top5"]) == 5
 

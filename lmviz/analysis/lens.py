@@ -37,6 +37,12 @@ class Lens:
     def top_token(self) -> list[list[str]]:
         return [[cell[0][0] for cell in row] for row in self.top]
 
+    def surest(self) -> int:
+        """The column whose right token the model's output gives the highest probability (0 when none is known):
+        a prediction worth explaining."""
+        last = self.prob[-1]
+        return 0 if np.isnan(last).all() else int(np.nanargmax(last))
+
     def first_layer_right(self) -> list[int | None]:
         """Per column, the first row from which the target stays the top guess to the end (None: it never does)."""
         out = []
