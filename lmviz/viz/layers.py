@@ -112,7 +112,7 @@ def attribution_figure(at: Attribution, layer: int, head: int | None, title: str
     fig = go.Figure(go.Heatmap(
         z=-z, x=list(range(len(tokens))), y=list(range(len(rows))), zmin=-1, zmax=1, colorscale=DIVERGING,
         customdata=np.dstack([custom, raw]), showscale=False, xgap=1, ygap=1,
-        text=[[f"{v:.2f}" for v in row] for row in raw], texttemplate="%{text}" if few else None, textfont=dict(size=12),
+        text=[[f"{v:.2g}" for v in row] for row in raw], texttemplate="%{text}" if few else None, textfont=dict(size=12),
         hovertemplate="%{customdata[0]}<br>%{customdata[1]:.4f}<extra></extra>"))
     xi, xt = ticks(tokens)
     fig.update_xaxes(tickvals=xi, ticktext=xt, tickangle=0 if len(tokens) <= 10 else -60)
