@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lmviz.analysis.forming import at_step, list_snapshots, memory_bytes
-from lmviz.analysis.knockout import every_head, knockout
+from lmviz.analysis.knockout import every_head, knockout, shape
 from lmviz.analysis.lens import lens
 from lmviz.analysis.targets import targets
 from lmviz.bench_pages import PageRow, edited_text
@@ -43,7 +43,7 @@ def bench_layers(models: dict, repeats: int = 5, words: int = 64) -> list[PageRo
 
         def lens_and_knockout(text, m=m, first=first):
             tg = targets(m, text, _hide(m))
-            return lens(m, tg), knockout(m, tg, [(first, 1, 0)])
+            return lens(m, tg), knockout(m, tg, [(first, shape(m)[0] - 1, 0)])
 
         rows.append(PageRow(f"layers ({name}): lens + one knock-out, {words}-word text", _times(lens_and_knockout, texts), LENS_GOAL_MS))
         rows.append(PageRow(f"layers ({name}): every-head grid, {words}-word text",
@@ -65,7 +65,9 @@ def slider_row(loaded, repeats: int, text: str) -> PageRow:
         device = next(loaded.model.parameters()).device
         models = [checkpoints.load(s.folder, device) for s in snaps]
         moves = [models[i % len(models)] for i in range(repeats + 1)]  # each move: the lens and the head at that step
-        times = _times(lambda snapshot: at_step(snapshot, text, [], "", 2, 3), moves)
+        layers, heads = shape(loaded)
+        layer, head = min(2, layers - 1), min(3, heads - 1)  # the shipped GPT-2's previous-token head: layer 2, head 3
+        times = _times(lambda snapshot: at_step(snapshot, text, [], "", layer, head), moves)
         mb = memory_bytes(models) / 2 ** 20
     return PageRow(f"layers (gpt2): training slider to a new step ({len(models)} snapshots cached, {mb:.0f} MB{note})",
                    times, SLIDER_GOAL_MS)

@@ -149,7 +149,9 @@ def bench_pages(models: dict | None = None, repeats: int = 5, words: int = 64) -
                 _head_figures(run, att, layer, head, arithmetic)
                 times.append(time.perf_counter() - t)
             rows.append(PageRow(f"attention ({kind}, {att}): layer/head switch, {what}", times, SWITCH_GOAL_MS))
-    return rows
+    from lmviz.bench_layers import bench_layers  # here: it builds on this module's PageRow and texts
+
+    return rows + bench_layers(models, repeats, words)
 
 
 def pages_markdown(rows: list[PageRow]) -> str:

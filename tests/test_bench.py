@@ -59,7 +59,8 @@ def test_pages_bench_times_each_page_and_switch(tiny_folders):
     rows = bench_pages.bench_pages(models, repeats=1, words=8)
     pages = [r.page.rsplit(": ", 1)[0] for r in rows]
     assert pages == ["tokenization (explain: gpt2)", "attention (gpt2)", "masking (gpt2)", "masks (gpt2)",
-                     "generation (gpt2, 20 greedy steps)", "compare (gpt2)", "attention (gpt2, causal)", "attention (gpt2, causal)"]
+                     "generation (gpt2, 20 greedy steps)", "compare (gpt2)", "attention (gpt2, causal)", "attention (gpt2, causal)",
+                     "layers (gpt2)", "layers (gpt2)", "layers (gpt2)"]  # lens + knock-out, the grid, the training slider
     for r in rows:
         assert not r.skipped, r.skipped
         assert len(r.times) == 1 and r.times[0] > 0
