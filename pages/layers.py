@@ -7,7 +7,7 @@ from lmviz.analysis.forming import at_step, forming, forming_data, list_snapshot
 from lmviz.analysis.heads import TEXTS, named_heads
 from lmviz.analysis.inference import model_input
 from lmviz.analysis.knockout import every_head, knockout, knockout_data, shape
-from lmviz.analysis.lens import lens, lens_data
+from lmviz.analysis.lens import how, lens, lens_data
 from lmviz.analysis.targets import has_head, targets
 from lmviz.app import ui
 from lmviz.errors import LmvizError
@@ -127,11 +127,7 @@ try:
         ui.show_notes(tg.notes)
 
     if view == "lens":
-        st.write({"bert": "BERT's MLM head applied after every layer at each hidden word: how the guess forms.",
-                  "gpt2": "GPT-2's final LayerNorm and LM head applied to the residual stream after every layer (the logit "
-                          "lens): at each position, the next token.",
-                  "t5": "T5's decoder residual after every layer, through its final norm, the d_model^-0.5 rescale and the "
-                        "LM head: each next token of the target."}.get(kind.name, ""))
+        st.write(how(loaded))
         ln = lens_for(name, text, hide, target)
         st.caption("Colour: the probability of the right token (grey: not known there). Word: the top guess. Hover a cell "
                    "for the top five. The left column reads the embeddings alone; the right column is the model's own output.")

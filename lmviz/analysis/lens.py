@@ -57,6 +57,18 @@ class Lens:
         return out
 
 
+def how(loaded: Loaded) -> str:
+    """One sentence for the page: what this model's lens reads, by its objective."""
+    kind = kind_of(loaded)
+    if not kind.writes:
+        return f"{kind.short}'s MLM head applied after every layer at each hidden word: how the guess forms."
+    if len(kind.stacks) == 1:
+        return (f"{kind.short}'s final LayerNorm and LM head applied to the residual stream after every layer (the logit lens): "
+                "at each position, the next token.")
+    return (f"{kind.short}'s decoder residual after every layer, through its final norm, the d_model^-0.5 rescale and the LM "
+            "head: each next token of the target.")
+
+
 def layer_logits(loaded: Loaded, tg: Targets) -> tuple[torch.Tensor, torch.Tensor]:
     """``([L + 1, C, vocab], model logits [C, vocab])``: every layer's logits at ``tg``'s columns, and the model's own."""
     require_head(loaded, "the lens")
