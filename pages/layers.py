@@ -147,9 +147,13 @@ try:
         evaluation = ui.evaluation()
         named = named_for(name, evaluation) if name in ui.SHIPPED and isinstance(evaluation, dict) else []
         found = [h for h in named if h.found]
-        if found and st.toggle("Knock out the named heads instead (" + ", ".join(f"{h.name} L{h.layer} H{h.head}" for h in found) + ")",
-                               key="w_named"):
-            chosen = [(kind.attention[0], h.layer, h.head) for h in found]
+        if found:
+            if "w_named" not in st.session_state:
+                st.session_state.w_named = ui.param("named", "0") == "1"
+            if st.toggle("Knock out the named heads instead (" + ", ".join(f"{h.name} L{h.layer} H{h.head}" for h in found) + ")",
+                         key="w_named"):
+                chosen = [(kind.attention[0], h.layer, h.head) for h in found]
+            ui.set_params(named="1" if st.session_state.w_named else None)
         ko = knockout_for(name, text, hide, target, tuple(chosen))
         what = ", ".join(f"{ATTENTION_NAMES[a]} layer {l} " + ("(all heads)" if h == -1 else f"head {h}") for a, l, h in chosen)
         st.subheader(f"Without {what}")

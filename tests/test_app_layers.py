@@ -80,6 +80,14 @@ def test_the_knockout_view_shows_the_change_and_the_every_head_grid():
     assert "layer 2 (all heads)" in shown(at) and at.query_params["head"] in ("-1", ["-1"])
 
 
+def test_a_link_knocks_out_the_named_heads_together():
+    at = page({"model": "gpt2", "view": "knockout", "named": "1"})
+    assert not at.exception
+    if not at.toggle:
+        pytest.skip("evaluate has found no named head (assets/models/evaluation.json)")
+    assert at.toggle(key="w_named").value and "Without causal self-attention layer 2 head 3" in shown(at)
+
+
 def test_t5s_knockout_offers_its_three_attentions():
     at = page({"model": "t5", "view": "knockout", "attention": "cross"})
     assert not at.exception and not at.error
