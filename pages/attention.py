@@ -5,7 +5,7 @@ from lmviz.viz.bertviz_offline import head_view_html, model_view_html, view_heig
 from lmviz.errors import LmvizError
 from lmviz.models.kinds import kind_of
 from lmviz.analysis.heads import named_heads
-from lmviz.viz import home
+from lmviz.viz.evaluation import not_yet_learnt
 from lmviz.viz.attention import clicked_head
 
 PRESETS = {
@@ -77,7 +77,7 @@ try:
                         f"no pattern at all. What such a head would do: {chosen.what}", icon="🔎")
     elif name in ui.SHIPPED and model_kind.head_probes:
         st.caption("Run `python -m lmviz evaluate` to find this model's named heads (previous-token, induction, [CLS]/[SEP] sinks).")
-    if home.not_yet_learnt(evaluation, name):
+    if not_yet_learnt(evaluation, name):
         st.warning("This T5 has not yet learnt to read its encoder: on held-out text it does not yet guess hidden "
                    "pieces twice as often as always writing the most frequent one would (Home has the figures). So its **cross-attention** "
                    "is mostly noise; its encoder and decoder self-attention still show what the masks allow.", icon="⚠️")

@@ -7,6 +7,7 @@ from lmviz.models.device import describe_device, pick_device
 from lmviz.errors import LmvizError
 from lmviz.models.kinds import KINDS
 from lmviz.viz import home
+from lmviz.viz.evaluation import evaluation_rows
 
 LINKS = {"bert": [("pages/tokenization.py", "WordPiece tokens"), ("pages/masking.py", "masked words and NSP"),
                   ("pages/attention.py", "bidirectional attention")],
@@ -89,7 +90,7 @@ elif data is None:
     st.info("There is no evaluation yet. Run `python -m lmviz evaluate` to measure the models on the held-out plays "
             "and write assets/models/evaluation.json; this table then fills in.", icon="ℹ️")
 else:
-    rows = home.evaluation_rows(data)
+    rows = evaluation_rows(data)
     held = data.get("held_out") if isinstance(data, dict) else None
     st.markdown("Each figure measured on the held-out plays"
                 + (f" ({', '.join(map(str, held))})" if isinstance(held, list) else "")

@@ -5,7 +5,7 @@ from lmviz.pretrain import objectives
 
 from lmviz.app import ui, views
 from lmviz.errors import LmvizError
-from lmviz.viz import home
+from lmviz.viz.evaluation import not_yet_learnt
 from lmviz.viz import masking as vm
 
 OBJECTIVES = {"mlm": "BERT · masked words (MLM)", "nsp": "BERT · next sentence (NSP)",
@@ -163,7 +163,7 @@ def t5_section(name: str, text: str) -> None:
     ui.set_params(noise=noise, span=span)
     result, fig = _t5(name, text, seed, noise, span)
     ui.show_notes(result.notes)
-    if warning := home.not_yet_learnt(ui.evaluation(), name):
+    if warning := not_yet_learnt(ui.evaluation(), name):
         st.warning(warning, icon="🌱")
     correct = sum(f.correct for f in result.fills)
     m1, m2 = st.columns(2)

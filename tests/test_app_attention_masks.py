@@ -195,7 +195,7 @@ def test_masks_page_layer_and_head_come_back_from_the_link():
 
 def test_attention_page_says_t5_cross_attention_is_mostly_noise():
     from lmviz.analysis.heads import read_evaluation
-    from lmviz.viz.home import not_yet_learnt
+    from lmviz.viz.evaluation import not_yet_learnt
 
     at = page("pages/attention.py", {"model": "t5"})
     said = " ".join(w.value for w in at.warning)

@@ -11,6 +11,7 @@ from lmviz.models import checkpoints
 
 from lmviz.pretrain import objectives
 from lmviz.viz import home
+from lmviz.viz.evaluation import not_yet_learnt
 
 APP = str(checkpoints.ASSETS.parent.parent / "app.py")
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
@@ -112,8 +113,8 @@ def test_masking_t5_warns_exactly_when_the_shipped_t5_is_below_its_floor():
     at = _page("pages/masking.py", objective="t5")
     path = checkpoints.ASSETS / "evaluation.json"
     data = json.loads(path.read_text()) if path.is_file() else None
-    below = home.not_yet_learnt(data, "t5") is not None
-    assert [w.value for w in at.warning if "has not finished learning" in w.value] == ([home.not_yet_learnt(data, "t5")] if below else [])
+    below = not_yet_learnt(data, "t5") is not None
+    assert [w.value for w in at.warning if "has not finished learning" in w.value] == ([not_yet_learnt(data, "t5")] if below else [])
 
 
 def test_masking_nsp_own_pair_shows_token_types():

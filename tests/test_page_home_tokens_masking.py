@@ -12,7 +12,9 @@ from lmviz.pretrain import objectives
 from lmviz.pretrain.masking import MASKED, UNSELECTED
 from lmviz.pretrain.tokenizers import explain
 from lmviz.viz import home, masking as vm
-from lmviz.viz.tokens import Cell, _groups, aligned_rows, clicked_piece, token_counts, token_strip, unk_story
+from lmviz.viz.evaluation import evaluation_rows, not_yet_learnt
+from lmviz.viz.tokens import _groups, aligned_rows, clicked_piece, token_counts, unk_story
+from lmviz.viz.strips import Cell, token_strip
 
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "**bold** $x$ [MASK] </s> <extra_id_0>",
            "👨‍👩‍👧 👍🏽 مرحبا שלום 生存", "a" * 500]
@@ -82,12 +84,12 @@ def test_evaluation_rows_pair_figures_with_baselines_and_skip_what_is_missing():
                      "baselines": {"unigram": {"loss": 6.0, "bits_per_char": 2.8}, "bigram": {"loss": 5.0}}},
             "bert": {"figures": {"mlm_top1": 0.4, "nsp_acc": "n/a"}, "baselines": {"most_frequent_top1": 0.05}},
             "t5": "broken"}
-    rows = home.evaluation_rows(data)
+    rows = evaluation_rows(data)
     loss = next(r for r in rows if r["figure"].startswith("next-token loss"))
     assert loss["ours"] == 4.1 and "unigram 6.000" in loss["baselines"] and "bigram 5.000" in loss["baselines"]
     assert any(r["figure"] == "new figure" for r in rows)
     assert not any(r["figure"] == "NSP accuracy" for r in rows)
-    assert home.evaluation_rows(None) == [] and home.evaluation_rows([1, 2]) == []
+    assert evaluation_rows(None) == [] and evaluation_rows([1, 2]) == []
 
 
 def test_evaluation_rows_show_every_baseline_and_say_when_ours_loses():
@@ -95,7 +97,7 @@ def test_evaluation_rows_show_every_baseline_and_say_when_ours_loses():
                      "baselines": {"unigram_loss": 6.3, "most_frequent_top5": 0.17}},
             "t5": {"figures": {"loss": 4.7, "content_acc": 0.02},
                    "baselines": {"unigram_loss": 6.0, "most_frequent_acc": 0.03}}}
-    rows = {r["figure"]: r for r in home.evaluation_rows(data)}
+    rows = {r["figure"]: r for r in evaluation_rows(data)}
     assert rows["MLM loss (nats/masked token)"]["baselines"] == "unigram 6.300"
     assert rows["MLM top-5 accuracy"]["baselines"] == "5 most frequent tokens 0.170"
     assert rows["span loss (nats/target token)"]["baselines"] == "unigram 6.000"
@@ -253,7 +255,7 @@ def test_masking_figures_escape_user_text(models, text):
     ({"t5": {"figures": {"content_acc": "n/a"}}}, False), (None, False), ("unreadable", False), ([1, 2], False),
 ])
 def test_the_t5_warning_follows_the_figures_and_ignores_a_malformed_file(data, warns):
-    note = home.not_yet_learnt(data, "t5")
+    note = not_yet_learnt(data, "t5")
     assert (note is not None) == warns
     if warns:
         assert "2.5%" in note and "2.9%" in note

@@ -14,7 +14,8 @@ import plotly.graph_objects as go
 from lmviz.pretrain.masking import KEPT, MASKED, OUTCOME_NAMES, RANDOM, UNSELECTED
 from lmviz.pretrain.objectives import MlmResult, NspResult, ShiftTable, T5Result
 from lmviz.viz.style import MODEL_COLOURS, PALETTE, base_layout, escape, ticks
-from lmviz.viz.tokens import SPECIAL_GREY, Cell, legend_key, tint, token_strip
+from lmviz.viz.strips import Cell, token_strip
+from lmviz.viz.tokens import SPECIAL_GREY, legend_key, tint
 
 # unselected stays white; the three things that happen to a selected token get distinct Okabe–Ito colours
 OUTCOME_COLOURS = {UNSELECTED: "#F2F2F2", MASKED: "#0072B2", RANDOM: "#E69F00", KEPT: "#009E73"}
