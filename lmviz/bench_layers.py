@@ -11,7 +11,7 @@ from lmviz.analysis.forming import at_step, list_snapshots, memory_bytes
 from lmviz.analysis.knockout import every_head, knockout, shape
 from lmviz.analysis.lens import lens
 from lmviz.analysis.targets import targets
-from lmviz.bench_pages import PageRow, edited_text
+from lmviz.bench_rows import PageRow, edited_text
 from lmviz.models import checkpoints
 from lmviz.models.kinds import KINDS
 

@@ -8,9 +8,7 @@ reported as skipped; any other error in a page's work is a bug and is raised. Ea
 """
 from __future__ import annotations
 
-import statistics
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from lmviz.analysis import masks
@@ -18,6 +16,8 @@ from lmviz.analysis.compare import compare, view_data
 from lmviz.analysis.generation import LiveRun
 from lmviz.analysis.strategies import Strategy
 from lmviz.app import views
+from lmviz.bench_layers import bench_layers
+from lmviz.bench_rows import PageRow, edited_text
 from lmviz.models import checkpoints
 from lmviz.models.device import pick_device
 from lmviz.models.kinds import KINDS, device_of
@@ -26,20 +26,6 @@ from lmviz.viz.compare import stats_figure
 
 PAGE_GOAL_MS = 300
 SWITCH_GOAL_MS = 200
-PASSAGE = ("To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the slings and arrows of "
-           "outrageous fortune, or to take arms against a sea of troubles and by opposing end them. To die, to sleep, no "
-           "more; and by a sleep to say we end the heart-ache and the thousand natural shocks that flesh is heir to: "
-           "'tis a consummation devoutly to be wish'd. To die, to sleep; to sleep, perchance to dream.")
-EDITS = ["dream", "sleep", "night", "king", "love", "death", "crown", "heaven", "soul", "blood", "grief", "honour"]
-
-
-def edited_text(n_words: int, edit: int) -> str:
-    """``n_words`` words of Hamlet's soliloquy with the last word replaced: a new text for every ``edit``."""
-    words = (PASSAGE.split() * (n_words // len(PASSAGE.split()) + 1))[:n_words]
-    words[-1] = f"{EDITS[edit % len(EDITS)]}{edit // len(EDITS) or ''}."
-    return " ".join(words)
-
-
 def _tokenization(models, text):
     exp = views.explanations({k: m.tokenizer for k, m in models.items()}, text, None)
     return vt.aligned_rows(text, exp, None), vt.token_counts(exp)
@@ -101,22 +87,6 @@ def page_cases(models: dict) -> dict[str, Callable[[str], object]]:
     return cases
 
 
-@dataclass
-class PageRow:
-    page: str
-    times: list[float]
-    goal_ms: float
-    skipped: str = ""
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.times) * 1e3 if self.times else float("nan")
-
-    @property
-    def met(self) -> bool:
-        return bool(self.times) and self.median_ms < self.goal_ms
-
-
 def bench_pages(models: dict | None = None, repeats: int = 5, words: int = 64) -> list[PageRow]:
     """Median time of each page's work on a new text (warm models), then of a layer/head switch."""
     if models is None:
@@ -149,8 +119,6 @@ def bench_pages(models: dict | None = None, repeats: int = 5, words: int = 64) -
                 _head_figures(run, att, layer, head, arithmetic)
                 times.append(time.perf_counter() - t)
             rows.append(PageRow(f"attention ({kind}, {att}): layer/head switch, {what}", times, SWITCH_GOAL_MS))
-    from lmviz.bench_layers import bench_layers  # here: it builds on this module's PageRow and texts
-
     return rows + bench_layers(models, repeats, words)
 
 
