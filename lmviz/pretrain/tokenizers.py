@@ -16,6 +16,7 @@ from typing import Iterable, Literal
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from lmviz.errors import LmvizError
+from lmviz.models.kinds import GPT2_EOT  # the kind owns the encode rule; its prefix token is named once
 
 Kind = Literal["bert", "gpt2", "t5"]
 KINDS: tuple[Kind, ...] = ("bert", "gpt2", "t5")
@@ -23,7 +24,6 @@ VOCAB_SIZE: dict[Kind, int] = {"bert": 4096, "gpt2": 8192, "t5": 4096}
 N_SENTINELS = 32
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-GPT2_EOT = "<|endoftext|>"
 T5_SPECIALS = ["<pad>", "</s>", "<unk>"]
 SENTINELS = [f"<extra_id_{i}>" for i in range(N_SENTINELS)]
 DISPLAY_NAME: dict[Kind, str] = {"bert": "WordPiece (BERT)", "gpt2": "byte-level BPE (GPT-2)", "t5": "Unigram (T5)"}
