@@ -115,6 +115,11 @@ try:
     if run is not None and run.outcome is not None:
         (st.warning if run.status != "done" else st.success)(run.message)
         ui.show_notes(run.notes)
+        if (only := run.outcome.only_label()) is not None:
+            st.warning(f"It answers “{run.task.labels[only]}” for every held-out speech: it has learned how often each "
+                       f"label comes, not yet to read the speech. More steps or another learning rate may get it there; a "
+                       f"model whose pretraining never taught it to use its input (T5 here, whose decoder does not yet read "
+                       f"its encoder: see Home) may not get there at all.", icon="🪞")
         st.subheader("On the held-out plays")
         b = run.baselines
         ui.plot(accuracy_figure(run.outcome.accuracy, b.majority_accuracy, b.bow_accuracy, st.session_state.ft_for[1]))

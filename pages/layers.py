@@ -119,7 +119,7 @@ try:
     elif len(kind.stacks) == 2:  # an encoder-decoder is scored on a target
         if "w_target" not in st.session_state:
             st.session_state.w_target = ui.param("target", "")
-        target = st.text_input("Target the decoder writes (empty: T5's own greedy output)", key="w_target", max_chars=500)
+        target = st.text_input("Target the decoder writes (empty: your text, punctuated, if T5 learnt punctuate:; else its own output)", key="w_target", max_chars=500)
         ui.set_params(target=target or None)
     view = choose("view", list(VIEWS), "lens", "View", st.radio, format_func=VIEWS.get, horizontal=True)
     if view != "training":

@@ -28,7 +28,8 @@ from urllib.parse import urlparse
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import CHROMIUM, FLAGS, foreign_connections, free_port, resident_mb, start_app  # noqa: E402
 
-PAGES = ["", "tokenization", "masking", "attention", "masks", "generation", "compare"]
+PAGES = ["", "tokenization", "masking", "attention", "masks", "generation", "compare", "finetune"]
+FINETUNE_QUERY = "model=bert&task=verse&n=256"  # a fine-tuning student's run: 16 steps of BERT, then its results
 WORDS = "love time king night death heaven lord honour sweet fair blood crown sleep dream heart".split()
 
 
@@ -40,15 +41,18 @@ class Stats:
     foreign: list[str] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
     actions: dict[str, list[float]] = field(default_factory=dict)  # what the student did -> its latencies
+    jobs: list[float] = field(default_factory=list)  # fine-tuning runs: seconds from Start to the results shown
 
     def record(self, action: str, seconds: float) -> None:
         self.latencies.append(seconds)
         self.actions.setdefault(action, []).append(seconds)
 
     def summary(self) -> dict:
+        others = [t for a, v in self.actions.items() if not a.startswith("finetune") for t in v]
         return {**_figures(self.latencies), "errors": len(self.errors), "dialogs": len(self.dialogs),
                 "foreign_requests": len(self.foreign), "leaks": len(self.leaks),
-                "actions": {a: _figures(v) for a, v in sorted(self.actions.items())}}
+                "actions": {a: _figures(v) for a, v in sorted(self.actions.items())},
+                "not_finetuning": _figures(others), "finetune_jobs": _figures(self.jobs)}
 
 
 def _figures(latencies: list[float]) -> dict:
@@ -71,13 +75,18 @@ async def settled(page, timeout: float = 90.0) -> None:
                                  timeout=timeout * 1000)
 
 
-async def student(i: int, url: str, deadline: float, stats: Stats, markers: list[str], long_generation: bool, browser) -> None:
+async def student(i: int, url: str, deadline: float, stats: Stats, markers: list[str], long_generation: bool, browser,
+                  finetune: bool = False) -> None:
     rng = random.Random(i)
     ctx = await browser.new_context(viewport={"width": 1400, "height": 900})
     page = await ctx.new_page()
     page.on("request", lambda r: stats.foreign.append(r.url) if urlparse(r.url).hostname not in ("127.0.0.1", "localhost", None) else None)
     page.on("dialog", lambda d: (stats.dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
     marker = markers[i]
+    if finetune:
+        await finetuner(i, page, url, deadline, stats)
+        await ctx.close()
+        return
     await page.goto(f"{url}/attention")
     await settled(page)
     n = 0
@@ -133,9 +142,31 @@ async def student(i: int, url: str, deadline: float, stats: Stats, markers: list
     await ctx.close()
 
 
-async def measure(sessions: int, seconds: float, student, port: int | None = None, long_generation: bool = True) -> dict:
+async def finetuner(i: int, page, url: str, deadline: float, stats: Stats) -> None:
+    """A student who fine-tunes BERT again and again, waiting in line when the queue is full, and looks at the results."""
+    await page.goto(f"{url}/finetune?{FINETUNE_QUERY}")
+    await settled(page)
+    while time.time() < deadline:
+        try:
+            t0 = time.perf_counter()
+            await page.get_by_role("button", name="Start fine-tuning").click()
+            await settled(page)
+            stats.record("finetune start", time.perf_counter() - t0)
+            await page.get_by_text("Take it with you").wait_for(timeout=max(1000, (deadline - time.time()) * 1000))
+            stats.jobs.append(time.perf_counter() - t0)
+            for e in await page.locator("[data-testid='stException']").all_inner_texts():
+                stats.errors.append(f"session {i} fine-tuning: {e[:300]}")
+        except Exception as err:
+            if time.time() < deadline - 1:
+                stats.errors.append(f"session {i} fine-tuning: {type(err).__name__}: {str(err)[:200]}")
+            return
+
+
+async def measure(sessions: int, seconds: float, student, port: int | None = None, long_generation: bool = True,
+                  finetuners: int = 0) -> dict:
     """Start the app, let ``student(i, url, deadline, stats, markers, long_generation)`` run for every session at once
-    (after one short session that loads the models) and sum up what they saw and what the server did."""
+    (after one short session that loads the models) and sum up what they saw and what the server did. Sessions 1 to
+    ``finetuners`` fine-tune a model instead (``student(..., finetune=True)``); ``not_finetuning`` is the others' figures."""
     port = port or free_port()
     proc = start_app(port)
     url = f"http://127.0.0.1:{port}"
@@ -152,8 +183,8 @@ async def measure(sessions: int, seconds: float, student, port: int | None = Non
                 conns.extend(foreign_connections(proc.pid))
                 await asyncio.sleep(0.5)
 
-        await asyncio.gather(watch(), *(student(i, url, deadline, stats, markers, long_generation and i == 0)
-                                        for i in range(sessions)))
+        await asyncio.gather(watch(), *(student(i, url, deadline, stats, markers, long_generation and i == 0,
+                                                finetune=1 <= i <= finetuners) for i in range(sessions)))
         rss_end = resident_mb(proc.pid)
     finally:
         proc.terminate()
@@ -165,13 +196,15 @@ async def measure(sessions: int, seconds: float, student, port: int | None = Non
     return out
 
 
-async def classroom(sessions: int, seconds: float, port: int | None = None, long_generation: bool = True) -> dict:
+async def classroom(sessions: int, seconds: float, port: int | None = None, long_generation: bool = True,
+                    finetuners: int = 0) -> dict:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         try:
-            return await measure(sessions, seconds, functools.partial(student, browser=browser), port, long_generation)
+            return await measure(sessions, seconds, functools.partial(student, browser=browser), port, long_generation,
+                                 finetuners)
         finally:
             await browser.close()
 
@@ -180,8 +213,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--finetuners", type=int, default=0, help="sessions that fine-tune BERT throughout")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(classroom(args.sessions, args.seconds)), indent=2))
+    print(json.dumps(asyncio.run(classroom(args.sessions, args.seconds, finetuners=args.finetuners)), indent=2))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import PAGES, WORDS, Stats, measure  # noqa: E402
+from load import FINETUNE_QUERY, PAGES, WORDS, Stats, measure  # noqa: E402
 
 EARLY_FOR_RERUN = 2  # ScriptFinishedStatus: the app asked for another run; keep reading
 
@@ -97,13 +97,15 @@ def _state(proto, **value):
 
 
 async def student(i: int, url: str, deadline: float, stats: Stats, markers: list[str], long_generation: bool,
-                  think: float = 0.0) -> None:
+                  think: float = 0.0, finetune: bool = False) -> None:
     """One student; between interactions they look at the result for ``think`` seconds on average (0: never)."""
     from websockets.asyncio.client import connect
 
     rng = random.Random(i)
     async with connect(url.replace("http", "ws") + "/_stcore/stream", max_size=None, ping_interval=None) as ws:
         s = Session(ws, markers[i], markers, stats, f"session {i}")
+        if finetune:
+            return await finetuner(s, deadline, stats, think)
         await s.run(page="attention")
         n = 0
         while time.time() < deadline:
@@ -133,9 +135,29 @@ async def student(i: int, url: str, deadline: float, stats: Stats, markers: list
                 return
 
 
+async def finetuner(s: Session, deadline: float, stats: Stats, think: float) -> None:
+    """A student who fine-tunes BERT again and again: Start, then a look at the page every second or so (as the page's
+    own live part reruns) until the results are there; a job may first wait in the server's queue."""
+    await s.run(page="finetune", query=FINETUNE_QUERY)
+    while time.time() < deadline:
+        start = s.find("button", "▶️ Start")
+        if start is None or start.disabled:
+            stats.errors.append(f"{s.name}: the Fine-tuning page offers no Start button")
+            return
+        t0 = time.perf_counter()
+        stats.record("finetune start", await s.run(states=[_state(start, trigger_value=True)]))
+        while time.time() < deadline:
+            await asyncio.sleep(max(1.0, think / 5))
+            stats.record("finetune poll", await s.run())
+            if s.find("download_button", "⬇️ Download") is not None:  # the results are drawn
+                stats.jobs.append(time.perf_counter() - t0)
+                await asyncio.sleep(think)
+                break
+
+
 async def classroom(sessions: int, seconds: float, port: int | None = None, long_generation: bool = True,
-                    think: float = 0.0) -> dict:
-    out = await measure(sessions, seconds, functools.partial(student, think=think), port, long_generation)
+                    think: float = 0.0, finetuners: int = 0) -> dict:
+    out = await measure(sessions, seconds, functools.partial(student, think=think), port, long_generation, finetuners)
     return {**out, "think_s": think}
 
 
@@ -146,9 +168,10 @@ def main() -> None:
     ap.add_argument("--think", type=float, default=0.0,
                     help="mean seconds a student looks at a result before the next interaction (0: at once)")
     ap.add_argument("--no-long", action="store_true", help="no session runs 60-token generations")
+    ap.add_argument("--finetuners", type=int, default=0, help="sessions that fine-tune BERT throughout (1 to N)")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(classroom(args.sessions, args.seconds, long_generation=not args.no_long, think=args.think)),
-                     indent=2))
+    print(json.dumps(asyncio.run(classroom(args.sessions, args.seconds, long_generation=not args.no_long, think=args.think,
+                                           finetuners=args.finetuners)), indent=2))
 
 
 if __name__ == "__main__":

@@ -200,3 +200,12 @@ def test_the_downloaded_gpt2_and_t5_load_into_transformers_and_into_the_app(mode
 def test_the_shipped_model_files_are_byte_identical_after_fine_tuning(before_hashes, bert_run, models):
     finetune(models["t5"], Spec(task="verse", examples=16, max_steps=1, evals=0))
     assert shipped_hashes() == before_hashes
+
+
+def test_a_classifier_that_gives_every_speech_one_label_is_named_as_such():
+    from lmviz.analysis.finetune import Outcome
+
+    one = Outcome(0.6, np.array([[0.7, 0.3]] * 5), [0, 0, 0, 1, 1], np.array([[3, 0], [2, 0]]))
+    assert one.only_label() == 0
+    two = Outcome(0.8, np.array([[0.7, 0.3]] * 5), [0, 0, 0, 1, 1], np.array([[3, 0], [1, 1]]))
+    assert two.only_label() is None

@@ -117,3 +117,17 @@ def test_hiding_a_position_that_is_not_a_word_is_a_message(models):
             targets(models["bert"], TEXT, hide=bad)
     with pytest.raises(LmvizError, match="Nothing is hidden"):
         targets(models["bert"], TEXT, hide=[])
+
+
+def test_a_t5_trained_text_to_text_is_asked_to_punctuate_and_scored_on_the_text_as_typed(models):
+    import dataclasses
+
+    taught = dataclasses.replace(models["t5"], extra={"train": {"mixture": {"punctuate": 1.0}}})
+    tg = targets(taught, "To be, or not to be: that is the question.")
+    read = "".join(tg.source_tokens).replace("▁", " ")
+    assert read.startswith(" punctuate: to be or not") and "," not in tg.source_tokens
+    assert tg.target_tokens[:4] == ["▁To", "▁be", ",", "▁or"] and tg.target_tokens[-1] == "</s>"
+    assert any("punctuate" in n for n in tg.notes)
+    assert targets(taught, "genre: To be, or not to be.").notes[-1].startswith("T5's target is its own greedy output")
+    with pytest.raises(LmvizError, match="no words"):
+        targets(taught, "?!")

@@ -80,6 +80,12 @@ class Outcome:
     truth: list[int]
     confusion: np.ndarray  # [true label, predicted label] counts
 
+    def only_label(self) -> int | None:
+        """The one label it gives every held-out speech, if it gives only one (it learned the labels' frequencies, not
+        to read the speech); else None."""
+        given = np.flatnonzero(self.confusion.sum(0))
+        return int(given[0]) if len(given) == 1 else None
+
     def wrong(self, held: list[Example], labels: tuple[str, ...], n: int = 8) -> list[dict]:
         """The held-out speeches it got wrong, most confident first."""
         pred = self.probs.argmax(1)

@@ -17,6 +17,7 @@ from lmviz.errors import LmvizError
 from lmviz.models.checkpoints import Loaded
 from lmviz.models.kinds import device_of, kind_of
 from lmviz.models.record import Want
+from lmviz.pretrain.text2text import knows_prefixes, prefixed, split_prefix, strip_punctuation
 
 
 
@@ -81,16 +82,31 @@ def targets(loaded: Loaded, text: str, hide: list[int] | None = None, target: st
         truth = [enc.ids[p] if p in hide else None for p in columns]
         return Targets(kind.name, ids, tokens, ids, tokens, columns, truth,
                        [enc.labels[p] if p in hide else None for p in columns], enc.type_ids, enc.notes, hidden=True)
-    enc = model_input(loaded, text)  # an encoder-decoder: its decoder's target, teacher-forced
-    start = kind.decoder_start(loaded.model.config)
+    start = kind.decoder_start(loaded.model.config)  # an encoder-decoder: its decoder's target, teacher-forced
     limit = kind.context(loaded.model.config, "decoder")
-    if target is not None and target.strip():
+    typed = target is not None and target.strip()
+    if not typed and knows_prefixes(loaded) and split_prefix(text)[0] is None:
+        # A T5 trained text-to-text is asked to punctuate the text, and scored on writing it back as it was typed.
+        source = prefixed("punctuate", strip_punctuation(text))
+        if not strip_punctuation(text):
+            raise LmvizError("The text has no words: type a sentence for T5 to punctuate.")
+        enc, tgt = model_input(loaded, source), encode(loaded, text, stack="decoder")
+        return _decoder_targets(kind, tok, start, tgt.ids[:limit], tgt.labels[:limit], enc, enc.notes + tgt.notes + [
+            "T5 is asked to punctuate: it reads your text lower-cased without punctuation and is scored on writing it as "
+            "you typed it (type a target, or start the text with fill: or genre:, to ask another task)."])
+    enc = model_input(loaded, text)
+    if typed:
         tgt = encode(loaded, target, stack="decoder")
         full, full_labels, notes = tgt.ids[:limit], tgt.labels[:limit], enc.notes + tgt.notes
     else:
         out = greedy_t5(loaded, enc.ids, 24)[1:]
         full, full_labels = out, [label(tok.id_to_token(i) or "?") for i in out]
         notes = enc.notes + ["T5's target is its own greedy output (type a target to score another)."]
+    return _decoder_targets(kind, tok, start, full, full_labels, enc, notes)
+
+
+def _decoder_targets(kind, tok, start: list[int], full: list[int], full_labels: list[str], enc, notes: list[str]) -> Targets:
+    """Teacher forcing: the decoder reads its start and the target but its last token, and predicts the target."""
     ids = [*start, *full[:-1]]
     tokens = [label(tok.id_to_token(i) or "?") for i in start] + full_labels[:-1]
     return Targets(kind.name, ids, tokens, enc.ids, enc.labels, list(range(len(ids))), list(full), list(full_labels), [], notes)

@@ -19,6 +19,7 @@ from typing import Callable
 
 from lmviz.errors import LmvizError
 
+NICE = 5  # a job's thread yields to the sessions' reruns; at 10 another busy process on the machine starved it
 WAITING, RUNNING, DONE, STOPPED, FAILED, CANCELLED = "waiting", "running", "done", "stopped", "failed", "cancelled"
 
 
@@ -144,6 +145,7 @@ class JobQueue:
             return job
 
     def _work(self) -> None:
+        _lower_priority()
         while (job := self._next()) is not None:
             try:
                 result = job.work(job)
@@ -159,6 +161,15 @@ class JobQueue:
                 with self._cond:
                     self._running.discard(job)
                     self._reap()
+
+
+def _lower_priority() -> None:
+    """This thread runs at nice ``NICE`` (Linux gives each thread its own), so the sessions' reruns get the cores first and a
+    job takes what they leave."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at the usual priority
+        pass
 
 
 def default_slots() -> int:
