@@ -3,10 +3,12 @@ page raises, leaks or slows to a halt. The full run (20 sessions, 3 fine-tuning)
 from browser import run_async
 
 
-def test_students_fine_tune_in_the_queue_while_the_others_keep_working():
+def test_students_fine_tune_in_the_queue_while_the_others_keep_working(monkeypatch):
+    import protocol_load
     from protocol_load import classroom
 
-    r = run_async(classroom(sessions=5, seconds=75, think=2, finetuners=2))
+    monkeypatch.setattr(protocol_load, "FINETUNE_QUERY", "model=bert&task=verse&n=64")  # 4 steps: CI machines are small
+    r = run_async(classroom(sessions=4, seconds=90, think=2, finetuners=2))
     print(r)
     assert r["errors"] == 0, r["first_errors"]
     assert r["leaks"] == 0, r["first_leaks"]
