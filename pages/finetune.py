@@ -32,7 +32,7 @@ def work(loaded, spec: Spec):
         run = prepare(loaded, spec)
         job.result = run  # the page draws it while it grows
         finetune(loaded, spec, stop=job.should_stop, run=run)
-        if not job.should_stop() or run.status == "stopped":
+        if jobs.streamlit_alive(job.owner):  # stopped by its tab's Stop button, or done (a closed tab wants nothing more)
             run.changes = changed_heads(loaded, run.classifier, run.held)
         return run
     return run_job

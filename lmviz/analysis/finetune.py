@@ -66,6 +66,8 @@ class Spec:
                              f"('full': the whole model, 'probe': the classifier only).")
         if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not math.isfinite(self.lam) or not 0 <= self.lam <= 10:
             raise LmvizError(f"λ (the weight of the language-model loss) must be from 0 to 10; got {self.lam!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise LmvizError(f"The seed must be a whole number from 0 to {2**32 - 1}; got {self.seed!r}.")
         if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 64:
             raise LmvizError(f"The batch size must be from 1 to 64; got {self.batch_size!r}.")
         task(self.task)
