@@ -67,7 +67,8 @@ def slider_row(loaded, repeats: int, text: str) -> PageRow:
         moves = [models[i % len(models)] for i in range(repeats + 1)]  # each move: the lens and the head at that step
         layers, heads = shape(loaded)
         layer, head = min(2, layers - 1), min(3, heads - 1)  # the shipped GPT-2's previous-token head: layer 2, head 3
-        times = _times(lambda snapshot: at_step(snapshot, text, [], "", layer, head), moves)
+        tg = targets(loaded, text)
+        times = _times(lambda snapshot: at_step(snapshot, tg, layer, head), moves)
         mb = memory_bytes(models) / 2 ** 20
     return PageRow(f"layers (gpt2): training slider to a new step ({len(models)} snapshots cached, {mb:.0f} MB{note})",
                    times, SLIDER_GOAL_MS)

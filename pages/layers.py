@@ -80,15 +80,15 @@ def snapshot_models(folder: str):
 
 
 @st.cache_data(max_entries=8, show_spinner="Scoring every head at every snapshot…")
-def forming_for(folder: str, text: str):
+def forming_for(folder: str, name: str, text: str, hide: tuple[int, ...], target: str):
     snaps, models = snapshot_models(folder)
-    return forming(models, [s.step for s in snaps], text)
+    return forming(models, [s.step for s in snaps], problem(name, text, hide, target))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def step_view(folder: str, step: int, text: str, hide: tuple[int, ...], target: str, layer: int, head: int):
+def step_view(folder: str, step: int, name: str, text: str, hide: tuple[int, ...], target: str, layer: int, head: int):
     snaps, models = snapshot_models(folder)
-    return at_step(models[[s.step for s in snaps].index(step)], text, list(hide), target, layer, head)
+    return at_step(models[[s.step for s in snaps].index(step)], problem(name, text, hide, target), layer, head)
 
 
 def download(data: dict, file: str) -> None:
@@ -207,7 +207,7 @@ try:
             st.info(f"{ui.display_name(name)} has no training snapshots (a run keeps them under snapshots/ when it is "
                     "trained with them).", icon="ℹ️")
             st.stop()
-        f = forming_for(folder, text)
+        f = forming_for(folder, name, text, hide, target)
         steps = [s.step for s in snaps]
         named = [h for h in (named_for(name, ui.evaluation()) if name in ui.SHIPPED and isinstance(ui.evaluation(), dict) else [])
                  if h.name.startswith("previous")]
@@ -224,13 +224,14 @@ try:
                  f"{step} (even attention: {f.chance:.2f}); " +
                  (f"it has scored at least twice that since step {formed}." if formed is not None else "it never holds twice that."))
         ui.plot(loss_curve(loss_points(loaded.train_log), step, steps, "Training loss"))
-        ln, probs, (queries, keys) = step_view(folder, step, text, hide, target, layer, head)
+        ln, probs, (queries, keys) = step_view(folder, step, name, text, hide, target, layer, head)
         c1, _ = st.columns([3, 2])
         with c1:
             ui.plot(attention_heatmap(probs, queries, keys, title=f"Layer {layer}, head {head} at step {step}", height=560,
                                       narrow=True))
         st.caption("A previous-token head draws a diagonal one step below the main one. Below: every layer's guess at this step.")
-        ui.plot(lens_figure(ln, f"Every layer's guess at step {step}"))
+        if ln is not None:
+            ui.plot(lens_figure(ln, f"Every layer's guess at step {step}"))
         st.caption(f"{len(models)} snapshots cached in memory: {memory_bytes(models) / 2**20:.0f} MB (float32 once loaded).")
         download(forming_data(f, layer, head, step), f"forming_{kind.name}.json")
     if not has_head(loaded):

@@ -40,7 +40,7 @@ def test_the_last_snapshot_is_the_trained_model_in_float16(run):
 
 def test_the_previous_token_head_forms_over_the_snapshots(run):
     folder, snaps, models = run
-    f = forming(models, [s.step for s in snaps], TEXTS["previous"])
+    f = forming(models, [s.step for s in snaps], targets(models[-1], TEXTS["previous"]))
     layer, head = f.best_head()
     assert f.scores[-1, layer, head] >= 2 * f.chance > f.scores[0, layer, head]  # random weights attend evenly
     assert f.formed_at(layer, head) in STEPS[1:]

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lmviz.analysis.heads import previous_token_score
-from lmviz.analysis.inference import attention_run
 from lmviz.analysis.lens import lens
-from lmviz.analysis.targets import targets
+from lmviz.analysis.targets import Targets, forward, has_head
 from lmviz.errors import LmvizError
 from lmviz.models import checkpoints
 from lmviz.models.checkpoints import Loaded
@@ -85,15 +85,22 @@ class Forming:
         return first
 
 
-def forming(models: list[Loaded], steps: list[int], text: str) -> Forming:
-    """Every head's previous-token score on ``text`` at each snapshot (``models``, in step order)."""
+def _attention(loaded: Loaded, tg: Targets) -> np.ndarray:
+    """``[L, H, S, S]``: the first attention kind of ``loaded`` on ``tg``'s input (the text's own tokens)."""
+    with torch.inference_mode():
+        record = forward(loaded, tg, want=Want(attention=True)).record
+    return record.stacked(kind_of(loaded).attention[0]).numpy()
+
+
+def forming(models: list[Loaded], steps: list[int], tg: Targets) -> Forming:
+    """Every head's previous-token score on ``tg``'s text at each snapshot (``models``, in step order). ``tg`` is the
+    text as the finished model reads it (its tokenizer is the snapshots' too), so every step reads the same input."""
     if not models:
         raise LmvizError("This model has no training snapshots.")
     kind = kind_of(models[0]).attention[0]
     scores = []
     for m in models:
-        run = attention_run(m, text, want=Want(attention=True))
-        stacked = run.heads(kind)
+        stacked = _attention(m, tg)
         scores.append([[previous_token_score(stacked[l, h]) for h in range(stacked.shape[1])] for l in range(stacked.shape[0])])
     n = stacked.shape[-1]
     keep = np.tril(np.ones((n, n))) if kind == "causal" else np.ones((n, n))
@@ -101,11 +108,11 @@ def forming(models: list[Loaded], steps: list[int], text: str) -> Forming:
     return Forming(list(steps), np.asarray(scores), chance, kind)
 
 
-def at_step(loaded: Loaded, text: str, hide: list[int], target: str, layer: int, head: int):
-    """What the page shows at one snapshot: the lens, one head's attention ``[Q, K]`` and its ``(queries, keys)``."""
-    run = attention_run(loaded, text, want=Want(attention=True))
-    kind = kind_of(loaded).attention[0]
-    return lens(loaded, targets(loaded, text, hide, target)), run.head(kind, layer, head), run.axes(kind)
+def at_step(loaded: Loaded, tg: Targets, layer: int, head: int):
+    """What the page shows at one snapshot: the lens (None for a model without its LM head), one head's attention
+    ``[S, S]`` and its ``(queries, keys)``."""
+    ln = lens(loaded, tg) if has_head(loaded) else None
+    return ln, _attention(loaded, tg)[layer, head], (tg.source_tokens, tg.source_tokens)
 
 
 def memory_bytes(models: list[Loaded]) -> int:
