@@ -201,7 +201,7 @@ def load(folder: str | Path, device: torch.device | str | None = None, need_toke
     model.eval().requires_grad_(False)
     if device is not None:
         model.to(device)
-    return Loaded(kind, model, tokenizer, folder, heads, log, config.get("lmviz"))
+    return Loaded(kind, model, tokenizer, folder, heads, log, config.get("lmviz") or _snapshot_extra(folder))
 
 
 class _NoRandomInit(TorchFunctionMode):
@@ -282,6 +282,16 @@ def _tokenizer_path(folder: Path) -> Path:
     if not own.is_file() and folder.parent.name == SNAPSHOTS and (folder.parent.parent / "tokenizer.json").is_file():
         return folder.parent.parent / "tokenizer.json"
     return own
+
+
+def _snapshot_extra(folder: Path) -> dict | None:
+    """A snapshot's training settings are its model's (how it reads its input), at the snapshot's own step."""
+    if folder.parent.name != SNAPSHOTS or not (folder / "snapshot.json").is_file():
+        return None
+    parent = folder.parent.parent / "config.json"
+    extra = dict(read_json(parent).get("lmviz") or {}) if parent.is_file() else {}
+    extra["steps_done"] = read_json(folder / "snapshot.json").get("step")
+    return extra or None
 
 
 SNAPSHOTS = "snapshots"

@@ -1,0 +1,30 @@
+"""Training snapshots: float16 copies of a run's weights that load like any model folder."""
+from __future__ import annotations
+
+import shutil
+
+import torch
+
+from lmviz.models import checkpoints
+
+
+def test_a_snapshot_loads_like_its_model_at_float16_precision(tmp_path):
+    shutil.copytree(checkpoints.shipped("gpt2"), tmp_path / "gpt2", ignore=shutil.ignore_patterns("snapshots"))
+    model = checkpoints.load(tmp_path / "gpt2").model
+    snap = checkpoints.save_snapshot(model, tmp_path / "gpt2", 4250, 0.5, {"loss": 4.8})
+    assert checkpoints.snapshots(tmp_path / "gpt2") == [snap]
+    assert not (snap / "tokenizer.json").exists(), "a snapshot shares its model's tokenizer"
+    loaded = checkpoints.load(snap)
+    assert loaded.tokenizer.get_vocab_size() == 8192
+    assert loaded.extra["steps_done"] == 4250, "a snapshot reports its own step"
+    assert (snap / "model.safetensors").stat().st_size < 0.55 * (tmp_path / "gpt2" / "model.safetensors").stat().st_size
+    ids = torch.tensor([loaded.tokenizer.encode("ROMEO:\nBut soft, what light").ids])
+    with torch.no_grad():
+        a, b = model(ids).logits, loaded.model(ids).logits
+    assert (a - b).abs().max() < 0.05 and (a.argmax(-1) == b.argmax(-1)).all()
+
+
+def test_a_folder_without_snapshots_has_none(tmp_path):
+    assert checkpoints.snapshots(tmp_path) == []
+    (tmp_path / "snapshots" / "000010").mkdir(parents=True)  # half-written: no snapshot.json, no weights
+    assert checkpoints.snapshots(tmp_path) == []
