@@ -8,7 +8,9 @@ shipped folder (eager attention), on the same token ids, batch 1. Rows:
 - GPT-2 greedy decode of 64 tokens after a 192-token prompt: with our KV cache against our own
   recompute of the whole sequence at each step (goal ≥ 3× faster, i.e. a time ratio ≤ 0.33), and
   against ``generate`` with its cache (goal ≤ 1.0);
-- a training step, forward + backward of the pretraining loss, dropout off in both (goal ≤ 1.0).
+- a training step, forward + backward of the pretraining loss, dropout off in both (goal ≤ 1.0);
+- where the hardware computes bfloat16 (CUDA, or a CPU with AVX-512 BF16 / AMX), a training step at the training
+  batch (32) under bf16 autocast against the same step in float32: training uses autocast when it is faster.
 
 ``pages``: how fast each page's own work is (``lmviz.bench_pages``).
 
@@ -30,7 +32,8 @@ import torch.nn.functional as F
 from lmviz.bench_pages import bench_pages, pages_markdown
 from lmviz.errors import LmvizError
 from lmviz.models import checkpoints
-from lmviz.models.device import pick_device
+from lmviz.models.device import autocast as device_autocast
+from lmviz.models.device import cpu_has_bf16, pick_device
 from lmviz.models.kinds import KINDS, device_of, kind_of
 from lmviz.models.record import Want
 
@@ -162,13 +165,10 @@ def forward_cases(kind: str, ours, hf, seq_len: int, target_len: int, device) ->
     return {"ours": lambda: ours(x, y, want=Want()), "ref": lambda: hf(input_ids=x, decoder_input_ids=y, output_attentions=True)}
 
 
-def train_cases(kind: str, ours, hf, seq_len: int, target_len: int, device) -> dict[str, Callable]:
-    """Forward + backward of the pretraining loss (MLM + NSP, next token, span targets)."""
-    V = ours.config.vocab_size
-    x = _ids(seq_len, V, device)
-    labels = torch.full_like(x, -100)
-    pick = _ids(seq_len, 100, device, seed=2) < 15
-    labels[pick] = x[pick]
+def train_cases(kind: str, ours, hf, seq_len: int, target_len: int, device, batch: int = 1) -> dict[str, Callable]:
+    """Forward + backward of the pretraining loss (MLM + NSP, next token, span targets): ours and the reference's,
+    and ours under bf16 autocast (``"ours_bf16"``, the forward autocast, the backward as autograd runs it)."""
+    cases = _train_losses(kind, ours, hf, seq_len, target_len, device, batch)
 
     def step(model, loss_fn):
         def run():
@@ -176,26 +176,40 @@ def train_cases(kind: str, ours, hf, seq_len: int, target_len: int, device) -> d
             loss_fn().backward()
         return run
 
+    def amp(loss_fn):
+        def run():
+            with device_autocast(device):
+                loss = loss_fn()
+            return loss.float()
+        return run
+
+    return {"ours": step(ours, cases["ours"]), "ours_bf16": step(ours, amp(cases["ours"])), "ref": step(hf, cases["ref"])}
+
+
+def _train_losses(kind: str, ours, hf, seq_len: int, target_len: int, device, batch: int) -> dict[str, Callable]:
+    V = ours.config.vocab_size
+    x = _ids(seq_len, V, device, batch=batch)
+    labels = torch.full_like(x, -100)
+    pick = _ids(seq_len, 100, device, seed=2, batch=batch) < 15
+    labels[pick] = x[pick]
     if KINDS[kind].reads_pair:  # MLM + NSP
         types = torch.zeros_like(x)
-        nsp = torch.zeros(1, dtype=torch.long, device=device)
+        nsp = torch.zeros(batch, dtype=torch.long, device=device)
 
         def ours_loss():
             out = ours(x, types)
             return F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100) + F.cross_entropy(out.nsp_logits, nsp)
 
-        return {"ours": step(ours, ours_loss),
-                "ref": step(hf, lambda: hf(input_ids=x, token_type_ids=types, labels=labels, next_sentence_label=nsp).loss)}
+        return {"ours": ours_loss, "ref": lambda: hf(input_ids=x, token_type_ids=types, labels=labels, next_sentence_label=nsp).loss}
     if not KINDS[kind].reads_target:  # the next token
-        return {"ours": step(ours, lambda: ours(x[:, :-1], labels=x[:, 1:]).loss),
-                "ref": step(hf, lambda: hf(input_ids=x, labels=x).loss)}
-    tgt = _ids(target_len, V, device, seed=1)
+        return {"ours": lambda: ours(x[:, :-1], labels=x[:, 1:]).loss, "ref": lambda: hf(input_ids=x, labels=x).loss}
+    tgt = _ids(target_len, V, device, seed=1, batch=batch)
     dec = torch.cat([torch.zeros_like(tgt[:, :1]), tgt[:, :-1]], dim=1)
 
     def t5_loss():
         return F.cross_entropy(ours(x, dec).logits.flatten(0, 1), tgt.flatten())
 
-    return {"ours": step(ours, t5_loss), "ref": step(hf, lambda: hf(input_ids=x, decoder_input_ids=dec, labels=tgt).loss)}
+    return {"ours": t5_loss, "ref": lambda: hf(input_ids=x, decoder_input_ids=dec, labels=tgt).loss}
 
 
 def greedy_cached(model, prompt: torch.Tensor, new: int) -> list[int]:
@@ -228,7 +242,8 @@ def _timed_inference(cases, repeats, sync):
 
 
 def bench_models(folders: dict[str, Path] | None = None, repeats: int = 5, seq_len: int = SEQ_LEN, t5_target: int = T5_TARGET,
-                 prompt_len: int = PROMPT_LEN, new_tokens: int = NEW_TOKENS, device: torch.device | None = None) -> list[Row]:
+                 prompt_len: int = PROMPT_LEN, new_tokens: int = NEW_TOKENS, device: torch.device | None = None,
+                 training_batch: int = 32) -> list[Row]:
     """Every row of the models table; ``folders`` defaults to the shipped checkpoints."""
     device = device or pick_device()
     sync = _sync(device)
@@ -253,8 +268,14 @@ def bench_models(folders: dict[str, Path] | None = None, repeats: int = 5, seq_l
                             "" if same else "the two greedy outputs differ"))
         del ours, hf
         kind, ours, hf = load_pair(Path(folder), device, train=True)
-        t = interleave(train_cases(kind, ours, hf, seq_len, t5_target, device), repeats, sync)
+        cases = train_cases(kind, ours, hf, seq_len, t5_target, device)
+        t = interleave({k: cases[k] for k in ("ours", "ref")}, repeats, sync)
         rows.append(Row(kind, f"training step (forward + backward), {shape}", t["ours"], ref, t["ref"], 1.0, "≤ 1.0"))
+        if training_batch and (device.type == "cuda" or cpu_has_bf16()):
+            cases = train_cases(kind, ours, hf, seq_len, t5_target, device, batch=training_batch)
+            t = interleave({k: cases[k] for k in ("ours", "ours_bf16")}, repeats, sync)
+            rows.append(Row(kind, f"training step, batch {training_batch}: bf16 autocast", t["ours_bf16"], "ours, float32", t["ours"],
+                            1.0, "≤ 1.0 (train with the faster)"))
         del ours, hf
     return rows
 

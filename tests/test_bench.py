@@ -32,12 +32,16 @@ def tiny_folders(tmp_path_factory):
 
 
 def test_models_bench_gives_every_row_against_transformers(tiny_folders):
-    rows = bench.bench_models(tiny_folders, repeats=1, seq_len=16, t5_target=8, prompt_len=8, new_tokens=4)
+    from lmviz.models.device import cpu_has_bf16
+
+    rows = bench.bench_models(tiny_folders, repeats=1, seq_len=16, t5_target=8, prompt_len=8, new_tokens=4, training_batch=2)
+    bf16 = [("training step", "bf16")] if cpu_has_bf16() else []  # the precision row, where the CPU computes bf16
     assert [(r.model, r.what.split(",")[0]) for r in rows] == [
-        ("bert", "forward + attention record"), ("bert", "training step (forward + backward)"),
+        ("bert", "forward + attention record"), ("bert", "training step (forward + backward)"), *[("bert", w) for w, _ in bf16],
         ("gpt2", "forward + attention record"), ("gpt2", "greedy decode 4 after 8"), ("gpt2", "greedy decode 4 after 8"),
-        ("gpt2", "training step (forward + backward)"),
-        ("t5", "forward + attention record"), ("t5", "training step (forward + backward)")]
+        ("gpt2", "training step (forward + backward)"), *[("gpt2", w) for w, _ in bf16],
+        ("t5", "forward + attention record"), ("t5", "training step (forward + backward)"), *[("t5", w) for w, _ in bf16]]
+    assert all("bf16 autocast" in r.what and r.reference == "ours, float32" for r in rows if r.what.startswith("training step, batch"))
     for r in rows:
         assert len(r.ours) == len(r.ref) == 1 and math.isfinite(r.ratio) and r.ratio > 0
         assert r.note == "", r.note  # our cached greedy decode and transformers' generate agree
