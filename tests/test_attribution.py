@@ -51,7 +51,7 @@ def test_a_decoders_prediction_is_attributed_only_to_what_it_could_see(models):
 def test_t5s_attribution_is_over_its_source_through_cross_attention(models):
     tg = problem(models, "t5")
     at = attribute(models["t5"], tg, 1)
-    assert at.tokens == tg.source_tokens and at.attention.shape[-1] == len(tg.source_ids)
+    assert at.tokens == tg.source_tokens and at.attention.shape[-1] == len(tg.source_ids) and at.attention_kind == "cross"
     assert at.rollout.sum() == pytest.approx(1, abs=1e-5)
 
 

@@ -50,6 +50,7 @@ class Attribution:
     steps: int
     attention: np.ndarray  # [L, H, S]: the query's row in every layer and head (T5: cross-attention)
     rollout: np.ndarray  # [S]
+    attention_kind: str = "self"  # the record's kind of ``attention``: "self", "causal" or "cross"
 
     @property
     def completeness_gap(self) -> float:
@@ -141,7 +142,8 @@ def attribute(loaded: Loaded, tg: Targets, column: int, steps: int = STEPS) -> A
         attention = stacked[:, :, query, :seen]
         roll = rollout(stacked[:, :, :seen, :seen])[query]
     return Attribution(column, query, _name(loaded, target), guessed, tg.source_tokens[:seen], contrib[0],
-                       contrib[1:-1].mean(0), float(f[0].detach()), float(f[-1].detach()), steps, attention, roll)
+                       contrib[1:-1].mean(0), float(f[0].detach()), float(f[-1].detach()), steps, attention, roll,
+                       "cross" if "cross" in kind.attention else kind.attention[0])
 
 
 def baseline(loaded: Loaded, table: torch.Tensor) -> torch.Tensor:

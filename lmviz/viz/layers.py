@@ -102,7 +102,8 @@ def attribution_figure(at: Attribution, layer: int, head: int | None, title: str
     """Four rows over the input tokens, each scaled to its own largest magnitude: integrated gradients and gradient ×
     input (signed: orange raises the prediction, purple lowers it), the query's attention row and the rollout."""
     att = at.row(layer, head)
-    which = f"attention (layer {layer}, {'mean of heads' if head is None else f'head {head}'})"
+    which = f"{'cross-attention' if at.attention_kind == 'cross' else 'attention'} (layer {layer}, " \
+            f"{'mean of heads' if head is None else f'head {head}'})"
     rows = [("integrated gradients", at.integrated), ("gradient × input", at.grad_input), (which, att), ("attention rollout", at.rollout)]
     z = np.array([v / max(float(np.abs(v).max()), 1e-12) for _, v in rows])
     raw = np.array([v for _, v in rows])
