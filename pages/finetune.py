@@ -83,7 +83,7 @@ try:
     if b2.button("⏹️ Stop", disabled=not busy, key="ft_stop") and job is not None:
         job.stop()  # it stops at its next step, measures what it learned, and the live part below keeps polling until then
 
-    @st.fragment(run_every=1.0 if busy else None)
+    @st.fragment(run_every=2.0 if busy else None)
     def live():
         job = st.session_state.get("ft_job")
         if job is None:

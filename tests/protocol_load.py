@@ -136,7 +136,7 @@ async def student(i: int, url: str, deadline: float, stats: Stats, markers: list
 
 
 async def finetuner(s: Session, deadline: float, stats: Stats, think: float) -> None:
-    """A student who fine-tunes BERT again and again: Start, then a look at the page every second or so (as the page's
+    """A student who fine-tunes BERT again and again: Start, then a look at the page every few seconds (as the page's
     own live part reruns) until the results are there; a job may first wait in the server's queue."""
     await s.run(page="finetune", query=FINETUNE_QUERY)
     while time.time() < deadline:
@@ -147,7 +147,7 @@ async def finetuner(s: Session, deadline: float, stats: Stats, think: float) -> 
         t0 = time.perf_counter()
         stats.record("finetune start", await s.run(states=[_state(start, trigger_value=True)]))
         while time.time() < deadline:
-            await asyncio.sleep(max(1.0, think / 5))
+            await asyncio.sleep(max(2.0, think))  # a look at the curves; the page redraws its live part every 2 s
             stats.record("finetune poll", await s.run())
             if s.find("download_button", "⬇️ Download") is not None:  # the results are drawn
                 stats.jobs.append(time.perf_counter() - t0)

@@ -45,7 +45,7 @@ class Spec:
     lam: float = 0.5  # GPT-2's λ, the weight of the language-model loss
     batch_size: int = 16
     max_steps: int | None = None
-    evals: int = 5  # held-out measurements along the way (and one at the end)
+    evals: int = 3  # held-out measurements along the way (and one at the end): each reads 300 speeches
 
     def learning_rate(self, kind: str) -> float:
         return self.lr if self.lr is not None else CLASSIFIERS[kind].default_lr.get(self.mode, CLASSIFIERS[kind].default_lr["full"])
