@@ -103,7 +103,7 @@ def lens(loaded: Loaded, tg: Targets) -> Lens:
 def token_text(loaded: Loaded, i: int) -> str:
     """A token id as the user reads it: GPT-2's byte-level pieces decoded (``Ġthe`` → `` the``), others as pieces."""
     piece = loaded.tokenizer.id_to_token(i) or "?"
-    if kind_of(loaded).name == "gpt2":  # byte-level pieces
+    if type(loaded.tokenizer.decoder).__name__ == "ByteLevel":  # its pieces are bytes, not text
         return loaded.tokenizer.decode([i], skip_special_tokens=False) or piece
     return piece
 
