@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import CHROMIUM, FLAGS, foreign_connections, free_port, resident_mb, start_app  # noqa: E402
 
-PAGES = ["", "tokenization", "masking", "attention", "masks", "generation", "compare", "finetune"]
+PAGES = ["", "tokenization", "masking", "attention", "masks", "generation", "compare", "layers", "finetune"]
 FINETUNE_QUERY = "model=bert&task=verse&n=256"  # a fine-tuning student's run: 16 steps of BERT, then its results
 WORDS = "love time king night death heaven lord honour sweet fair blood crown sleep dream heart".split()
 

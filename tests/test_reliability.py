@@ -19,7 +19,7 @@ from lmviz.models import checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["pages/home.py", "pages/tokenization.py", "pages/masking.py", "pages/attention.py", "pages/masks.py",
-         "pages/generation.py", "pages/compare.py"]
+         "pages/generation.py", "pages/compare.py", "pages/layers.py", "pages/finetune.py"]
 NAMES = {"bert": "BERT", "gpt2": "GPT-2", "t5": "T5"}
 
 
