@@ -34,7 +34,7 @@ from lmviz.errors import LmvizError
 from lmviz.models import checkpoints
 from lmviz.models.device import autocast as device_autocast
 from lmviz.models.device import cpu_has_bf16, pick_device
-from lmviz.models.kinds import KINDS, device_of, kind_of
+from lmviz.models.kinds import KINDS, device_of, kind_of, shipped_kinds
 from lmviz.models.record import Want
 
 SEQ_LEN = 128
@@ -247,7 +247,7 @@ def bench_models(folders: dict[str, Path] | None = None, repeats: int = 5, seq_l
     """Every row of the models table; ``folders`` defaults to the shipped checkpoints."""
     device = device or pick_device()
     sync = _sync(device)
-    folders = folders or {k: checkpoints.shipped(k) for k in KINDS}
+    folders = folders or {k: checkpoints.shipped(k) for k in shipped_kinds()}
     ref = "transformers eager"
     rows: list[Row] = []
     for kind, folder in folders.items():

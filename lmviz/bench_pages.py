@@ -20,7 +20,7 @@ from lmviz.bench_layers import bench_layers
 from lmviz.bench_rows import PageRow, edited_text
 from lmviz.models import checkpoints
 from lmviz.models.device import pick_device
-from lmviz.models.kinds import KINDS, device_of
+from lmviz.models.kinds import KINDS, device_of, shipped_kinds
 from lmviz.viz import tokens as vt
 from lmviz.viz.compare import stats_figure
 
@@ -90,7 +90,7 @@ def page_cases(models: dict) -> dict[str, Callable[[str], object]]:
 def bench_pages(models: dict | None = None, repeats: int = 5, words: int = 64) -> list[PageRow]:
     """Median time of each page's work on a new text (warm models), then of a layer/head switch."""
     if models is None:
-        models = {k: checkpoints.load(checkpoints.shipped(k), pick_device()) for k in KINDS}
+        models = {k: checkpoints.load(checkpoints.shipped(k), pick_device()) for k in shipped_kinds()}
     rows: list[PageRow] = []
     for page, work in page_cases(models).items():
         try:

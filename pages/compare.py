@@ -5,7 +5,7 @@ import streamlit as st
 from lmviz.app import ui
 from lmviz.analysis.compare import compare, view_data
 from lmviz.errors import LmvizError
-from lmviz.models.kinds import KINDS
+from lmviz.models.kinds import shipped_kinds
 from lmviz.app.export import csv_text
 from lmviz.viz.attention import attention_heatmap
 from lmviz.viz.compare import stats_figure
@@ -20,7 +20,7 @@ PRESETS = {
 @st.cache_data(max_entries=16, show_spinner="Running the three models…")
 def comparison_for(text: str):
     models, notes = {}, []
-    for kind in KINDS:
+    for kind in shipped_kinds():
         try:
             models[kind] = ui.load_model(kind)
         except LmvizError as err:

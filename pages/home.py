@@ -5,7 +5,7 @@ import streamlit as st
 from lmviz.app import ui
 from lmviz.models.device import describe_device, pick_device
 from lmviz.errors import LmvizError
-from lmviz.models.kinds import KINDS
+from lmviz.models.kinds import KINDS, shipped_kinds
 from lmviz.viz import home
 from lmviz.viz.evaluation import evaluation_rows
 
@@ -45,15 +45,15 @@ st.markdown("lmviz shows what happens inside three Transformer language models t
             "They are tiny next to the originals, but they are built from the same blocks, trained on the same objectives, "
             "and every number in this app comes from running them.")
 
-models = {kind: _loaded(kind) for kind in KINDS}
-ok = [k for k in KINDS if not isinstance(models[k], LmvizError)]
+models = {kind: _loaded(kind) for kind in shipped_kinds()}
+ok = [k for k in shipped_kinds() if not isinstance(models[k], LmvizError)]
 
 st.header("The three architectures")
 st.markdown("Read each diagram from the bottom up: tokens become vectors (embeddings), pass through a stack of identical "
             "layers (attention, then a feed-forward network), and a head turns the last vectors into predictions. "
             "The small grid is the attention mask: a filled cell means that query may look at that key.")
-cols = st.columns(len(KINDS))
-for col, kind in zip(cols, KINDS):
+cols = st.columns(len(models))
+for col, kind in zip(cols, models):
     with col:
         if isinstance(models[kind], LmvizError):
             ui.error(models[kind])

@@ -238,7 +238,7 @@ def test_a_folder_with_only_pytorch_model_bin_is_refused_as_pickle(saved_gpt2):
 @pytest.mark.parametrize("model_type", ["llama", None, 7])
 def test_an_unknown_model_type_is_named(model_type, saved_gpt2):
     _edit_config(saved_gpt2, model_type=model_type)
-    with pytest.raises(LmvizError, match=r"config.json has model_type .*; lmviz knows bert, gpt2 and t5"):
+    with pytest.raises(LmvizError, match=r"config.json has model_type .*; lmviz knows bert, gpt2, t5 and roberta"):
         checkpoints.load(saved_gpt2, need_tokenizer=False)
 
 

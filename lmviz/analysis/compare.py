@@ -127,7 +127,8 @@ def compare(models: dict[str, Loaded], text: str) -> Comparison:
     for kind in KINDS.values():
         loaded = models.get(kind.name)
         if loaded is None:
-            notes.append(f"No {kind.name} model is loaded, so it is left out.")
+            if kind.shipped:
+                notes.append(f"No {kind.name} model is loaded, so it is left out.")
             continue
         run = attention_run(loaded, text, target=text, want=Want(attention=True, scores=True))  # a decoder reads the sentence too
         for note in run.notes:

@@ -15,9 +15,9 @@ from lmviz.models import checkpoints
 from lmviz.pretrain.corpus import decode_user_bytes
 from lmviz.models.device import describe_device, pick_device
 from lmviz.errors import LmvizError
-from lmviz.models.kinds import KINDS
+from lmviz.models.kinds import KINDS, shipped_kinds
 
-SHIPPED = {name: kind.title for name, kind in KINDS.items()}  # the shipped models are named by their kind
+SHIPPED = {name: KINDS[name].title for name in shipped_kinds()}  # the shipped models are named by their kind
 MAX_LINK_CHARS = 2000  # longer texts stay out of the URL (browsers and servers cap its length)
 MAX_TEXT_CHARS = 20_000
 
@@ -106,6 +106,9 @@ def sidebar(pages=()) -> None:
             loaded = _load(name)
             if isinstance(loaded, str):
                 st.warning(f"{display_name(name)} unavailable: {loaded}", icon="⚠️")
+            else:
+                for note in loaded.notes:
+                    st.caption(f"{display_name(name)}: {plain(note)}")
 
 
 # --- links -------------------------------------------------------------------------------------

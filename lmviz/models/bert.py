@@ -30,6 +30,12 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     dropout: float = 0.0
     pad_token_id: int = 0
+    positions_after_padding: bool = False  # RoBERTa: position ids count from pad_token_id + 1, and a pad sits at pad_token_id
+
+    @property
+    def context(self) -> int:
+        """Tokens one text may have (RoBERTa's first pad_token_id + 1 position embeddings are never a token's)."""
+        return self.max_position_embeddings - (self.pad_token_id + 1 if self.positions_after_padding else 0)
 
     def __post_init__(self):
         check_sizes(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -65,9 +71,13 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.pad = cfg.pad_token_id if cfg.positions_after_padding else None
 
     def forward(self, ids, token_type_ids, inputs_embeds=None):
         pos = torch.arange(ids.shape[1], device=ids.device)
+        if self.pad is not None:  # RoBERTa (transformers' create_position_ids_from_input_ids)
+            real = (ids != self.pad).long()
+            pos = real.cumsum(1) * real + self.pad
         words = self.word_embeddings(ids) if inputs_embeds is None else inputs_embeds
         x = words + self.position_embeddings(pos) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))
@@ -190,7 +200,7 @@ class BertPreTrainingHeads(nn.Module):
 @dataclass
 class BertOutput:
     logits: torch.Tensor  # MLM logits [B, T, vocab]
-    nsp_logits: torch.Tensor  # [B, 2]: index 0 = IsNext, 1 = NotNext (transformers' convention)
+    nsp_logits: torch.Tensor | None  # [B, 2]: index 0 = IsNext, 1 = NotNext (transformers' convention); None without NSP (RoBERTa)
     record: AttentionRecord | None
 
 
@@ -237,7 +247,7 @@ class BertForPreTraining(nn.Module):
         ``head_mask`` ``{"self": [layers, heads] or [B, layers, heads]}`` scales each head's output (0 knocks it out);
         ``inputs_embeds [B, T, hidden]`` replaces the word embeddings of ``input_ids`` (before position, type and LayerNorm)."""
         cfg = self.config
-        ids = check_ids(input_ids, cfg.vocab_size, cfg.max_position_embeddings).to(self.bert.embeddings.word_embeddings.weight.device)
+        ids = check_ids(input_ids, cfg.vocab_size, cfg.context).to(self.bert.embeddings.word_embeddings.weight.device)
         types = torch.zeros_like(ids) if token_type_ids is None else check_ids(token_type_ids, cfg.type_vocab_size, None, "token types").to(ids.device)
         if types.shape != ids.shape:
             raise LmvizError("token_type_ids must have the same shape as input_ids.")
@@ -259,7 +269,7 @@ class BertForPreTraining(nn.Module):
             x = layer(x, mask, want, record, keep)
             hidden.append(x)
         logits = self.cls.predictions(x)
-        nsp = self.cls.seq_relationship(self.bert.pooler(x))
+        nsp = None if self.cls.seq_relationship is None else self.cls.seq_relationship(self.bert.pooler(x))
         if record is not None:
             if want.hidden:
                 record.hidden["encoder"] = [h.detach().float().cpu() for h in hidden]

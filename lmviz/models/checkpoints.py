@@ -32,9 +32,10 @@ SHARD_BYTES = 16 * 1024 * 1024
 def model_classes() -> dict[str, type]:
     from lmviz.models.bert import BertForPreTraining
     from lmviz.models.gpt2 import GPT2LMHeadModel
+    from lmviz.models.roberta import RobertaForMaskedLM
     from lmviz.models.t5 import T5ForConditionalGeneration
 
-    return {"bert": BertForPreTraining, "gpt2": GPT2LMHeadModel, "t5": T5ForConditionalGeneration}
+    return {"bert": BertForPreTraining, "gpt2": GPT2LMHeadModel, "t5": T5ForConditionalGeneration, "roberta": RobertaForMaskedLM}
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Loaded:
     heads: frozenset = frozenset({"lm"})
     train_log: dict | None = None
     extra: dict | None = None
+    notes: tuple[str, ...] = ()  # what lmviz changed about the folder as it loaded it (a tokenizer's padding rule)
 
     @property
     def has_heads(self) -> bool:
@@ -156,8 +158,9 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def model_type(config: dict, folder: Path) -> str:
     kind = config.get("model_type")
-    if kind not in ("bert", "gpt2", "t5"):
-        raise LmvizError(f"{folder.name}/config.json has model_type {kind!r}; lmviz knows bert, gpt2 and t5.")
+    known = list(model_classes())
+    if kind not in known:
+        raise LmvizError(f"{folder.name}/config.json has model_type {kind!r}; lmviz knows {', '.join(known[:-1])} and {known[-1]}.")
     return kind
 
 
@@ -196,12 +199,26 @@ def load(folder: str | Path, device: torch.device | str | None = None, need_toke
     model = _build(cls, cfg, folder)
     own = model.state_dict()
     model.load_state_dict({n: t for n, t in state.items() if n in own}, strict=False)
-    tokenizer = load_tokenizer(_tokenizer_path(folder)) if need_tokenizer else None
+    notes: list[str] = []
+    tokenizer = load_tokenizer(_tokenizer_path(folder), notes) if need_tokenizer else None
+    if tokenizer is not None:
+        _check_tokens(kind, tokenizer, folder)
     log = read_json(folder / "train_log.json") if (folder / "train_log.json").is_file() else None
     model.eval().requires_grad_(False)
     if device is not None:
         model.to(device)
-    return Loaded(kind, model, tokenizer, folder, heads, log, config.get("lmviz") or _snapshot_extra(folder))
+    return Loaded(kind, model, tokenizer, folder, heads, log, config.get("lmviz") or _snapshot_extra(folder), tuple(notes))
+
+
+def _check_tokens(kind: str, tokenizer, folder: Path) -> None:
+    """The special tokens the kind's encode rule adds must be in the vocabulary (GPT-2's <|endoftext|>, RoBERTa's <s>)."""
+    from lmviz.models.kinds import kind_of
+
+    k = kind_of(kind)
+    missing = [t for t in k.required_tokens if tokenizer.token_to_id(t) is None]
+    if missing:
+        raise LmvizError(f"{folder.name}/tokenizer.json has no {missing[0]}, which lmviz's {k.short} puts in every text "
+                         "(as the model was trained); a tokenizer of another model?")
 
 
 class _NoRandomInit(TorchFunctionMode):

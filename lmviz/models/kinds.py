@@ -44,6 +44,10 @@ class Kind:
     head_probes: tuple[str, ...] = ()  # evaluation.json's probes that name this kind's heads
     experiment: str | None = None  # the Masks page's swap: "no mask" (a decoder without its mask), "causal" (an encoder under one)
     output_head: str = ""  # what its head predicts, for the architecture diagram
+    needs: tuple[str, ...] = ()  # special tokens its tokenizer must have beside ``prefix`` (RoBERTa's <s> and </s>)
+    mask_token: str | None = None  # the token MLM hides words behind ("[MASK]"); None: not trained to fill masks
+    no_nsp: str = ""  # why an encoder has no next-sentence head, for the Masking page ("" where it has one or is no encoder)
+    shipped: bool = True  # the app ships a model of this kind (assets/models/<name>); others come only from --models
 
     @property
     def title(self) -> str:
@@ -54,6 +58,11 @@ class Kind:
     def heading(self) -> str:
         """"GPT-2 · decoder": the name a figure's title shows."""
         return f"{self.short} · {self.role}"
+
+    @property
+    def required_tokens(self) -> tuple[str, ...]:
+        """Special tokens a folder's tokenizer must have for the encode rule to work."""
+        return self.prefix + self.needs
 
     @property
     def causal(self) -> bool:
@@ -125,7 +134,7 @@ class Bert(Kind):
                 config["intermediate_size"], config["max_position_embeddings"])
 
     def context(self, config, stack: str = "encoder") -> int:
-        return config.max_position_embeddings
+        return config.context
 
     def truncate(self, pieces: list, limit: int, add_special: bool = True) -> list:
         """A pair is cut from its longer side, and [CLS] and every [SEP] stay."""
@@ -142,6 +151,14 @@ class Bert(Kind):
         enc = torch.tensor([ids["encoder"]], device=device)
         types = torch.tensor([type_ids], device=device) if type_ids else torch.zeros_like(enc)
         return model(enc, types, want=want, causal=causal)
+
+
+class Roberta(Bert):
+    """BERT's encoder trained as RoBERTa: byte-level BPE, MLM only, one segment (its pair is ``<s> A </s></s> B </s>``)."""
+
+    def shape(self, config: dict) -> tuple[int, int, int, int, int, int]:
+        layers, dec, heads, width, ff, positions = super().shape(config)
+        return layers, dec, heads, width, ff, positions - config.get("pad_token_id", 1) - 1
 
 
 class Gpt2(Kind):
@@ -201,6 +218,7 @@ class T5(Kind):
 
 BERT = Bert(name="bert", short="BERT", role="encoder", colour="#0072B2", tokenizer="WordPiece (BERT)",
             attention=("self",), stacks=("encoder",), reads_pair=True, head_probes=("sink_heads",), experiment="causal",
+            mask_token="[MASK]",
             output_head="MLM head: fill [MASK]<br>NSP head: B after A?",
             purpose="reads the whole text at once, every word seeing every other, to understand it: it fills in masked "
                     "words and judges whether sentence B follows sentence A.")
@@ -213,7 +231,15 @@ T5_KIND = T5(name="t5", short="T5", role="encoder-decoder", colour="#009E73", to
              attention=("self", "causal", "cross"), stacks=("encoder", "decoder"), writes=True, output_head="LM head:<br>next token",
              purpose="turns one text into another: an encoder reads the input, a decoder writes the output while looking "
                      "back at the encoder (here: filling in the spans hidden behind sentinels).")
-KINDS: dict[str, Kind] = {k.name: k for k in (BERT, GPT2, T5_KIND)}  # a new kind: its class, its instance, one entry
+ROBERTA = Roberta(name="roberta", short="RoBERTa", role="encoder", colour="#CC79A7", tokenizer="byte-level BPE (RoBERTa)",
+                  attention=("self",), stacks=("encoder",), byte_level=True, experiment="causal", needs=("<s>", "</s>"),
+                  mask_token="<mask>", shipped=False, output_head="MLM head: fill &lt;mask&gt;",
+                  no_nsp="RoBERTa has no next-sentence head: Liu et al. (2019) found that dropping NSP and training on "
+                         "full sentences read as one text matched or improved BERT's results, so RoBERTa learns from "
+                         "masked words only (with a new mask drawn every epoch).",
+                  purpose="BERT's encoder trained longer on more text, with byte-level BPE, masked words only (no "
+                          "next-sentence prediction) and a new mask every epoch.")
+KINDS: dict[str, Kind] = {k.name: k for k in (BERT, GPT2, T5_KIND, ROBERTA)}  # a new kind: its class, its instance, one entry
 """Every kind by its checkpoint name, in the order pages list them."""
 
 
@@ -224,6 +250,11 @@ def kind_of(model) -> Kind:
         return KINDS[name]
     except KeyError:
         raise LmvizError(f"Unknown model kind {name!r}; lmviz knows {', '.join(KINDS)}.") from None
+
+
+def shipped_kinds() -> tuple[str, ...]:
+    """The names of the kinds the app ships a model of, in the order pages list them."""
+    return tuple(k.name for k in KINDS.values() if k.shipped)
 
 
 def writers() -> tuple[str, ...]:

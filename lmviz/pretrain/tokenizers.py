@@ -123,15 +123,37 @@ def train_all(out_dir: Path, docs: Iterable | None = None) -> dict[Kind, dict]:
     return report
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """A ``tokenizer.json``; a readable error if it is missing or broken."""
+def load_tokenizer(path: str | Path, notes: list[str] | None = None) -> Tokenizer:
+    """A ``tokenizer.json``; a readable error if it is missing or broken.
+
+    A padding or truncation rule saved in the file (sentence-embedding pipelines save ``"Fixed": 128``) is
+    switched off: lmviz reads every token a text has and cuts to the model's context itself, saying so. What was
+    switched off is appended to ``notes``."""
     path = Path(path)
     if not path.is_file():
         raise LmvizError(f"Tokenizer file {path} is missing.")
     try:
-        return Tokenizer.from_file(str(path))
+        tok = Tokenizer.from_file(str(path))
     except Exception as err:  # tokenizers raises a bare Exception for bad JSON
         raise LmvizError(f"Tokenizer file {path.name} cannot be read: {str(err)[:200]}") from err
+    if tok.padding is not None or tok.truncation is not None:
+        if notes is not None:
+            notes.append(_length_rule_note(tok.padding, tok.truncation))
+        tok.no_padding()
+        tok.no_truncation()
+    return tok
+
+
+def _length_rule_note(padding: dict | None, truncation: dict | None) -> str:
+    """What a saved padding/truncation rule would have done, and what lmviz does instead."""
+    rules = []
+    if padding is not None:
+        length = padding.get("length")
+        rules.append(f"pads every text to {length} tokens" if length else "pads texts to the longest")
+    if truncation is not None:
+        rules.append(f"cuts texts at {truncation.get('max_length')} tokens")
+    return (f"Its tokenizer.json {' and '.join(rules)}; lmviz ignores that rule and reads the text's own tokens, cut to "
+            "the model's context (padding would add [PAD] positions that change the attention).")
 
 
 def special_ids(tok: Tokenizer) -> set[int]:
@@ -205,20 +227,24 @@ def explain(kind: Kind, tok: Tokenizer, text: str, pair: str | None = None) -> E
     pair = safe_text(pair) if pair is not None else None
     enc = tok.encode(text, pair) if pair is not None else tok.encode(text)
     specials = special_ids(tok)
-    unk = tok.token_to_id("[UNK]" if kind == "bert" else "<unk>") if kind != "gpt2" else None
+    # the rule is the tokenizer's, not the kind's: a RoBERTa folder's byte-level BPE reads as GPT-2's does
+    byte_level = "ByteLevel" in (type(tok.decoder).__name__, type(tok.pre_tokenizer).__name__)
+    wordpiece = type(tok.model).__name__ == "WordPiece"
+    unks = [] if byte_level else [i for i in (tok.token_to_id(t) for t in ("[UNK]", "<unk>")) if i is not None]
+    unk = unks[0] if unks else None
     byte_pieces: dict[int, tuple[bytes, str, bool]] = {}  # a long text repeats its pieces: decode each id once
     pieces = []
     prev_word = None
     for i, (tid, token, (start, end), word, seq) in enumerate(zip(enc.ids, enc.tokens, enc.offsets, enc.word_ids, enc.sequence_ids)):
         special = tid in specials and tid != unk  # [UNK] stands for text, so it is content, not a template token
         raw, partial, display = None, False, token
-        if kind == "gpt2" and not special:
+        if byte_level and not special:
             if tid not in byte_pieces:
                 byte_pieces[tid] = _byte_piece(token)
             raw, display, partial = byte_pieces[tid]
-        if kind == "bert":
+        if wordpiece:
             cont = token.startswith("##")
-        elif kind == "gpt2":
+        elif byte_level:
             cont = not special and not display[:1].isspace() and prev_word is not None and word == prev_word
         else:
             cont = not special and not token.startswith("▁")
