@@ -42,6 +42,7 @@ from lmviz.pretrain.corpus import HELD_OUT
 from lmviz.models.device import pick_device
 from lmviz.analysis.heads import even_attention, previous_token_score, read_evaluation, sink_score
 from lmviz.errors import LmvizError
+from lmviz.models.kinds import device_of, kind_of
 from lmviz.models.record import Want
 from lmviz.pretrain import text2text
 from lmviz.pretrain.tasks import EVAL_SEED, TASKS, char_count
@@ -150,7 +151,7 @@ def bert_cloze(loaded, sentence: str, k: int = 5) -> list[tuple[str, float]]:
     tok, model = loaded.tokenizer, loaded.model
     enc = tok.encode(sentence)
     pos = enc.tokens.index("[MASK]")
-    logits = model(torch.tensor([enc.ids], device=next(model.parameters()).device)).logits[0, pos].float()
+    logits = model(torch.tensor([enc.ids], device=device_of(model))).logits[0, pos].float()
     p = torch.softmax(logits, -1)
     top = p.topk(k)
     return [(tok.id_to_token(int(i)), float(v)) for v, i in zip(top.values, top.indices)]
@@ -159,8 +160,8 @@ def bert_cloze(loaded, sentence: str, k: int = 5) -> list[tuple[str, float]]:
 @torch.inference_mode()
 def gpt2_greedy(loaded, prompt: str, n: int = 20) -> str:
     tok, model = loaded.tokenizer, loaded.model
-    device = next(model.parameters()).device
-    ids = tok.encode(prompt).ids
+    device = device_of(model)
+    ids = kind_of(loaded).encode(tok, prompt)  # <|endoftext|> first, as the app and training feed GPT-2
     out = model(torch.tensor([ids], device=device))
     new = []
     for _ in range(n):
@@ -192,7 +193,7 @@ def t5_restore(loaded, sentence: str) -> dict:
 def gpt2_head_probes(loaded, task) -> dict:
     """Previous-token head (mean attention to i-1 on held-out text) and induction head (repeated random tokens)."""
     model = loaded.model
-    device = next(model.parameters()).device
+    device = device_of(model)
     T = model.config.n_positions
     windows = torch.from_numpy(np.stack([task.held_stream[i * T:(i + 1) * T] for i in range(8)])).to(device)
     probs = torch.stack(model(windows, want=Want()).record.probs["causal"])  # [L, B, H, T, T], 8 held-out windows
@@ -219,7 +220,7 @@ def gpt2_head_probes(loaded, task) -> dict:
 def bert_sink_probes(loaded, task) -> dict:
     """Share of each head's attention that goes to [CLS] or [SEP], on held-out pairs."""
     model = loaded.model
-    device = next(model.parameters()).device
+    device = device_of(model)
     b = {k: v.to(device) for k, v in next(iter(task.held_batches(quick=True))).items()}  # 32 held-out pairs
     ids = b["input_ids"]
     rec = model(ids, b["token_type_ids"], b["attention_mask"], want=Want()).record

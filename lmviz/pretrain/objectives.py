@@ -19,14 +19,11 @@ import torch.nn.functional as F
 from lmviz.pretrain import masking, text2text
 from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
-from lmviz.analysis.inference import T5_MAX_TARGET, encode, greedy_t5, label
-from lmviz.pretrain.tokenizers import GPT2_EOT, SENTINELS, token_bytes
+from lmviz.analysis.inference import T5_MAX_TARGET, encode, greedy_t5, model_input, token_label
+from lmviz.models.kinds import device_of
+from lmviz.pretrain.tokenizers import GPT2_EOT, SENTINELS
 
 TOP_K = 5
-
-
-def _device(loaded: Loaded) -> torch.device:
-    return next(loaded.model.parameters()).device
 
 
 HEAD_USE = {"mlm": "predict masked words", "nsp": "judge whether B follows A"}
@@ -37,18 +34,6 @@ def _need(loaded: Loaded, kind: str, head: str | None = None) -> None:
         raise LmvizError(f"This needs a {kind} model; {loaded.folder.name} is a {loaded.kind} model.")
     if head is not None and head not in loaded.heads:
         raise LmvizError(f"{loaded.folder.name} has no {head.upper()} head, so it cannot {HEAD_USE[head]}.")
-
-
-def _token(loaded: Loaded, i: int) -> str:
-    """A vocabulary entry as a label; GPT-2's byte alphabet (``Ġthe``) shown as the text it stands for."""
-    raw = loaded.tokenizer.id_to_token(int(i)) or "?"
-    if loaded.kind == "gpt2" and raw != GPT2_EOT:
-        data = token_bytes(raw)
-        try:
-            raw = data.decode("utf-8")
-        except UnicodeDecodeError:  # part of a character: show its bytes, as BPE sees them
-            raw = "⟨" + " ".join(f"{b:02X}" for b in data) + "⟩"
-    return label(raw)
 
 
 # --- BERT: masked language modelling ---------------------------------------------------------------
@@ -152,14 +137,14 @@ def mlm_predict(loaded: Loaded, text: str, seed: int = 0, rate: float = 0.15, sp
     if sum(enc.special) - 2 - len(typed) > 0:  # beyond the template's [CLS] and [SEP]
         notes.append("Special tokens typed in the text (such as [SEP] or [CLS]) are read as BERT's own markers and are "
                      "never selected for masking.")
-    device = _device(loaded)
+    device = device_of(loaded.model)
     out = loaded.model(draw.input_ids.to(device), torch.tensor([enc.type_ids], device=device))
     logp = out.logits[0].float().log_softmax(-1).cpu()
-    shown = [_token(loaded, i) for i in draw.input_ids[0].tolist()]
+    shown = [token_label(loaded, i) for i in draw.input_ids[0].tolist()]
     preds = []
     for pos in sorted((draw.labels[0] != masking.IGNORE).nonzero().flatten().tolist() + typed):
         best = logp[pos].topk(TOP_K)
-        top = [(_token(loaded, i), math.exp(v)) for v, i in zip(best.values.tolist(), best.indices.tolist())]
+        top = [(token_label(loaded, i), math.exp(v)) for v, i in zip(best.values.tolist(), best.indices.tolist())]
         if pos in typed:
             preds.append(MlmPrediction(pos, enc.labels[pos], shown[pos], masking.MASKED, top, math.nan, False, math.nan, typed=True))
             continue
@@ -206,7 +191,7 @@ def nsp_predict(loaded: Loaded, a: str, b: str) -> NspResult:
     if not (b or "").strip():
         raise LmvizError("Sentence B is empty: NSP needs two sentences.")
     enc = encode(loaded, a, pair=b)
-    device = _device(loaded)
+    device = device_of(loaded.model)
     out = loaded.model(torch.tensor([enc.ids], device=device), torch.tensor([enc.type_ids], device=device))
     p = out.nsp_logits[0].float().softmax(-1)
     return NspResult(enc.labels, enc.type_ids, float(p[0]), enc.notes)
@@ -272,13 +257,13 @@ def t5_reconstruct(loaded: Loaded, text: str, seed: int = 0, noise: float = 0.15
     fills = [SpanFill(SENTINELS[k], tok.decode(truth.get(s, [])), tok.decode(guess.get(s, [])))
              for k, s in enumerate(sentinel_ids[: len(sc.spans)])]
     rebuilt = masking.uncorrupt(sc.input_ids, out_ids, sentinel_ids, eos)
-    device = _device(loaded)
+    device = device_of(loaded.model)
     target = torch.tensor([sc.target_ids[:T5_MAX_TARGET]], device=device)
     dec_in = torch.cat([torch.full_like(target[:, :1], loaded.model.config.decoder_start_token_id), target[:, :-1]], 1)
     logits = loaded.model(torch.tensor([source], device=device), dec_in).logits[0].float()
     loss = float(F.cross_entropy(logits, target[0]))
-    return T5Result(tok.decode(ids), [_token(loaded, i) for i in source], [_token(loaded, i) for i in sc.target_ids],
-                    [_token(loaded, i) for i in out_ids], fills, tok.decode(rebuilt), loss, notes)
+    return T5Result(tok.decode(ids), [token_label(loaded, i) for i in source], [token_label(loaded, i) for i in sc.target_ids],
+                    [token_label(loaded, i) for i in out_ids], fills, tok.decode(rebuilt), loss, notes)
 
 
 # --- GPT-2: next-token prediction ------------------------------------------------------------------
@@ -312,20 +297,20 @@ def gpt2_shift_table(loaded: Loaded, text: str) -> ShiftTable:
     _need(loaded, "gpt2")
     if not (text or "").strip():
         raise LmvizError("The text is empty: type a sentence to see what GPT-2 predicts at each position.")
-    enc = encode(loaded, text, stack="decoder")
+    enc = model_input(loaded, text)  # <|endoftext|> first, as every training document starts
     eot = loaded.tokenizer.token_to_id(GPT2_EOT)
-    ids = ([eot] + enc.ids)[: loaded.model.config.n_positions]
+    ids = enc.ids
     notes = list(enc.notes)
     if eot in ids[1:]:
         notes.append(f"You typed {GPT2_EOT}: GPT-2 reads it as the end of one document and the start of the next, as "
                      "in training, so what comes after it is predicted as the start of a new text.")
     pairs_in, pairs_out = masking.causal_lm_pairs(torch.tensor(ids))
-    logits = loaded.model(pairs_in.to(_device(loaded))).logits[0].float().cpu()
+    logits = loaded.model(pairs_in.to(device_of(loaded.model))).logits[0].float().cpu()
     logp = logits.log_softmax(-1)
     gold = pairs_out[0]
     picked = logp.gather(1, gold[:, None])[:, 0]
     best = logp.max(-1)
-    labels = [_token(loaded, i) for i in ids]
-    rows = [ShiftRow(t, labels[t], labels[t + 1], math.exp(picked[t]), -float(picked[t]), _token(loaded, best.indices[t]),
+    labels = [token_label(loaded, i) for i in ids]
+    rows = [ShiftRow(t, labels[t], labels[t + 1], math.exp(picked[t]), -float(picked[t]), token_label(loaded, best.indices[t]),
                      math.exp(best.values[t])) for t in range(len(gold))]
     return ShiftTable(rows, -float(picked.mean()), notes)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from lmviz.pretrain import corpus as corpus_mod
+from lmviz.models.kinds import device_of
 from lmviz.pretrain import masking, text2text
 from lmviz.pretrain.tokenizers import GPT2_EOT, SENTINELS
 
@@ -97,7 +98,7 @@ class GPT2Task(Task):
 
     @torch.no_grad()
     def evaluate(self, model, quick: bool = False) -> dict:
-        device = next(model.parameters()).device
+        device = device_of(model)
         nats, n_tok, n_chr = 0.0, 0, 0
         for w in self.held_windows(quick):
             x = torch.from_numpy(w[None, :-1]).to(device)
@@ -164,7 +165,7 @@ class BertTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model, quick: bool = False) -> dict:
-        device = next(model.parameters()).device
+        device = device_of(model)
         top1 = top5 = n = nsp_ok = n_pairs = masked_ok = n_masked = 0
         nats = 0.0
         for b in self.held_batches(quick):
@@ -285,7 +286,7 @@ class T5Task(Task):
 
     @torch.no_grad()
     def evaluate(self, model, quick: bool = False) -> dict:
-        device = next(model.parameters()).device
+        device = device_of(model)
         sentinels = torch.tensor(self.special["sentinels"] + [self.special["eos"]], device=device)
         figures = {}
         for task in text2text.TASKS:
