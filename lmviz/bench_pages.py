@@ -46,7 +46,7 @@ def _head_figures(run, kind, layer, head, arithmetic: bool = True):
 
 
 def _masking(loaded, text):
-    objective = next(o for o, model in views.OBJECTIVE_MODELS.items() if model == loaded.kind and o in views.TEXT_OBJECTIVES)
+    objective = next(o for o, model in views.OBJECTIVE_MODELS.items() if loaded.kind in model and o in views.TEXT_OBJECTIVES)
     return views.TEXT_OBJECTIVES[objective](loaded, text)
 
 

@@ -5,6 +5,7 @@ from lmviz.pretrain import objectives
 
 from lmviz.app import ui, views
 from lmviz.errors import LmvizError
+from lmviz.models.kinds import kind_of
 from lmviz.viz.evaluation import not_yet_learnt
 from lmviz.viz import masking as vm
 
@@ -203,9 +204,11 @@ st.markdown("A language model learns from text alone by hiding part of it and pr
 objective = st.radio("Objective", list(OBJECTIVES), format_func=OBJECTIVES.get, horizontal=True, key="w_objective",
                      index=list(OBJECTIVES).index(ui.param("objective", "mlm", choices=list(OBJECTIVES))))
 ui.set_params(objective=objective)
-kind = views.OBJECTIVE_MODELS[objective]
+kinds = views.OBJECTIVE_MODELS[objective]
 try:
-    name, loaded = ui.pick_model((kind,), key=f"{kind}_model", label="Model")
+    name, loaded = ui.pick_model(kinds, key=f"{kinds[0]}_model", label="Model")
+    if objective == "mlm" and kind_of(loaded).no_nsp:
+        st.info(kind_of(loaded).no_nsp, icon="ℹ️")
     if objective == "nsp":
         nsp_section(name)
     else:

@@ -25,11 +25,10 @@ DEFAULT = "To be, or not to be, that is the question: whether 'tis nobler in the
 @st.cache_data(max_entries=64, show_spinner=False)
 def _explain_all(text: str, pair: str | None) -> dict:
     tokenizers = {}
-    for kind in KINDS:
-        try:
-            tokenizers[kind] = ui.load_model(kind).tokenizer
-        except LmvizError:
-            continue  # the sidebar says why
+    for kind in KINDS:  # the shipped model's tokenizer, else the first of your folders of that kind (a RoBERTa's BPE)
+        names = ui.model_names((kind,))  # the ones that load: the sidebar says why another does not
+        if names:
+            tokenizers[kind] = ui.load_model(names[0]).tokenizer
     return views.explanations(tokenizers, text, pair)
 
 

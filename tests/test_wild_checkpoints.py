@@ -119,3 +119,24 @@ def test_roberta_reads_at_most_its_positions_after_the_padding_index(tmp_path):
     run = attention_run(loaded, " ".join([TEXT] * 12))
     assert len(run.ids["encoder"]) == 64  # 66 position embeddings, the first two (up to pad_token_id 1) never a token's
     assert run.tokens["encoder"][0] == "<s>" and run.tokens["encoder"][-1] == "</s>"
+
+
+def test_roberta_fills_masked_words_by_its_own_mask_token_and_words(tmp_path):
+    from lmviz.pretrain import objectives
+
+    write_folder(tmp_path / "roberta", "RobertaForMaskedLM", byte_bpe(ROBERTA_SPECIALS, roberta=True))
+    loaded = checkpoints.load(tmp_path / "roberta")
+    words = objectives.bert_words(loaded, "To be, or not")
+    assert words == ["To", "be,", "or", "not"]  # byte-level BPE: a word runs to the next space
+    result = objectives.mlm_predict(loaded, "To be, or not to <mask>.", chosen=(1,))
+    assert result.shown[3:5] == ["<mask>", "<mask>"] and any("You typed <mask> once: RoBERTa" in n for n in result.notes)
+    with pytest.raises(LmvizError, match="RoBERTa has no next-sentence head: Liu et al"):
+        objectives.nsp_predict(loaded, "To be.", "Or not.")
+
+
+def test_a_bert_whose_tokenizer_has_no_mask_token_says_so_on_the_masking_page(tmp_path):
+    from lmviz.pretrain import objectives
+
+    write_folder(tmp_path / "nomask", "BertForMaskedLM", wordpiece(mask=False))
+    with pytest.raises(LmvizError, match=r"nomask/tokenizer.json has no \[MASK\] token"):
+        objectives.mlm_predict(checkpoints.load(tmp_path / "nomask"), TEXT)

@@ -92,7 +92,9 @@ def shift(loaded: Loaded, text: str):
     return table, vm.shift_figure(table)
 
 
-OBJECTIVE_MODELS = {"mlm": "bert", "nsp": "bert", "t5": "t5", "gpt2": "gpt2"}  # the Masking page's objective → its model
+OBJECTIVE_MODELS = {  # the Masking page's objective → the kinds trained on it (MLM: every kind with a mask token)
+    "mlm": tuple(k for k, kind in KINDS.items() if kind.mask_token), "nsp": tuple(k for k, kind in KINDS.items() if kind.reads_pair),
+    "t5": ("t5",), "gpt2": ("gpt2",)}
 TEXT_OBJECTIVES = {"mlm": mlm, "t5": span_fill, "gpt2": shift}  # the sections that read the page's text
 
 

@@ -20,7 +20,7 @@ from lmviz.pretrain import masking, text2text
 from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
 from lmviz.analysis.inference import T5_MAX_TARGET, encode, greedy_t5, model_input, token_label
-from lmviz.models.kinds import device_of
+from lmviz.models.kinds import device_of, kind_of
 from lmviz.pretrain.tokenizers import GPT2_EOT, SENTINELS
 
 TOP_K = 5
@@ -36,20 +36,39 @@ def _need(loaded: Loaded, kind: str, head: str | None = None) -> None:
         raise LmvizError(f"{loaded.folder.name} has no {head.upper()} head, so it cannot {HEAD_USE[head]}.")
 
 
-# --- BERT: masked language modelling ---------------------------------------------------------------
+def _mask_token(loaded: Loaded, head: bool = True) -> str:
+    """The token a masked-LM model (BERT, RoBERTa) hides words behind; what is missing is named."""
+    kind = kind_of(loaded)
+    if kind.mask_token is None:
+        raise LmvizError(f"This needs a model trained to fill masked words; {loaded.folder.name} is a {kind.short} model.")
+    if head and "mlm" not in loaded.heads:
+        raise LmvizError(f"{loaded.folder.name} has no MLM head, so it cannot {HEAD_USE['mlm']}.")
+    if loaded.tokenizer.token_to_id(kind.mask_token) is None:
+        raise LmvizError(f"{loaded.folder.name}/tokenizer.json has no {kind.mask_token} token, so no word can be hidden from "
+                         "this model the way it was trained.")
+    return kind.mask_token
+
+
+def _continues(label: str, byte_level: bool) -> bool:
+    """Whether a piece's label continues the word before it: WordPiece's ``##``; byte-level BPE's pieces without a space."""
+    return not label.startswith("␣") if byte_level else label.startswith("##")
+
+
+# --- BERT and RoBERTa: masked language modelling ------------------------------------------------------
 
 def bert_words(loaded: Loaded, text: str) -> list[str]:
-    """The words of ``text`` as BERT splits them (a word = a piece and its ``##`` continuations)."""
-    _need(loaded, "bert")
+    """The words of ``text`` as a masked-LM model splits them (a word = a piece and its continuations)."""
+    _mask_token(loaded, head=False)
+    byte_level = kind_of(loaded).byte_level
     enc = encode(loaded, text)
     words: list[str] = []
     for lab, special in zip(enc.labels, enc.special):
         if special:
             continue
-        if lab.startswith("##") and words:
-            words[-1] += lab[2:]
+        if _continues(lab, byte_level) and words:
+            words[-1] += lab if byte_level else lab[2:]
         else:
-            words.append(lab)
+            words.append(lab.removeprefix("␣"))
     return words
 
 
@@ -84,14 +103,14 @@ class MlmResult:
         return [p for p in self.predictions if not p.typed]
 
 
-def _word_of_piece(labels: list[str], special: list[bool]) -> list[int]:
+def _word_of_piece(labels: list[str], special: list[bool], byte_level: bool = False) -> list[int]:
     """For each piece, the index of its word (as ``bert_words`` counts them), or -1 for specials."""
     out, w = [], -1
     for lab, sp in zip(labels, special):
         if sp:
             out.append(-1)
             continue
-        if not (lab.startswith("##") and w >= 0):
+        if not (_continues(lab, byte_level) and w >= 0):
             w += 1
         out.append(w)
     return out
@@ -108,10 +127,10 @@ def mlm_predict(loaded: Loaded, text: str, seed: int = 0, rate: float = 0.15, sp
     student chose them to see what BERT guesses there, so ``rate`` and ``split`` do not apply.
     A ``[MASK]`` typed in the text is a hole too: BERT's top-5 there is shown, outside the loss.
     """
-    _need(loaded, "bert", "mlm")
+    mask = _mask_token(loaded)
     enc = encode(loaded, text)
     tok = loaded.tokenizer
-    mask_id = tok.token_to_id("[MASK]")
+    mask_id = tok.token_to_id(mask)
     ids = torch.tensor(enc.ids)
     special = torch.tensor(enc.special)
     typed = [i for i, (t, sp) in enumerate(zip(enc.ids, enc.special)) if sp and t == mask_id]
@@ -120,7 +139,7 @@ def mlm_predict(loaded: Loaded, text: str, seed: int = 0, rate: float = 0.15, sp
     notes = list(enc.notes)
     picked = None
     if chosen:
-        words = _word_of_piece(enc.labels, enc.special)
+        words = _word_of_piece(enc.labels, enc.special, kind_of(loaded).byte_level)
         picked = torch.tensor([w in set(chosen) for w in words])
         if not picked.any():
             raise LmvizError("None of the chosen words is in the text any more; choose again.")
@@ -132,7 +151,7 @@ def mlm_predict(loaded: Loaded, text: str, seed: int = 0, rate: float = 0.15, sp
     if typed:
         for i in typed:
             outcome[i] = masking.MASKED
-        notes.append(f"You typed [MASK] {'once' if len(typed) == 1 else f'{len(typed)} times'}: BERT guesses there too (its "
+        notes.append(f"You typed {mask} {'once' if len(typed) == 1 else f'{len(typed)} times'}: {kind_of(loaded).short} guesses there too (its "
                      "top 5 are shown), but there is no true word to score, so those positions are not in the loss.")
     if sum(enc.special) - 2 - len(typed) > 0:  # beyond the template's [CLS] and [SEP]
         notes.append("Special tokens typed in the text (such as [SEP] or [CLS]) are read as BERT's own markers and are "
@@ -187,6 +206,8 @@ class NspResult:
 @torch.inference_mode()
 def nsp_predict(loaded: Loaded, a: str, b: str) -> NspResult:
     """``[CLS] A [SEP] B [SEP]``, its ``token_type_ids`` (0 for A, 1 for B) and BERT's P(IsNext)."""
+    if kind_of(loaded).no_nsp:  # RoBERTa: trained without the objective, so nothing to show
+        raise LmvizError(kind_of(loaded).no_nsp)
     _need(loaded, "bert", "nsp")
     if not (b or "").strip():
         raise LmvizError("Sentence B is empty: NSP needs two sentences.")
