@@ -77,7 +77,7 @@ try:
                 raise LmvizError(f"{examples} training speeches are too few: a classifier needs at least {MIN_EXAMPLES}.")
             job = queue.submit(jobs.streamlit_owner(), work(loaded, spec), label=f"{name} · {key}")
             st.session_state.ft_job, st.session_state.ft_for = job, (name, ui.display_name(name))
-            busy = True
+            st.rerun()  # draw Start disabled and Stop enabled, and start polling
         except LmvizError as err:
             ui.error(err)
     if b2.button("⏹️ Stop", disabled=not busy, key="ft_stop") and job is not None:
@@ -142,7 +142,7 @@ try:
         except LmvizError as err:
             ui.error(err)
 
-        ch = getattr(run, "changes", None)
+        ch = run.changes
         if ch is not None:
             st.subheader("What changed inside")
             st.write(f"For {len(run.held[:24])} held-out speeches, each head's attention from the **{ch['row']}** row (what "

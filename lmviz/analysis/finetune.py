@@ -119,6 +119,7 @@ class Run:
     outcome: Outcome | None = None
     classifier: Classifier | None = None
     train: list[Example] | None = None  # the training draw, dropped when the run ends
+    changes: dict | None = None  # ``changed_heads``, once measured
 
     @property
     def finished(self) -> bool:
