@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 
-import pytest
-from browser import free_port, run_async, start_app
+from browser import run_async
 from load import Stats
 from protocol_load import Session, _state
+from test_forged import server  # noqa: F401  (the same fixture: one app server for this module)
 
 FORGED_NUMBERS = [-1.0, 0.0, 1e12, -1e12, math.nan, math.inf, -math.inf]
 
@@ -48,15 +48,6 @@ async def _forge_numbers(url: str) -> tuple[list[str], int]:
                     if stop is not None and not stop.disabled:
                         await s.run(states=[_state(stop, trigger_value=True)])
     return stats.errors, tried
-
-
-@pytest.fixture(scope="module")
-def server():
-    port = free_port()
-    proc = start_app(port)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def test_forged_numbers_on_the_fine_tuning_page_get_the_page_not_a_traceback(server):
