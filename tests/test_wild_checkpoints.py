@@ -140,3 +140,26 @@ def test_a_bert_whose_tokenizer_has_no_mask_token_says_so_on_the_masking_page(tm
     write_folder(tmp_path / "nomask", "BertForMaskedLM", wordpiece(mask=False))
     with pytest.raises(LmvizError, match=r"nomask/tokenizer.json has no \[MASK\] token"):
         objectives.mlm_predict(checkpoints.load(tmp_path / "nomask"), TEXT)
+
+
+def test_a_link_out_of_the_models_folder_and_a_name_with_markup_are_named_as_plain_text(tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    root, outside = tmp_path / "models", tmp_path / "elsewhere"
+    root.mkdir()
+    write_folder(outside, "BertModel", wordpiece())
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    write_folder(root / "**bold** [x](javascript:alert(1))", "GPT2Model", byte_bpe(["<|speaker|>"]))  # no <|endoftext|>
+    monkeypatch.setenv("LMVIZ_MODELS", str(root))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file("../app.py", default_timeout=120)
+    at.run()
+    assert not at.exception
+    warnings = [w.value for w in at.sidebar.warning]
+    assert any("linked (yours) unavailable: linked is a link to a folder outside the models directory" in w.replace("\\", "")
+               for w in warnings), warnings
+    marked = next(w for w in warnings if "bold" in w)
+    assert marked.startswith(r"\*\*bold\*\* \[x\]\(javascript\:alert\(1\)\)") and "has no <|endoftext|>" in marked.replace("\\", "")
+    st.cache_resource.clear()

@@ -44,7 +44,13 @@ def registry() -> dict[str, Path]:
 
 def _load(name: str) -> checkpoints.Loaded | str:
     folder = registry().get(name)
-    return f"There is no model called {name!r}." if folder is None else load_folder(str(folder))
+    if folder is None:
+        return f"There is no model called {name!r}."
+    root = user_models_dir()
+    if name not in SHIPPED and root is not None and not folder.resolve().is_relative_to(root):
+        return (f"{folder.name} is a link to a folder outside the models directory {root.name}; lmviz opens only the "
+                "folders inside it (copy the model there instead).")
+    return load_folder(str(folder))
 
 
 @st.cache_resource(show_spinner="Loading model…")
@@ -104,11 +110,12 @@ def sidebar(pages=()) -> None:
         st.caption(f"Device: **{describe_device(pick_device())}**")
         for name in registry():
             loaded = _load(name)
+            shown = display_name(name) if name in SHIPPED else plain(display_name(name))  # a folder's name is not markup
             if isinstance(loaded, str):
-                st.warning(f"{display_name(name)} unavailable: {loaded}", icon="⚠️")
+                st.warning(f"{shown} unavailable: {plain(loaded) if name not in SHIPPED else loaded}", icon="⚠️")
             else:
                 for note in loaded.notes:
-                    st.caption(f"{display_name(name)}: {plain(note)}")
+                    st.caption(f"{shown}: {plain(note)}")
 
 
 # --- links -------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from lmviz.errors import LmvizError
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets" / "models"
 SHARD_BYTES = 16 * 1024 * 1024
+MAX_PARAMETERS = 800_000_000  # GPT-2 large (774 M) loads; more would not fit a classroom server's memory in float32
 
 
 def model_classes() -> dict[str, type]:
@@ -193,6 +194,7 @@ def load(folder: str | Path, device: torch.device | str | None = None, need_toke
                              f"{len(header)} tensors.")
     with torch.device("meta"), _NoRandomInit():
         plan = _build(cls, cfg, folder)
+    _check_size(plan, folder)
     heads = _check_tensors(plan, header, folder)
     state = _adapt(plan, read_weights(folder))
     _check_tied(plan, state, folder)
@@ -208,6 +210,14 @@ def load(folder: str | Path, device: torch.device | str | None = None, need_toke
     if device is not None:
         model.to(device)
     return Loaded(kind, model, tokenizer, folder, heads, log, config.get("lmviz") or _snapshot_extra(folder), tuple(notes))
+
+
+def _check_size(plan: torch.nn.Module, folder: Path) -> None:
+    """Refuse a model too large for the app while it is still shapes only (built on the meta device)."""
+    n = sum(p.numel() for p in plan.parameters())
+    if n > MAX_PARAMETERS:
+        raise LmvizError(f"{folder.name}/config.json describes a model of {n / 1e6:,.0f} million parameters "
+                         f"({n * 4 / 2**30:,.1f} GiB in float32); lmviz loads at most {MAX_PARAMETERS / 1e6:,.0f} million.")
 
 
 def _check_tokens(kind: str, tokenizer, folder: Path) -> None:
