@@ -1,9 +1,11 @@
 import streamlit as st
 
+from lmviz.analysis import prefixes
 from lmviz.app import ui, views
 from lmviz.viz.bertviz_offline import head_view_html, model_view_html, view_height
 from lmviz.errors import LmvizError
 from lmviz.models.kinds import kind_of
+from lmviz.pretrain.text2text import knows_prefixes
 from lmviz.analysis.heads import named_heads
 from lmviz.viz.evaluation import not_yet_learnt
 from lmviz.viz.attention import clicked_head
@@ -82,7 +84,14 @@ try:
                    "pieces twice as often as always writing the most frequent one would (Home has the figures). So its **cross-attention** "
                    "is mostly noise; its encoder and decoder self-attention still show what the masks allow.", icon="⚠️")
 
-    text = ui.text_input("text", PRESETS, default=PRESETS["Hamlet"], upload=True)
+    if model_kind.reads_target and knows_prefixes(loaded):  # a T5 trained text-to-text: a preset per task
+        st.caption("This T5 was trained text-to-text: the input's first word names its task (" +
+                   ", ".join(f"`{t}:`" for t in prefixes.ASKED) + "). Each preset is from a play it never trained on; "
+                   "`punctuate:` shows cross-attention at its clearest, each word written looking at the word it copies.")
+        tasks = prefixes.preset_texts()
+        text = ui.text_input("text", tasks, default=tasks[prefixes.presets()["punctuate"].label], upload=True)
+    else:
+        text = ui.text_input("text", PRESETS, default=PRESETS["Hamlet"], upload=True)
     pair = target = ""
     if model_kind.reads_pair:
         pair = ui.text_input("pair", label="Second sentence (optional: BERT reads [CLS] A [SEP] B [SEP])", height=68)

@@ -3,9 +3,10 @@ import json
 import streamlit as st
 
 from lmviz.app import ui
-from lmviz.analysis.compare import compare, view_data
+from lmviz.analysis.compare import compare, reads_punctuate, view_data
 from lmviz.errors import LmvizError
 from lmviz.models.kinds import shipped_kinds
+from lmviz.pretrain.text2text import knows_prefixes
 from lmviz.app.export import csv_text
 from lmviz.viz.attention import attention_heatmap
 from lmviz.viz.compare import stats_figure
@@ -18,16 +19,28 @@ PRESETS = {
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the three models…")
-def comparison_for(text: str):
+def comparison_for(text: str, punctuate: bool = True):
     models, notes = {}, []
     for kind in shipped_kinds():
         try:
             models[kind] = ui.load_model(kind)
         except LmvizError as err:
             notes.append(str(err))
-    comp = compare(models, text)
+    comp = compare(models, text, punctuate)
     comp.notes[:0] = notes
     return comp
+
+
+T5_READS = {"punctuate": "punctuate: the sentence lower-cased without punctuation → the sentence as written",
+            "same": "the same sentence on both sides, as the other models read it"}
+
+
+def t5_model():
+    """The shipped T5, or None where it does not load (the page says why with the other notes)."""
+    try:
+        return ui.load_model("t5")
+    except LmvizError:
+        return None
 
 
 st.title("Compare: encoder, decoder, encoder-decoder")
@@ -39,7 +52,15 @@ st.write("One sentence through all three models at once, each with its own token
 
 try:
     text = ui.text_input("text", PRESETS, default=PRESETS["Romeo"], label="Sentence", upload=True)
-    comp = comparison_for(text)
+    t5 = t5_model()
+    punctuate = t5 is not None and knows_prefixes(t5)
+    if punctuate:  # a T5 trained text-to-text: its cross-attention is clearest on a punctuate: example
+        reads = ui.param("t5", "punctuate", choices=list(T5_READS))
+        reads = st.radio("T5 reads", list(T5_READS), index=list(T5_READS).index(reads), format_func=T5_READS.get,
+                         horizontal=True, key="w_t5")
+        ui.set_params(t5=reads)
+        punctuate = reads == "punctuate"
+    comp = comparison_for(text, punctuate)
     ui.show_notes(comp.notes)
     layers = max(v.layers for v in comp.views)
     heads = max(v.heads for v in comp.views)
@@ -74,9 +95,16 @@ try:
             with col:
                 fig.data[0].showscale = i == len(row) - 1  # one colourbar per row (the grey hidden layer has none)
                 ui.plot(fig)
-    st.caption("T5's decoder reads the same sentence here (teacher-forced after its start token <pad>), so its causal "
-               "triangle is over your words; its cross-attention (rows: decoder tokens, columns: encoder tokens) is a full "
-               "rectangle, since the input is known before writing starts.")
+    if t5 is not None and punctuate and reads_punctuate(t5, text):
+        st.caption("T5 reads your sentence as its `punctuate:` task: the encoder reads `punctuate:` and the sentence "
+                   "lower-cased without punctuation, the decoder the sentence as written (teacher-forced after its start "
+                   "token <pad>). Its cross-attention (rows: decoder tokens, columns: encoder tokens) is a full rectangle, "
+                   "since the input is known before writing starts; a head that aligns draws a diagonal, each written word "
+                   "looking at the word it copies.")
+    else:
+        st.caption("T5's decoder reads the same sentence here (teacher-forced after its start token <pad>), so its causal "
+                   "triangle is over your words; its cross-attention (rows: decoder tokens, columns: encoder tokens) is a "
+                   "full rectangle, since the input is known before writing starts.")
 
     st.subheader("The difference in numbers, layer by layer")
     st.write("**Entropy**: how spread out a token's attention is (0 = all on one token). **Mean distance**: how many "

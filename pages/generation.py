@@ -2,12 +2,14 @@ import json
 
 import streamlit as st
 
+from lmviz.analysis import prefixes
 from lmviz.app import ui, views
 from lmviz.errors import LmvizError
 from lmviz.app.export import csv_text
 from lmviz.analysis.generation import (MAX_STEPS, LiveRun, branched, clamp_step, format_forced, parse_forced, step_table,
                                       view_data)
 from lmviz.models.kinds import kind_of, writers
+from lmviz.pretrain.text2text import knows_prefixes
 from lmviz.analysis.strategies import MAX_BEAM, MAX_TEMPERATURE, MIN_TEMPERATURE, STRATEGIES, STRATEGY_NAMES, Strategy
 from lmviz.viz.generation import attention_row_figure, attention_steps_figure, beam_tree
 
@@ -73,10 +75,21 @@ try:
     if not model_kind.reads_target:
         st.caption("GPT-2 continues your prompt. It starts from <|endoftext|>, the token every training document began with.")
         text = ui.text_input("prompt", GPT2_PRESETS, default=GPT2_PRESETS["Romeo"], label="Prompt", keep="tail", upload=True)
+    elif knows_prefixes(loaded):
+        st.caption("T5's encoder reads the input once; its decoder then writes, one token at a time. This T5 was trained "
+                   "text-to-text: the input's first word names the task. " +
+                   " ".join(f"`{t}:` asks for {prefixes.ASKED[t]}." for t in prefixes.ASKED) +
+                   " Each preset is from a play it never trained on; type your own after a prefix too.")
+        tasks = prefixes.preset_texts()
+        text = ui.text_input("input", tasks, default=next(iter(tasks.values())), label="Input", upload=True)
+        if (preset := prefixes.preset_for(text)) is not None:
+            st.caption(f"The play has: {ui.plain(preset.answer)}")
     else:
         st.caption("T5's encoder reads the input once; its decoder then writes, one token at a time, what belongs in each "
                    "sentinel <extra_id_i> (the span-corruption task it was trained on). Your own text works too.")
         text = ui.text_input("input", T5_PRESETS, default=T5_PRESETS["Hamlet, two holes"], label="Input", upload=True)
+    told = prefixes.prefix_notes(loaded, text) if model_kind.reads_target else []  # before any step is run
+    ui.show_notes(told)
 
     # --- the strategy ---------------------------------------------------------------------------
     asked = Strategy(ui.param("strategy", "greedy", choices=STRATEGIES), ui.param("t", 1.0, float), ui.param("k", 20, int),
@@ -145,7 +158,7 @@ try:
         ui.set_params(**{"n": 0, "strategy": strategy.name, "seed": seed, "limit": limit, "branch": None})
         st.info("No token yet: press **Next token** to run the first step.", icon="▶")
         st.stop()
-    ui.show_notes(gen.notes)
+    ui.show_notes([note for note in gen.notes if note not in told])
     n = len(gen.steps)
     if ended or n >= limit:
         st.success(f"Stopped after {n} step{'s' if n != 1 else ''}: {ui.plain(gen.stop_reason or f'the step limit ({limit} steps)')}.",

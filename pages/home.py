@@ -94,13 +94,20 @@ else:
     held = data.get("held_out") if isinstance(data, dict) else None
     st.markdown("Each figure measured on the held-out plays"
                 + (f" ({', '.join(map(str, held))})" if isinstance(held, list) else "")
-                + ", beside a baseline that needs no neural network: if a model does not beat its baseline, it has not learnt.")
+                + ", beside a baseline that needs no neural network: if a model does not beat its baseline, it has not learnt. "
+                "**Floor** is the quality this project set itself for the figure. BERT's top-1 is given twice: at "
+                "`[MASK]` positions only (the word is hidden, as a student meets the task) and over the whole 80/10/10 "
+                "draw, whose 10 % of unchanged words have their answer in the input.")
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
         for row in rows:
             if row["beats baselines"] == "no":
                 st.caption(f"{row['model']}'s {row['figure']} does not beat its baseline: on this figure the model "
                            "has not learnt more than the baseline knows.")
+        short = [f"{row['model']}'s {row['figure']} ({row['ours']:.3f}, floor {row['floor']})" for row in rows
+                 if row.get("meets floor") == "no"]
+        if short:
+            st.caption("Below the floor: " + "; ".join(short) + ".")
     else:
         st.info("evaluation.json holds no figures this page understands; run `python -m lmviz evaluate` again.", icon="ℹ️")
 

@@ -22,6 +22,7 @@ from lmviz.errors import LmvizError
 from lmviz.analysis.inference import attention_run
 from lmviz.models.record import Want
 from lmviz.models.kinds import KINDS, kind_of
+from lmviz.pretrain.text2text import knows_prefixes, prefixed, split_prefix, strip_punctuation
 
 METRICS = {"entropy": "entropy (nats)", "distance": "mean distance (tokens)", "special": "share to special tokens",
            "self": "share to itself"}
@@ -115,11 +116,21 @@ class Comparison:
         return rows
 
 
-def compare(models: dict[str, Loaded], text: str) -> Comparison:
+def reads_punctuate(loaded: Loaded, text: str) -> bool:
+    """Whether an encoder-decoder trained text-to-text reads ``text`` as a ``punctuate:`` example (not when the text
+    names a task itself, or has no words to punctuate)."""
+    return (kind_of(loaded).reads_target and knows_prefixes(loaded) and split_prefix(text)[0] is None
+            and bool(strip_punctuation(text)))
+
+
+def compare(models: dict[str, Loaded], text: str, punctuate: bool = True) -> Comparison:
     """Run ``text`` through each of ``models`` (keyed ``bert``, ``gpt2``, ``t5``; any may be missing).
 
     T5's decoder reads the same sentence (teacher-forced, after its start token), so its causal
-    triangle and its cross-attention are over the student's words, not over what T5 would write.
+    triangle and its cross-attention are over the student's words, not over what T5 would write. With ``punctuate``,
+    a T5 trained text-to-text reads it as ``punctuate:`` does (``reads_punctuate``): its encoder the sentence
+    lower-cased without punctuation after the prefix, its decoder the sentence as written, so its cross-attention
+    shows which input word each written word looks at.
     """
     if not (text or "").strip():
         raise LmvizError("The text is empty: type a sentence to compare how the models attend to it.")
@@ -130,7 +141,8 @@ def compare(models: dict[str, Loaded], text: str) -> Comparison:
             if kind.shipped:
                 notes.append(f"No {kind.name} model is loaded, so it is left out.")
             continue
-        run = attention_run(loaded, text, target=text, want=Want(attention=True, scores=True))  # a decoder reads the sentence too
+        source = prefixed("punctuate", strip_punctuation(text)) if punctuate and reads_punctuate(loaded, text) else text
+        run = attention_run(loaded, source, target=text, want=Want(attention=True, scores=True))  # a decoder reads the sentence too
         for note in run.notes:
             notes.append(f"{kind.short}: {note}")
         for att in run.record.kinds:

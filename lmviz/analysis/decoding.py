@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lmviz.analysis.inference import MAX_CHARS, encode, token_label
+from lmviz.analysis.inference import MAX_CHARS, model_input, token_label
 from lmviz.analysis.strategies import Shaped, Strategy
 from lmviz.errors import LmvizError
 from lmviz.models.checkpoints import Loaded
@@ -157,7 +157,7 @@ class Decoder:
         self.encoder_out = None
         self.start = self.kind.decoder_start(config)
         if "encoder" in self.kind.stacks:
-            enc = encode(loaded, text)
+            enc = model_input(loaded, text)  # the encoder's input, with what its task prefix means to this model
             self.notes += enc.notes
             self.source = enc.labels
             self.encoder_out = self.kind.encode_source(self.model, enc.ids)

@@ -12,6 +12,7 @@ import torch
 from lmviz.models.checkpoints import Loaded
 from lmviz.errors import LmvizError
 from lmviz.models.record import ALL, AttentionRecord, Want
+from lmviz.analysis.prefixes import prefix_notes
 from lmviz.models.kinds import T5_MAX_INPUT, T5_MAX_TARGET, device_of, kind_of  # noqa: F401 (the limits' old address)
 from lmviz.pretrain.tokenizers import explain, safe_text, token_bytes
 
@@ -89,9 +90,12 @@ def piece_label(piece, sources: tuple[str, str], tok) -> str:
 
 def model_input(loaded: Loaded, text: str, pair: str | None = None) -> Encoded:
     """What the model reads of ``text`` as in training and on every page: the kind's prefix (GPT-2's
-    ``<|endoftext|>``, where every training document starts), then the text, cut to the context."""
+    ``<|endoftext|>``, where every training document starts), then the text, cut to the context. An encoder-decoder's
+    input says what its task prefix means to this model (``prefixes.prefix_notes``)."""
     kind = kind_of(loaded)
+    told = prefix_notes(loaded, text) if kind.reads_target else []
     enc = encode(loaded, text, pair, stack=kind.text_stack)
+    enc.notes[:0] = told
     if not kind.prefix:
         return enc
     if not enc.ids:
