@@ -1,4 +1,4 @@
-"""``python -m lmviz {tokenizers,train,evaluate,bench,finetune}``."""
+"""``python -m lmviz {tokenizers,train,evaluate,bench,finetune,app}`` (``lmviz …`` once installed with ``pip install .``)."""
 from __future__ import annotations
 
 import argparse
@@ -100,6 +100,21 @@ def cmd_finetune(args) -> None:
     print(table(runs))
 
 
+def cmd_app(args) -> None:
+    """The Streamlit app with the shipped models, run from any folder (a clone's app.py, or the installed copy)."""
+    import os
+
+    from lmviz.paths import ROOT
+
+    if not (ROOT / "app.py").is_file():
+        raise LmvizError(f"The app's files are not at {ROOT}; install lmviz again (pip install .).")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(args.port)]
+    if args.models:
+        cmd += ["--", "--models", str(Path(args.models).resolve())]  # resolved here: the app runs in ROOT
+    os.chdir(ROOT)  # Streamlit reads .streamlit/config.toml from its working folder
+    os.execv(sys.executable, cmd)  # this process becomes the server: Ctrl-C and kill reach Streamlit itself
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lmviz", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -154,13 +169,16 @@ def main(argv=None) -> int:
     f.add_argument("--models", help="folder with bert/, gpt2/, t5/ (default: the shipped models)")
     f.add_argument("--out", help="save each fine-tuned model under this folder (loads with --models and transformers)")
     f.set_defaults(fn=cmd_finetune)
+    a = sub.add_parser("app", help="start the Streamlit app (the shipped models, and yours with --models)")
+    a.add_argument("--models", help="a folder of your own model folders, offered beside the shipped ones")
+    a.add_argument("--port", type=int, default=8501)
+    a.set_defaults(fn=cmd_app)
     args = p.parse_args(argv)
     try:
-        args.fn(args)
+        return args.fn(args) or 0
     except LmvizError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 
 from lmviz.errors import LmvizError
+from lmviz.paths import ROOT
 
-ASSETS = Path(__file__).resolve().parent.parent.parent / "assets" / "models"
+ASSETS = ROOT / "assets" / "models"
 SHARD_BYTES = 16 * 1024 * 1024
 MAX_PARAMETERS = 800_000_000  # GPT-2 large (774 M) loads; more would not fit a classroom server's memory in float32
 

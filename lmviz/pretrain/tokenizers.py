@@ -16,6 +16,7 @@ from typing import Iterable, Literal
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from lmviz.errors import LmvizError
+from lmviz.paths import ROOT
 from lmviz.models.kinds import GPT2_EOT  # the kind owns the encode rule; its prefix token is named once
 
 Kind = Literal["bert", "gpt2", "t5"]
@@ -93,7 +94,7 @@ def train_tokenizer(kind: Kind, texts: Iterable[str]) -> Tokenizer:
     return _finish(kind, tok)
 
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent.parent / "runs" / "tokenizers"
+DEFAULT_OUT = ROOT / "runs" / "tokenizers"
 """Where ``python -m lmviz tokenizers`` writes: a fresh folder, never the shipped models' (their ids would change)."""
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from lmviz.analysis.inference import AttentionRun
+from lmviz.paths import ROOT
 
-VENDOR = Path(__file__).resolve().parent.parent.parent / "assets" / "vendor"
+VENDOR = ROOT / "assets" / "vendor"
 VENDORED = ("d3.min.js", "jquery.min.js", "require.js")  # load order matters: see the module docstring
 CDN = re.compile(r'<script src="https?://[^"]*"></script>')
 REQUIRE_CONFIG = re.compile(r"require\.config\(\{.*?\}\);", re.S)
