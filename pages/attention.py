@@ -131,7 +131,9 @@ try:
                       "not the same as looking with weight 0." if not keep.all() else "") +
                      (" On a text this long most weights are tiny, so the colours top out at the 99th percentile of "
                       "the weights (the colourbar gives its value); the few larger ones share the brightest colour."
-                      if long_text else ""))
+                      if long_text else "") +
+                     (" In cross-attention each row is the decoder position that writes the *next* token: a head that "
+                      "aligns looks, from the word it reads, at the input word it is about to write." if kind == "cross" else ""))
             ui.plot(views.one_head(run, kind, layer, head, query))
 
     if walk.open is not False:
