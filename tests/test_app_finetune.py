@@ -108,3 +108,24 @@ def test_typed_text_after_training_gets_probabilities_and_empty_text_a_message()
     at.text_area(key="w_text").set_value("O Romeo, Romeo, wherefore art thou Romeo? Deny thy father and refuse thy name").run()
     assert not at.exception and not at.error
     assert any("probability" in json.dumps(f["layout"].get("xaxis", {})) for f in figures(at))
+
+
+def test_a_job_beyond_the_limit_waits_in_line_and_the_page_shows_its_place():
+    import threading
+
+    from lmviz.app import jobs
+
+    queue, gate = jobs.shared(), threading.Event()
+    others = [queue.submit(f"another tab {i}", lambda job: gate.wait(60)) for i in range(queue.slots)]
+    try:
+        deadline = time.time() + 10
+        while not all(o.state == jobs.RUNNING for o in others) and time.time() < deadline:
+            time.sleep(0.05)
+        at = page({"model": "bert", "n": "32", "task": "genre"})
+        at.button(key="ft_start").click().run()
+        assert at.session_state["ft_job"].place == 1
+        assert "Waiting in line: number 1" in shown(at)
+    finally:
+        gate.set()
+    wait(at, lambda job: job.finished)
+    assert "Trained 2 steps" in shown(at) and all(o.finished for o in others)
