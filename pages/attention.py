@@ -178,5 +178,9 @@ try:
             ui.set_params(bertviz=view)
             html, height = bertviz_for(name, text, pair, target, view)
             st.iframe(html, height=height)
+            st.download_button(f"Download the {view} view (one HTML file, works offline)", html,
+                               file_name=f"bertviz_{view}_view.html", mime="text/html")
+    ui.download_view("attention", views.attention_numbers(run, kind, layer, head),
+                     f"attention_{kind}_layer{layer}_head{head}.json", text=text)
 except LmvizError as err:
     ui.error(err)

@@ -81,6 +81,8 @@ if ok:
         with tab:
             st.caption(home.training_summary(models[kind].train_log))
             ui.plot(_curves(kind), key=f"curves_{kind}")
+    ui.download_view("home", {k: {"sizes": _sizes(k), "train_log": models[k].train_log} for k in ok}, "home.json",
+                     label="Download the sizes and training curves (JSON)")
 
 st.header("Evaluation")
 data = ui.evaluation()

@@ -127,6 +127,7 @@ def mlm_section(name: str, text: str) -> None:
     ui.plot(top5, key="mlm_top5")
     with st.expander("The same as a table"):
         st.dataframe(vm.mlm_rows(result), hide_index=True, width="stretch")
+    ui.download_view("masking", result, "masking_mlm.json", text=text)
 def nsp_section(name: str) -> None:
     st.markdown("BERT's second objective: given `[CLS] A [SEP] B [SEP]`, is B the text that really follows A (**IsNext**) "
                 "or a random one (**NotNext**)? Half of its training pairs are each. The **token_type_ids** (segment "
@@ -151,6 +152,7 @@ def nsp_section(name: str) -> None:
     st.metric("BERT's P(IsNext)", f"{result.is_next:.1%}", help="softmax of the NSP head on [CLS]",
               delta=f"it says {verdict}", delta_color="off", delta_arrow="off")
     ui.plot(fig, key="nsp_strip")
+    ui.download_view("masking", {"a": a, "b": b, "nsp": result}, "masking_nsp.json")
 
 
 def t5_section(name: str, text: str) -> None:
@@ -173,6 +175,7 @@ def t5_section(name: str, text: str) -> None:
     st.markdown("Sentinel ⟨k⟩ has the same colour in the input, the target and T5's own greedy output.")
     ui.plot(fig, key="t5_strip")
     st.dataframe(vm.t5_rows(result), hide_index=True, width="stretch")
+    ui.download_view("masking", result, "masking_t5.json", text=text)
     c1, c2 = st.columns(2)
     c1.text_area("The text as T5's pieces spell it (the truth)", result.original, disabled=True, height=120)
     c2.text_area("The text with T5's fills put back", result.reconstruction, disabled=True, height=120)
@@ -196,6 +199,7 @@ def gpt2_section(name: str, text: str) -> None:
                 "where the two meet, its favourite was right.")
     ui.plot(fig, key="shift")
     st.dataframe(vm.shift_rows(table), hide_index=True, width="stretch", height=320)
+    ui.download_view("masking", table, "masking_gpt2.json", text=text)
 
 
 st.title("Masking: what each model is trained to predict")

@@ -119,10 +119,12 @@ try:
         "cross": "Cross-attention: every decoder token may look at every encoder token; it is not causal, because the "
                  "whole input is known before decoding starts.",
     }
-    for m, fig in views.mask_figures(run):
+    masks = views.mask_figures(run)
+    for m, fig in masks:
         st.subheader(m.title)
         st.write(explain[m.kind])
         ui.plot(fig)
+    ui.download_view("masks", [m for m, _ in masks], "masks.json", label="Download these masks (JSON)", text=text)
 
     if padding:
         st.subheader("Padding in a batch")

@@ -129,3 +129,4 @@ kind = st.radio("Tokenizer", list(explained), format_func=lambda k: KINDS[k].tok
                 index=list(explained).index(ui.param("tok", list(explained)[0], choices=list(explained))))
 ui.set_params(tok=kind)
 st.dataframe(_piece_rows(explained[kind]), hide_index=True, width="stretch", height=300)
+ui.download_view("tokenization", {"pair": pair, "tokenizers": explained}, "tokenization.json", text=text)

@@ -20,6 +20,7 @@ from lmviz.models.kinds import KINDS, shipped_kinds
 SHIPPED = {name: KINDS[name].title for name in shipped_kinds()}  # the shipped models are named by their kind
 MAX_LINK_CHARS = 2000  # longer texts stay out of the URL (browsers and servers cap its length)
 MAX_TEXT_CHARS = 20_000
+FIGURE_FORMATS = {"png": "PNG", "svg": "SVG"}  # what the 📷 on a figure's toolbar saves, drawn in the browser (offline)
 
 
 def user_models_dir() -> Path | None:
@@ -107,6 +108,9 @@ def sidebar(pages=()) -> None:
         for page in pages:
             st.page_link(page)
         st.divider()
+        st.radio("📷 on a figure's toolbar saves", list(FIGURE_FORMATS), format_func=FIGURE_FORMATS.get, key="w_figure_format",
+                 horizontal=True, help="PNG at twice the screen's resolution, or SVG: vector, sharp at any size in slides "
+                                       "and papers. The browser draws the file itself, with no network.")
         st.caption(f"Device: **{describe_device(pick_device())}**")
         for name in registry():
             loaded = _load(name)
@@ -254,10 +258,26 @@ def error(err: Exception) -> None:
 
 
 def plot(fig, key: str | None = None, on_click=None) -> None:
-    """A plotly figure with its toolbar's PNG download, drawn from the bundled plotly.js (offline). ``on_click``
-    (with a ``key``): a callback run when a point is clicked; the selection is in ``st.session_state[key]``."""
+    """A plotly figure with its toolbar's download (PNG or SVG, as the sidebar says), drawn from the bundled plotly.js
+    (offline). ``on_click`` (with a ``key``): a callback run when a point is clicked; the selection is in
+    ``st.session_state[key]``."""
+    fmt = st.session_state.get("w_figure_format", "png")
+    fmt = fmt if fmt in FIGURE_FORMATS else "png"
     st.plotly_chart(fig, width="stretch", key=key, on_select=on_click or "ignore", selection_mode="points",
-                    config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}})
+                    config={"displaylogo": False, "toImageButtonOptions": {"format": fmt, "scale": 2 if fmt == "png" else 1,
+                                                                           "filename": f"lmviz-{key or 'figure'}"}})
+
+
+def download_view(page: str, numbers, file: str, label: str = "Download this view (JSON)", text: str | None = None) -> None:
+    """A button that downloads the numbers behind the view with the settings that reproduce it: the link's (model, text,
+    layer, head…), and the text itself when it is too long for the link."""
+    from lmviz.app.export import view_json
+
+    settings = st.query_params.to_dict()
+    if text is not None:
+        settings.setdefault("text", text)
+    # written when clicked, not on every rerun: a long text's every-head numbers take a while to turn into JSON
+    st.download_button(label, lambda: view_json(page, settings, numbers), file_name=file, mime="application/json")
 
 
 def clicked(key: str) -> list | None:

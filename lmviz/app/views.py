@@ -52,6 +52,13 @@ def one_head(run: AttentionRun, kind: str, layer: int, head: int, query: int):
                              mask=run.record.keep(kind).numpy(), percentile=99 if long_text(run, kind) else None)
 
 
+def attention_numbers(run: AttentionRun, kind: str, layer: int, head: int) -> dict:
+    """The numbers behind the Attention page's view: the tokens, one head's weights (rows: queries) and every head's."""
+    queries, keys = run.axes(kind)
+    return {"model_kind": run.kind, "attention": kind, "layer": layer, "head": head, "queries": queries, "keys": keys,
+            "weights": run.head(kind, layer, head), "every_head": run.heads(kind), "notes": run.notes}
+
+
 def arithmetic(run: AttentionRun, kind: str, layer: int, head: int, query: int):
     """The arithmetic tab: the head's numbers for ``query`` and its three figures (vectors, steps, weighted sum)."""
     queries, keys = run.axes(kind)
