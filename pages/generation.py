@@ -81,7 +81,7 @@ try:
                    " ".join(f"`{t}:` asks for {prefixes.ASKED[t]}." for t in prefixes.ASKED) +
                    " Each preset is from a play it never trained on; type your own after a prefix too.")
         tasks = prefixes.preset_texts()
-        text = ui.text_input("input", tasks, default=next(iter(tasks.values())), label="Input", upload=True)
+        text = ui.text_input("input", tasks, default=prefixes.presets()["punctuate"].text, label="Input", upload=True)
         if (preset := prefixes.preset_for(text)) is not None:
             st.caption(f"The play has: {ui.plain(preset.answer)}")
     else:

@@ -51,7 +51,12 @@ def test_generation_offers_a_preset_per_task_and_punctuate_writes_with_cross_att
     ok(at)
     box = at.selectbox(key="w_input_preset")
     assert box.options == ["(your own)", *(p.label for p in prefixes.presets().values())]
-    box.set_value(PUNCTUATE.label).run()
+    assert box.value == PUNCTUATE.label and at.text_area(key="w_input").value == PUNCTUATE.text  # the page opens on it
+    fill = prefixes.presets()["fill"]
+    at.selectbox(key="w_input_preset").set_value(fill.label).run()
+    ok(at)
+    assert at.text_area(key="w_input").value == fill.text and any("\\<extra\\_id\\_0\\> food" in c.value for c in at.caption)
+    at.selectbox(key="w_input_preset").set_value(PUNCTUATE.label).run()
     ok(at)
     assert at.text_area(key="w_input").value == PUNCTUATE.text and at.query_params["input"] == PUNCTUATE.text
     assert "The play has" in texts(at) and "its **cross-attention** over the input tokens" in texts(at)

@@ -89,7 +89,7 @@ def targets(loaded: Loaded, text: str, hide: list[int] | None = None, target: st
         # A T5 trained text-to-text is asked to punctuate the text, and scored on writing it back as it was typed.
         source = prefixed("punctuate", strip_punctuation(text))
         if not strip_punctuation(text):
-            raise LmvizError("The text has no words: type a sentence for T5 to punctuate.")
+            raise LmvizError(f"The text {'has no words' if text.strip() else 'is empty'}: type a sentence for T5 to punctuate.")
         enc, tgt = model_input(loaded, source), encode(loaded, text, stack="decoder")
         return _decoder_targets(kind, tok, start, tgt.ids[:limit], tgt.labels[:limit], enc, enc.notes + tgt.notes + [
             "T5 is asked to punctuate: it reads your text lower-cased without punctuation and is scored on writing it as "
