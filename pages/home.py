@@ -101,7 +101,11 @@ else:
                 "`[MASK]` positions only (the word is hidden, as a student meets the task) and over the whole 80/10/10 "
                 "draw, whose 10 % of unchanged words have their answer in the input.")
     if rows:
-        st.dataframe(rows, hide_index=True, width="stretch")
+        mark = {"yes": " ✔", "no": " ✘"}
+        shown = [{**{k: v for k, v in row.items() if k != "meets floor"}, "floor": row["floor"] + mark.get(row["meets floor"], "")}
+                 for row in rows]  # the floor and whether ours meets it, in one column
+        st.dataframe(shown, hide_index=True, width="stretch", height="content",
+                     column_config={c: st.column_config.Column(width="small") for c in ("model", "ours", "better", "beats baselines")})
         for row in rows:
             if row["beats baselines"] == "no":
                 st.caption(f"{row['model']}'s {row['figure']} does not beat its baseline: on this figure the model "

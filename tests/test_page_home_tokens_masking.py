@@ -99,9 +99,9 @@ def test_evaluation_rows_show_every_baseline_and_say_when_ours_loses():
                    "baselines": {"unigram_loss": 6.0, "most_frequent_acc": 0.03}}}
     rows = {r["figure"]: r for r in evaluation_rows(data)}
     assert rows["MLM loss (nats/masked token)"]["baselines"] == "unigram 6.300"
-    assert rows["MLM top-5, 80/10/10 draw"]["baselines"] == "5 most frequent tokens 0.170"
+    assert rows["MLM top-5 over the 80/10/10 draw"]["baselines"] == "5 most frequent tokens 0.170"
     assert rows["fill: span loss (nats/target token)"]["baselines"] == "unigram 6.000"
-    assert rows["MLM top-5, 80/10/10 draw"]["beats baselines"] == "yes"
+    assert rows["MLM top-5 over the 80/10/10 draw"]["beats baselines"] == "yes"
     assert rows["fill: non-sentinel target accuracy"]["beats baselines"] == "no"
 
 

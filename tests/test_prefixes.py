@@ -133,14 +133,14 @@ def test_the_home_table_shows_the_text_to_text_figures_with_baselines_and_floors
     rows = {(r["model"], r["figure"]): r for r in evaluation_rows(EVAL)}
     row = lambda model, start: next(r for (m, f), r in rows.items() if m == model and f.startswith(start))  # noqa: E731
     assert row("BERT", "MLM top-1 at [MASK]")["meets floor"] == "no" and row("BERT", "MLM top-1 at [MASK]")["floor"] == "≥ 0.30"
-    assert row("BERT", "MLM top-1, 80/10/10")["meets floor"] == "yes" and row("BERT", "NSP")["floor"] == "≥ 0.75"
+    assert row("BERT", "MLM top-1 over the 80/10/10")["meets floor"] == "yes" and row("BERT", "NSP")["floor"] == "≥ 0.75"
     assert row("GPT-2", "bits per character")["meets floor"] == "no" and row("GPT-2", "bits per character")["floor"] == "≤ 2.20"
     head = row("GPT-2", "previous-token head (layer 1, head 2)")
     assert head["ours"] == 0.61 and head["baselines"] == "even attention 0.120" and head["meets floor"] == "yes"
     fill = row("T5", "fill: non-sentinel")
-    assert fill["floor"] == "≥ 3× most frequent token = 0.087" and fill["meets floor"] == "no" and fill["beats baselines"] == "yes"
+    assert fill["floor"] == "≥ 0.087 (3× most frequent token)" and fill["meets floor"] == "no" and fill["beats baselines"] == "yes"
     assert row("T5", "fill: span loss")["ours"] == 3.9 and row("T5", "mean of the fill:")["ours"] == 2.35
-    word = row("T5", "punctuate: word accuracy")
+    word = row("T5", "punctuate: words written")
     assert word["baselines"] == "copying the input 0.520" and word["beats baselines"] == "yes"
     assert row("T5", "punctuate: exact")["baselines"] == "copying the input 0.030"
     align = row("T5", "punctuate: alignment head (layer 3, head 1)")

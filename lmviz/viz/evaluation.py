@@ -51,26 +51,26 @@ EVAL_ROWS = [
            (("unigram", B + ("unigram", "bits_per_char")), ("bigram", B + ("bigram", "bits_per_char"))), floor=2.20),
     Figure("gpt2", (P + ("previous_token_head",),), "previous-token head (layer {layer}, head {head}): attention to i−1",
            "higher", (("even attention", P + ("previous_token_chance",)),), floor=0.5),
-    Figure("gpt2", (P + ("induction_head",),), "induction head (layer {layer}, head {head}): attention after the earlier copy",
+    Figure("gpt2", (P + ("induction_head",),), "induction head (layer {layer}, head {head}): attention to after the earlier copy",
            "higher", (("even attention", P + ("induction_chance",)),)),
     Figure("bert", (F + ("mlm_loss",),), "MLM loss (nats/masked token)", "lower", (("unigram", B + ("unigram_loss",)),)),
-    Figure("bert", (F + ("mask_top1",),), "MLM top-1 at [MASK] positions (the word hidden, as a student meets it)",
+    Figure("bert", (F + ("mask_top1",),), "MLM top-1 at [MASK] positions",
            "higher", (("most frequent token", B + ("most_frequent_top1",)),), floor=0.30),
-    Figure("bert", (F + ("mlm_top1",),), "MLM top-1, 80/10/10 draw (every selected position; 10 % keep their word)",
+    Figure("bert", (F + ("mlm_top1",),), "MLM top-1 over the 80/10/10 draw",
            "higher", (("most frequent token", B + ("most_frequent_top1",)),), floor=0.38),
-    Figure("bert", (F + ("mlm_top5",),), "MLM top-5, 80/10/10 draw", "higher",
+    Figure("bert", (F + ("mlm_top5",),), "MLM top-5 over the 80/10/10 draw", "higher",
            (("5 most frequent tokens", B + ("most_frequent_top5",)),)),
     Figure("bert", (F + ("nsp_acc",),), "NSP accuracy", "higher", (("chance", B + ("nsp_chance",)),), floor=0.75),
     Figure("t5", (F + ("fill_loss",), F + ("loss",)), "fill: span loss (nats/target token)", "lower",
            (("unigram", B + ("unigram_loss",)),)),
     Figure("t5", (F + ("content_acc",),), "fill: non-sentinel target accuracy", "higher",
            (("most frequent token", B + ("most_frequent_acc",)),), times=3.0),
-    Figure("t5", (("punctuate", "word_acc"),), "punctuate: word accuracy (greedy, words written exactly)", "higher",
+    Figure("t5", (("punctuate", "word_acc"),), "punctuate: words written exactly (greedy)", "higher",
            (("copying the input", ("punctuate", "copy_word_acc")),)),
     Figure("t5", (("punctuate", "exact"),), "punctuate: exact lines (greedy)", "higher",
            (("copying the input", ("punctuate", "copy_exact")),)),
     Figure("t5", (("punctuate", "alignment_head"),),
-           "punctuate: alignment head (layer {layer}, head {head}): strongest key in the aligned source word", "higher",
+           "punctuate: alignment head (layer {layer}, head {head}): strongest key on the aligned word", "higher",
            floor=0.70),
     Figure("t5", (("genre", "acc"),), "genre: accuracy (every test speech)", "higher",
            (("majority label{majority}", ("genre", "majority_acc")),)),
@@ -91,13 +91,13 @@ def _value(entry, path) -> tuple[float | None, str]:
 
 
 def _floor(fig: Figure, found: list[tuple[str, float]]) -> tuple[float | None, str]:
-    """The floor's number and how the table writes it ("≥ 0.30", "≥ 3× most frequent token = 0.087")."""
+    """The floor's number and how the table writes it ("≥ 0.30", "≥ 0.087 (3× most frequent token)")."""
     sign = "≥" if fig.better == "higher" else "≤"
     if fig.floor is not None:
         return fig.floor, f"{sign} {fig.floor:.2f}"
     if fig.times is not None and found:
         value = fig.times * found[0][1]
-        return value, f"{sign} {fig.times:g}× {found[0][0]} = {value:.3f}"
+        return value, f"{sign} {value:.3f} ({fig.times:g}× {found[0][0]})"
     return None, ""
 
 
