@@ -68,7 +68,10 @@ def targets(loaded: Loaded, text: str, hide: list[int] | None = None, target: st
                        [None if t is None else enc.labels[i + 1] for i, t in enumerate(nxt)], [], enc.notes)
     if not kind.writes:  # an encoder alone: the hidden words
         enc = model_input(loaded, text)
-        mask_id = tok.token_to_id("[MASK]")
+        mask = kind.mask_token or "[MASK]"  # RoBERTa's <mask>
+        mask_id = tok.token_to_id(mask)
+        if mask_id is None:
+            raise LmvizError(f"{loaded.folder.name}/tokenizer.json has no {mask} token, so no word can be hidden from this model.")
         hide = sorted({int(p) for p in hide or []})
         bad = [p for p in hide if not 0 <= p < len(enc.ids) or enc.special[p]]
         if bad:
@@ -78,7 +81,7 @@ def targets(loaded: Loaded, text: str, hide: list[int] | None = None, target: st
         if not columns:
             raise LmvizError("Nothing is hidden: choose a word to hide (or type [MASK] in the text) so BERT has something to guess.")
         ids = [mask_id if p in hide else i for p, i in enumerate(enc.ids)]
-        tokens = ["[MASK]" if p in hide else enc.labels[p] for p in range(len(ids))]
+        tokens = [mask if p in hide else enc.labels[p] for p in range(len(ids))]
         truth = [enc.ids[p] if p in hide else None for p in columns]
         return Targets(kind.name, ids, tokens, ids, tokens, columns, truth,
                        [enc.labels[p] if p in hide else None for p in columns], enc.type_ids, enc.notes, hidden=True)
