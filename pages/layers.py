@@ -1,5 +1,3 @@
-import json
-
 import streamlit as st
 
 from lmviz.analysis.attribution import STEPS, attribute, attribution_data
@@ -92,7 +90,7 @@ def step_view(folder: str, step: int, name: str, text: str, hide: tuple[int, ...
 
 
 def download(data: dict, file: str) -> None:
-    st.download_button("Download this view (JSON)", json.dumps(data, ensure_ascii=False), file_name=file, mime="application/json")
+    ui.download_view("layers", data, file)  # with the link's settings (model, text, hidden words, layer, head…)
 
 
 st.title("Layers: inside a prediction")
