@@ -156,6 +156,11 @@ try:
         folder = folder_name(run.kind, run.task.key, run.spec.seed)
         st.download_button("⬇️ Download the fine-tuned model (.zip)", lambda: download_zip(run.classifier, folder),
                            file_name=f"{folder}.zip", mime="application/zip", key="ft_download")
+        ui.download_view("finetune", {"kind": run.kind, "spec": run.spec, "labels": run.task.labels, "steps": run.step,
+                                      "loss": run.loss, "classification_loss": run.classification, "lm_loss": run.lm,
+                                      "held_out_accuracy": run.evals, "outcome": run.outcome, "baselines": run.baselines,
+                                      "changes": run.changes, "seconds": run.seconds, "cpu_seconds": run.cpu_seconds},
+                         f"{folder}.json", label="Download the run's numbers (JSON)")
         st.caption(f"The weights live in this browser tab only; the shipped model is never changed. The zip holds one folder, "
                    f"`{folder}/` (config.json, model.safetensors, tokenizer.json, as transformers' save_pretrained writes "
                    f"it): unzip it into a folder DIR and run `streamlit run app.py -- --models DIR` to look inside it on every "
