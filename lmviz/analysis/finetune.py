@@ -194,7 +194,8 @@ def finetune(loaded: Loaded, spec: Spec, on_step: Callable[[Run], None] | None =
     warm = max(1, run.total_steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (run.total_steps - s) / max(1, run.total_steps - warm))))
-    marks = {round(run.total_steps * (i + 1) / (spec.evals + 1)) for i in range(spec.evals)} - {0, run.total_steps}
+    evals = min(spec.evals, run.total_steps // 10)  # one reads 300 speeches, about as long as 6 steps: not in short runs
+    marks = {round(run.total_steps * (i + 1) / (evals + 1)) for i in range(evals)} - {0, run.total_steps}
     rng = np.random.default_rng(spec.seed)
     texts, labels = [e.text for e in train], torch.tensor([e.label for e in train])
     while run.step < run.total_steps and run.status == "training":

@@ -78,6 +78,21 @@ class Classifier:
                     seen[id(p)] = p  # tied weights once
         return list(seen.values())
 
+    lm_head: tuple[str, str] | None = None  # (parent, name) of the vocabulary-sized output layer, skipped when unused
+
+    @contextmanager
+    def _states_only(self):
+        """The forward without its LM head (a vocabulary-wide matrix product: most of the cost here) while only the
+        hidden states are read; the same module goes back afterwards (still tied to the embedding)."""
+        parent, name = self.lm_head
+        owner = self.model.get_submodule(parent) if parent else self.model
+        head = getattr(owner, name)
+        setattr(owner, name, nn.Identity())
+        try:
+            yield
+        finally:
+            setattr(owner, name, head)
+
     def freeze(self) -> None:
         for p in self._modules():
             p.requires_grad_(False)
@@ -100,6 +115,7 @@ class BertClassifier(Classifier):
            "per label, and the cross-entropy of the right label is what it learns from.")
     modes = ("full", "probe")
     default_lr = {"full": 5e-4, "probe": 1e-2}
+    lm_head = ("cls", "predictions")  # the MLM head: the classifier reads the pooler, never the word predictions
 
     def __init__(self, loaded, task, model):
         super().__init__(loaded, task, model)
@@ -128,7 +144,8 @@ class BertClassifier(Classifier):
         return params
 
     def logits(self, batch):
-        self.model(batch["ids"], attention_mask=batch["mask"])
+        with self._states_only():
+            self.model(batch["ids"], attention_mask=batch["mask"])
         return self.head(self.seen["out"])
 
     def probabilities(self, batch):
@@ -136,7 +153,7 @@ class BertClassifier(Classifier):
 
     def loss(self, batch, y, lam, frozen=False):
         if frozen and not self.fresh_pooler:
-            with torch.no_grad():
+            with torch.no_grad(), self._states_only():
                 self.model(batch["ids"], attention_mask=batch["mask"])
             return F.cross_entropy(self.head(self.seen["out"]), y), {}
         return F.cross_entropy(self.logits(batch), y), {}
@@ -160,6 +177,7 @@ class GPT2Classifier(Classifier):
     default_lr = {"full": 5e-4}
     default_examples = 512  # its 8,192-way LM head (for L1) makes a step about twice BERT's
     mixes_lm = True
+    lm_head = ("", "lm_head")  # skipped when only the label is asked for (L1 needs it in training)
 
     def __init__(self, loaded, task, model):
         super().__init__(loaded, task, model)
@@ -180,16 +198,6 @@ class GPT2Classifier(Classifier):
     def probabilities(self, batch):
         with self._states_only():
             return self._forward(batch)[0].softmax(-1)
-
-    @contextmanager
-    def _states_only(self):
-        """The forward without its 8,192-way LM head (most of the cost here) when only the last states are read."""
-        head = self.model.lm_head
-        self.model.lm_head = nn.Identity()
-        try:
-            yield
-        finally:
-            self.model.lm_head = head  # the same module: still tied to the embedding
 
     def loss(self, batch, y, lam, frozen=False):
         """``L2 + λ·L1``: cross-entropy of the label, plus λ times the next-token loss on the speech itself. With
