@@ -6,7 +6,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from wild import byte_bpe, fixed_padding, wordpiece, write_folder
+from wild import byte_bpe, fixed_padding, unigram, wordpiece, write_folder
 
 PAGES = ["home", "tokenization", "masking", "attention", "masks", "generation", "compare", "layers", "finetune"]
 
@@ -16,14 +16,18 @@ def wild_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     write_folder(root / "roberta", "RobertaForMaskedLM", byte_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"], roberta=True))
     write_folder(root / "sbert", "BertModel", fixed_padding(wordpiece(), "[PAD]"))
+    write_folder(root / "t5", "T5ForConditionalGeneration", unigram(template=False))  # 4 sentinels, no </s> template
+    write_folder(root / "gpt2", "GPT2Model", byte_bpe(["<|endoftext|>"]))  # no LM head of its own: it ties to wte
+    write_folder(root / "nomask", "BertForMaskedLM", wordpiece(mask=False))
     return root
 
 
-def _page(page: str, model: str) -> AppTest:
+def _page(page: str, model: str, objective: str = "mlm") -> AppTest:
     at = AppTest.from_file("../app.py", default_timeout=180)
     at.switch_page(f"pages/{page}.py")
-    for key in ("model", "bert_model"):  # the Masking page's MLM keeps its model under bert_model
+    for key in ("model", "bert_model", "t5_model", "gpt2_model"):  # the Masking page keeps one model per objective
         at.query_params[key] = f"{model} (yours)"
+    at.query_params["objective"] = objective
     at.run()
     return at
 
@@ -51,4 +55,21 @@ def test_a_padded_tokenizer_reads_the_texts_own_tokens_and_the_sidebar_says_so(w
     assert not at.exception
     queries = at.selectbox(key="w_query").options
     assert 10 < len(queries) < 60 and not any("[PAD]" in q for q in queries)
+    st.cache_resource.clear()
+
+
+@pytest.mark.parametrize("model, objective, said", [("t5", "t5", None), ("gpt2", "gpt2", None),
+                                                     ("nomask", "mlm", "nomask/tokenizer.json has no [MASK] token")])
+@pytest.mark.parametrize("page", ["masking", "generation", "layers"])
+def test_a_tokenizer_unlike_ours_gets_each_page_or_a_message_naming_what_it_lacks(page, model, objective, said, wild_models,
+                                                                                   monkeypatch):
+    monkeypatch.setenv("LMVIZ_MODELS", str(wild_models))
+    st.cache_resource.clear()
+    at = _page(page, model, objective)
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    if said and page in ("masking", "layers"):
+        assert any(said in e for e in errors), errors
+    elif page != "generation" or model != "nomask":
+        assert not errors, errors
     st.cache_resource.clear()

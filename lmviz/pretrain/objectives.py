@@ -9,6 +9,7 @@ The corruption itself is ``lmviz.pretrain.masking``'s, the very code the pretrai
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -267,8 +268,11 @@ def t5_reconstruct(loaded: Loaded, text: str, seed: int = 0, noise: float = 0.15
         notes.append("Special tokens typed in the text (such as </s> or <extra_id_0>) were left out of the corruption.")
     if len(ids) < 2:
         raise LmvizError("Span corruption needs at least two tokens of text.")
-    sentinel_ids = [tok.token_to_id(s) for s in SENTINELS]
+    # a folder's tokenizer may have fewer sentinels than ours (span_corrupt then corrupts as many spans as it has)
+    sentinel_ids = list(itertools.takewhile(lambda i: i is not None, (tok.token_to_id(s) for s in SENTINELS)))
     eos = tok.token_to_id("</s>")
+    if eos is None:
+        raise LmvizError(f"{loaded.folder.name}/tokenizer.json has no </s>, which ends T5's target; span corruption needs it.")
     sc = masking.span_corrupt(ids, np.random.default_rng(masking.check_seed(seed)), sentinel_ids=sentinel_ids, eos_id=eos,
                               noise_density=noise, mean_span=mean_span)
     notes += sc.notes
