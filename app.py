@@ -8,17 +8,8 @@ import sys
 
 import streamlit as st
 import torch
-from streamlit.runtime.pages_manager import PagesManager
 
-from lmviz.app import ui
-
-# Streamlit serves a folder named pages/ as its older multipage app until st.navigation has run once in the process,
-# so the first visitor arriving at /attention got that page without this script (no sidebar, narrow layout). There is
-# no public switch (Streamlit's own code calls this flag a relic of v1): turn it off and rerun. If an upgrade renames
-# it, tests/test_app_setup.py fails.
-if PagesManager.uses_pages_directory:
-    PagesManager.uses_pages_directory = False
-    st.rerun()
+from lmviz.app import ui  # its import also routes a first visit to /attention through this script (ui.py says why)
 
 
 @st.cache_resource(show_spinner=False)
