@@ -9,7 +9,11 @@ import sys
 import streamlit as st
 import torch
 
-from lmviz.app import ui  # its import also routes a first visit to /attention through this script (ui.py says why)
+from lmviz.app.navigation import every_page_through_app_py
+
+every_page_through_app_py()  # before anything else: Streamlit would otherwise serve pages/ on its own (navigation.py)
+
+from lmviz.app import ui  # noqa: E402
 
 
 @st.cache_resource(show_spinner=False)

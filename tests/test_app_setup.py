@@ -12,8 +12,8 @@ def test_streamlit_still_has_the_flag_app_py_uses_to_turn_off_pages_discovery():
     assert "uses_pages_directory" in vars(PagesManager), (
         "Streamlit no longer has PagesManager.uses_pages_directory: ui.py's line that stops Streamlit serving pages/ as "
         "its older multipage app (the first visitor at /attention got a page without the sidebar) now does nothing. "
-        "Find the new switch, or a public API, and change lmviz/app/ui.py.")
-    assert "PagesManager.uses_pages_directory = False" in (ROOT / "lmviz" / "app" / "ui.py").read_text(encoding="utf-8")
+        "Find the new switch, or a public API, and change lmviz/app/navigation.py.")
+    assert "PagesManager.uses_pages_directory = False" in (ROOT / "lmviz" / "app" / "navigation.py").read_text(encoding="utf-8")
 
 
 def test_importing_ui_changes_no_process_setting():

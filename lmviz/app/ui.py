@@ -15,24 +15,11 @@ from lmviz.models import checkpoints
 from lmviz.pretrain.corpus import decode_user_bytes
 from lmviz.models.device import describe_device, pick_device
 from lmviz.errors import LmvizError
+from lmviz.app.navigation import every_page_through_app_py
 from lmviz.models.kinds import KINDS, shipped_kinds
 
 
-def _every_page_through_app_py() -> None:
-    """Streamlit serves a folder named ``pages/`` as its older multipage app until ``st.navigation`` has run once in
-    the process, so the first visitor arriving at ``/attention`` gets ``pages/attention.py`` run on its own, without
-    app.py (no sidebar, narrow layout). Every page imports this module, so the switch is made here, on that first run:
-    there is no public one (Streamlit's own code calls this flag a relic of v1); turn it off and rerun, which goes
-    through app.py. If an upgrade renames it, tests/test_app_setup.py fails; tests/test_browser_first_visit.py opens a
-    fresh server at /compare."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-_every_page_through_app_py()
+every_page_through_app_py()  # a page that Streamlit ran on its own (a fresh server's first visit to /attention) reruns
 
 SHIPPED = {name: KINDS[name].title for name in shipped_kinds()}  # the shipped models are named by their kind
 MAX_LINK_CHARS = 2000  # longer texts stay out of the URL (browsers and servers cap its length)
