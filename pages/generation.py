@@ -3,6 +3,7 @@ import json
 import streamlit as st
 
 from lmviz.analysis import prefixes
+from lmviz.analysis.inference import vocab_size
 from lmviz.app import ui, views
 from lmviz.errors import LmvizError
 from lmviz.app.export import csv_text
@@ -71,7 +72,7 @@ st.write("A decoder writes one token at a time. At each step it reads everything
 try:
     name, loaded = ui.pick_model(writers())
     model_kind = kind_of(loaded)
-    vocab = loaded.model.config.vocab_size
+    vocab = vocab_size(loaded)
     if not model_kind.reads_target:
         st.caption("GPT-2 continues your prompt. It starts from <|endoftext|>, the token every training document began with.")
         text = ui.text_input("prompt", GPT2_PRESETS, default=GPT2_PRESETS["Romeo"], label="Prompt", keep="tail", upload=True)

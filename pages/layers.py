@@ -1,7 +1,7 @@
 import streamlit as st
 
-from lmviz.analysis.attribution import STEPS, attribute, attribution_data
-from lmviz.analysis.forming import at_step, forming, forming_data, list_snapshots, loss_points, memory_bytes
+from lmviz.analysis.attribution import STEPS, attribute, attribution_data, baseline_name
+from lmviz.analysis.forming import at_step, forming, forming_data, load_snapshots, loss_points, memory_bytes
 from lmviz.analysis.heads import TEXTS, named_heads
 from lmviz.analysis.inference import model_input
 from lmviz.analysis.knockout import every_head, knockout, knockout_data, shape
@@ -9,8 +9,6 @@ from lmviz.analysis.lens import how, lens, lens_data
 from lmviz.analysis.targets import has_head, targets
 from lmviz.app import ui
 from lmviz.errors import LmvizError
-from lmviz.models import checkpoints
-from lmviz.models.device import pick_device
 from lmviz.models.kinds import kind_of
 from lmviz.viz.attention import attention_heatmap
 from lmviz.viz.layers import ATTENTION_NAMES, attribution_figure, grid_figure, knockout_figure, lens_figure, loss_curve
@@ -73,8 +71,7 @@ def named_for(name: str, evaluation: dict):
 
 @st.cache_resource(show_spinner="Loading the snapshots…")
 def snapshot_models(folder: str):
-    snaps = list_snapshots(folder)
-    return snaps, [checkpoints.load(s.folder, pick_device()) for s in snaps]
+    return load_snapshots(folder)
 
 
 @st.cache_data(max_entries=8, show_spinner="Scoring every head at every snapshot…")
@@ -194,7 +191,7 @@ try:
         (st.warning if at.verdict(layer, head).startswith("They disagree") else st.info)(at.verdict(layer, head))
         st.caption(f"Completeness: the attributions sum to {at.integrated.sum():+.3f}; the prediction changes by "
                    f"{at.f_input - at.f_baseline:+.3f} from the baseline (every token embedding at "
-                   f"{'the padding token' if getattr(loaded.model.config, 'pad_token_id', None) is not None else 'zero'}); "
+                   f"{baseline_name(loaded)}); "
                    f"the gap, {at.completeness_gap:.3f} nats, is the {steps}-step midpoint rule's error.")
         download(attribution_data(at, layer, head), f"attribution_{kind.name}.json")
 

@@ -7,8 +7,8 @@ fitted on the evaluated tokens themselves (the most frequent *held-out* token, t
 held-out tokens), so beating them is at least as hard as beating the training-fitted ones that
 ``python -m lmviz evaluate`` prints. Then the quality floors of the pretraining issue.
 
-A floor that a shipped model misses has no test here (no xfail hides it): the README's Models section
-and ``python -m lmviz evaluate`` report it beside its floor, and the Home page marks it ✘.
+A floor that a shipped model misses is not asserted here: the README's Models section and
+``python -m lmviz evaluate`` report it beside its floor, and the Home page marks it ✘.
 """
 from __future__ import annotations
 

@@ -170,3 +170,8 @@ def attribution_data(at: Attribution, layer: int, head: int | None) -> dict:
             "completeness_gap": at.completeness_gap, "attention_layer": layer, "attention_head": "mean" if head is None else head,
             "attention_row": at.row(layer, head).round(6).tolist(), "rollout": at.rollout.round(6).tolist(),
             "spearman_with_abs_ig": at.agreement(layer, head)}
+
+
+def baseline_name(loaded) -> str:
+    """What integrated gradients starts from for this model, in words (the page's completeness caption)."""
+    return "the padding token" if getattr(loaded.model.config, "pad_token_id", None) is not None else "zero"

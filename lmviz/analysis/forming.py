@@ -30,6 +30,14 @@ class Snapshot:
     folder: Path
 
 
+def load_snapshots(folder: str | Path) -> tuple[list[Snapshot], list[Loaded]]:
+    """A model folder's snapshots and each loaded for inference, on the device the app uses."""
+    from lmviz.models.device import pick_device
+
+    snaps = list_snapshots(folder)
+    return snaps, [checkpoints.load(s.folder, pick_device()) for s in snaps]
+
+
 def list_snapshots(folder: str | Path) -> list[Snapshot]:
     """The snapshots of a model folder, by step; a snapshot whose ``snapshot.json`` cannot be read is left out
     (``checkpoints.snapshots`` would raise on it, and one broken snapshot should not hide the others)."""

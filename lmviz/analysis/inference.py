@@ -191,3 +191,8 @@ def greedy_t5(loaded: Loaded, input_ids: list[int], max_new: int) -> list[int]:
         if nxt == model.config.eos_token_id:
             break
     return ids
+
+
+def vocab_size(loaded: Loaded) -> int:
+    """How many tokens the model chooses among (its output layer's size, which may exceed the tokenizer's)."""
+    return int(loaded.model.config.vocab_size)
