@@ -38,11 +38,22 @@ def cmd_train(args) -> None:
     overrides = {k: v for k, v in {"steps": args.steps, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
                                          "warmup": args.warmup, "short_frac": args.short_frac,
                                          "embed_lr_scale": args.embed_lr_scale, "seq_len": args.seq_len,
-                                         "copy_steps": args.copy_steps, "eval_every": args.eval_every}.items() if v is not None}
+                                         "copy_steps": args.copy_steps, "eval_every": args.eval_every,
+                                         "weight_decay": args.weight_decay, "nsp_weight": args.nsp_weight}.items() if v is not None}
+    if args.nsp_weight is not None and args.model != "bert":
+        raise LmvizError("--nsp-weight weighs BERT's next-sentence loss; gpt2 and t5 have none.")
+    if args.dropout is not None:
+        if not 0 <= args.dropout < 1:
+            raise LmvizError(f"--dropout must be at least 0 and below 1, not {args.dropout}.")
+        overrides["model"] = {**cfg.model, "dropout": args.dropout}
     if args.copy_steps is not None and args.model != "t5":
         raise LmvizError("--copy-steps is T5's warm-up; bert and gpt2 have none.")
     if args.fp32:
         overrides["autocast"] = "off"
+    if args.keep_last:
+        overrides["keep_best"] = False
+    if args.compile:
+        overrides["compile"] = True
     if args.no_causal_mask:
         if args.model != "gpt2":
             raise SystemExit("--no-causal-mask is for gpt2 only")
@@ -68,7 +79,7 @@ def cmd_evaluate(args) -> None:
 def cmd_bench(args) -> None:
     from lmviz import bench
 
-    bench.run(args.what, repeats=args.repeats)
+    bench.run(args.what, repeats=args.repeats, compiled=not args.no_compile)
 
 
 def cmd_finetune(args) -> None:
@@ -146,6 +157,14 @@ def main(argv=None) -> int:
                     help="gpt2: train without the causal mask, so it learns to cheat (the Masks page's twin)")
     tr.add_argument("--embed-lr-scale", type=float,
                     help="the token embedding's learning rate relative to the rest (10 helps T5, whose embedding starts at std 1)")
+    tr.add_argument("--dropout", type=float, help="the model's dropout (a run with --init may change it)")
+    tr.add_argument("--weight-decay", type=float, help="AdamW weight decay on the weight matrices")
+    tr.add_argument("--nsp-weight", type=float, help="bert: the next-sentence loss's weight beside MLM's (default 1)")
+    tr.add_argument("--compile", action="store_true",
+                    help="the training step through torch.compile: minutes to compile, then about 0.75x the step time on a CPU")
+    tr.add_argument("--keep-last", action="store_true",
+                    help="the model folder holds the last step, not the best validation figure (for a second phase whose "
+                         "first phase saw the validation play)")
     tr.set_defaults(fn=cmd_train)
     ev = sub.add_parser("evaluate", help="held-out figures and probes for the shipped checkpoints")
     ev.add_argument("--models", help="folder of model folders (default: assets/models)")
@@ -154,6 +173,7 @@ def main(argv=None) -> int:
     b = sub.add_parser("bench", help="benchmarks: ratios against a reference in one run")
     b.add_argument("what", choices=["models", "pages"])
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--no-compile", action="store_true", help="models: skip the torch.compile rows (a minute or more each)")
     b.set_defaults(fn=cmd_bench)
     f = sub.add_parser("finetune", help="fine-tune a shipped model into a classifier on a task from the plays; prints "
                                        "time, held-out accuracy and the baselines as a table")

@@ -243,8 +243,9 @@ def _timed_inference(cases, repeats, sync):
 
 def bench_models(folders: dict[str, Path] | None = None, repeats: int = 5, seq_len: int = SEQ_LEN, t5_target: int = T5_TARGET,
                  prompt_len: int = PROMPT_LEN, new_tokens: int = NEW_TOKENS, device: torch.device | None = None,
-                 training_batch: int = 32) -> list[Row]:
-    """Every row of the models table; ``folders`` defaults to the shipped checkpoints."""
+                 training_batch: int = 32, compiled: bool = False) -> list[Row]:
+    """Every row of the models table; ``folders`` defaults to the shipped checkpoints. ``compiled`` adds a
+    ``torch.compile`` training-step row (a minute or more of compiling per model, so the command's, not the tests')."""
     device = device or pick_device()
     sync = _sync(device)
     folders = folders or {k: checkpoints.shipped(k) for k in shipped_kinds()}
@@ -276,13 +277,31 @@ def bench_models(folders: dict[str, Path] | None = None, repeats: int = 5, seq_l
             t = interleave({k: cases[k] for k in ("ours", "ours_bf16")}, repeats, sync)
             rows.append(Row(kind, f"training step, batch {training_batch}: bf16 autocast", t["ours_bf16"], "ours, float32", t["ours"],
                             1.0, "≤ 1.0 (train with the faster)"))
+            if compiled:
+                rows.append(compile_row(kind, ours, hf, seq_len, t5_target, device, training_batch, repeats, sync))
         del ours, hf
     return rows
 
 
+def compile_row(kind: str, ours, hf, seq_len: int, target_len: int, device, batch: int, repeats: int, sync) -> Row:
+    """bf16 training step through ``torch.compile`` against the same step eager; the note says what compiling cost
+    and after how many steps it pays for itself (never, when the compiled step is not faster)."""
+    eager = train_cases(kind, ours, hf, seq_len, target_len, device, batch=batch)["ours_bf16"]
+    fast = train_cases(kind, torch.compile(ours), hf, seq_len, target_len, device, batch=batch)["ours_bf16"]
+    t0 = time.perf_counter()
+    fast()  # the compile, inside the first call
+    sync()
+    first = time.perf_counter() - t0
+    t = interleave({"compiled": fast, "eager": eager}, repeats, sync)
+    saved = statistics.median(t["eager"]) - statistics.median(t["compiled"])
+    pays = f"pays for itself after {first / saved:.0f} steps" if saved > 0 else "never pays for itself"
+    return Row(kind, f"training step, batch {batch}: bf16 + torch.compile", t["compiled"], "ours, bf16 eager", t["eager"], 1.0,
+               "≤ 1.0, and paid back within a run", f"first call (compiling) {first:.0f} s: {pays}")
+
+
 # --- the command -----------------------------------------------------------------------------------
 
-def run(what: str, repeats: int = 5) -> None:
+def run(what: str, repeats: int = 5, compiled: bool = True) -> None:
     device = pick_device()
     if device.type == "cpu":
         torch.set_num_threads(1)
@@ -292,7 +311,7 @@ def run(what: str, repeats: int = 5) -> None:
             + f", torch {torch.__version__}, transformers {transformers.__version__}, {repeats} repeats")
     print(head)
     if what == "models":
-        rows = bench_models(repeats=repeats, device=device)
+        rows = bench_models(repeats=repeats, device=device, compiled=compiled)
         print(markdown(rows))
         for r in rows:
             if r.note:

@@ -5,6 +5,7 @@ import math
 from dataclasses import replace
 
 import pytest
+import torch
 
 from lmviz import bench, bench_pages
 from lmviz.pretrain.corpus import Split
@@ -94,3 +95,13 @@ def test_a_bug_in_a_page_is_raised_not_skipped(monkeypatch):
     monkeypatch.setattr(bench_pages, "page_cases", lambda models: {"attention (gpt2)": broken})
     with pytest.raises(TypeError, match="unexpected keyword"):
         bench_pages.bench_pages({}, repeats=1, words=8)
+
+
+def test_the_compile_row_says_what_compiling_cost_and_when_it_pays(tiny_folders):
+    """`bench models` times a bf16 training step through torch.compile against the same step eager (tiny GPT-2 here)."""
+    torch.set_num_threads(1)
+    kind, ours, hf = bench.load_pair(tiny_folders["gpt2"], torch.device("cpu"), train=True)
+    row = bench.compile_row(kind, ours, hf, 16, 8, torch.device("cpu"), 2, 2, lambda: None)
+    assert row.what == "training step, batch 2: bf16 + torch.compile" and row.reference == "ours, bf16 eager"
+    assert len(row.ours) == len(row.ref) == 2 and math.isfinite(row.ratio)
+    assert row.note.startswith("first call (compiling) ") and ("pays for itself after" in row.note or "never pays" in row.note)

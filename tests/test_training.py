@@ -132,3 +132,65 @@ def test_the_command_line_trains_on_your_own_text(tmp_path):
     log = json.loads((tmp_path / "out" / "train_log.json").read_text())
     assert log["evals"] and log["evals"][-1]["loss"] > 0
     assert checkpoints.load(tmp_path / "out").kind == "gpt2"
+
+
+def test_a_second_phase_refuses_a_folder_of_another_architecture_or_shape(small_corpus, tmp_path):
+    """--init used to load with strict=False: a BERT folder given to a GPT-2 run trained from random weights, silently."""
+    torch.set_num_threads(1)
+    tok = checkpoints.shipped("gpt2") / "tokenizer.json"
+    with pytest.raises(LmvizError, match="holds a bert model; training gpt2 needs a gpt2 folder"):
+        train(tiny("gpt2", 2), tmp_path / "a", tok, progress=False, corpus=small_corpus, init=checkpoints.shipped("bert"))
+    with pytest.raises(LmvizError, match="another shape"):  # the shipped GPT-2 into the tiny shape
+        train(tiny("gpt2", 2), tmp_path / "b", tok, progress=False, corpus=small_corpus, init=checkpoints.shipped("gpt2"))
+    with pytest.raises(LmvizError, match="no config.json"):
+        train(tiny("gpt2", 2), tmp_path / "c", tok, progress=False, corpus=small_corpus, init=tmp_path)
+    for out in ("a", "b"):
+        assert not (tmp_path / out / "model.safetensors").exists(), "nothing is written before the weights are checked"
+
+
+def test_a_resume_state_of_another_run_is_refused_by_name(small_corpus, tmp_path):
+    torch.set_num_threads(1)
+    tok = checkpoints.shipped("t5") / "tokenizer.json"
+    cfg = replace(tiny("t5", 6), copy_steps=2, mixture={"fill": 0.5, "punctuate": 0.5})
+    train(cfg, tmp_path, tok, progress=False, corpus=small_corpus, until=3)
+    before = (tmp_path / "resume" / "model.safetensors").read_bytes()
+    with pytest.raises(LmvizError, match="mixture.*Resume it with the same settings"):
+        train(replace(cfg, mixture={"fill": 1.0}), tmp_path, tok, progress=False, corpus=small_corpus)
+    assert (tmp_path / "resume" / "model.safetensors").read_bytes() == before
+    log = train(replace(cfg, steps=8), tmp_path, tok, progress=False, corpus=small_corpus)  # a longer budget is the same run
+    assert log["train"][-1]["step"] == 8
+
+
+def test_gpt2_logs_its_head_scores_as_it_trains_and_a_second_phase_keeps_the_last_step(small_corpus, tmp_path):
+    """The issue: log the induction score along training, so the curve shows whether and when a head forms. --keep-last:
+    a second phase whose first saw the validation play ships its last step, not the validation's favourite."""
+    torch.set_num_threads(1)
+    tok = checkpoints.shipped("gpt2") / "tokenizer.json"
+    cfg = replace(tiny("gpt2", 12), eval_every=4, keep_best=False, snapshots=(0.5,))
+    log = train(cfg, tmp_path, tok, progress=False, corpus=small_corpus)
+    for row in log["evals"]:
+        assert 0 < row["previous_token"] <= 1 and 0 < row["induction"] <= 1
+    assert [int(s.name) for s in checkpoints.snapshots(tmp_path)] == [6, 12]
+    last = checkpoints.read_weights(tmp_path)
+    resumed = checkpoints.read_weights(tmp_path / "resume")
+    assert all(torch.equal(last[k], resumed[k]) for k in last), "the model folder holds the last step"
+
+
+def test_bert_weighs_its_next_sentence_loss(small_corpus):
+    torch.set_num_threads(1)
+    loaded = checkpoints.load(checkpoints.shipped("bert"))
+    tasks = [TASKS["bert"](loaded.tokenizer, replace(DEFAULTS["bert"], batch_size=4, nsp_weight=w), corpus=small_corpus) for w in (1.0, 3.0)]
+    batch = tasks[0].batch(0, 64)
+    with torch.no_grad():
+        (one, parts), (three, _) = (t.loss(loaded.model, batch) for t in tasks)
+    assert three.item() == pytest.approx(one.item() + 2 * parts["nsp"], rel=1e-5)
+
+
+def test_a_compiled_run_learns_and_saves_the_same_weights_as_it_trains(small_corpus, tmp_path):
+    """--compile: the step's forward through torch.compile; what is saved and resumed is the model's own parameters."""
+    torch.set_num_threads(1)
+    log = train(replace(tiny("gpt2", 12), compile=True, snapshots=()), tmp_path, checkpoints.shipped("gpt2") / "tokenizer.json",
+                progress=False, corpus=small_corpus)
+    assert log["config"]["compile"] and log["train"][-1]["loss"] < log["train"][0]["loss"] - 0.3
+    assert not any(k.startswith("_orig_mod") for k in checkpoints.read_weights(tmp_path / "resume"))
+    assert checkpoints.load(tmp_path).kind == "gpt2"

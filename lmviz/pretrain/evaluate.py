@@ -192,20 +192,10 @@ def t5_restore(loaded, sentence: str) -> dict:
 @torch.inference_mode()
 def gpt2_head_probes(loaded, task) -> dict:
     """Previous-token head (mean attention to i-1 on held-out text) and induction head (repeated random tokens)."""
-    model = loaded.model
-    device = device_of(model)
-    T = model.config.n_positions
-    windows = torch.from_numpy(np.stack([task.held_stream[i * T:(i + 1) * T] for i in range(8)])).to(device)
-    probs = torch.stack(model(windows, want=Want()).record.probs["causal"])  # [L, B, H, T, T], 8 held-out windows
-    prev = probs.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(1, 3))  # [L, H]
-    g = torch.Generator().manual_seed(EVAL_SEED)
-    half = 50
-    rand = torch.randint(100, loaded.tokenizer.get_vocab_size(), (4, half), generator=g)
-    seq = torch.cat([rand, rand], dim=1).to(device)
-    p = torch.stack(model(seq, want=Want()).record.probs["causal"])  # [L, B, H, T, T]
-    # in the second copy, position t should attend to the token after t's first occurrence: t - half + 1
-    idx = torch.arange(half, 2 * half - 1)
-    induction = p[:, :, :, idx, idx - half + 1].mean(dim=(1, 3))  # [L, H]
+    scores = task.head_probes(loaded.model)
+    prev, induction, half = scores["previous"], scores["induction"], scores["half"]
+    T = loaded.model.config.n_positions
+    idx = np.arange(half, 2 * half - 1)
     pl, ph = divmod(int(prev.argmax()), prev.shape[1])
     il, ih = divmod(int(induction.argmax()), induction.shape[1])
     # chance: the same scores of even attention over the keys each query may see (heads.even_attention)

@@ -107,7 +107,29 @@ class GPT2Task(Task):
             nats += F.cross_entropy(logits[0], y[0], reduction="sum").item()
             n_tok += y.numel()
             n_chr += char_count(self.tok, w[1:])
-        return {"loss": nats / n_tok, "bits_per_char": nats / math.log(2) / n_chr}
+        heads = self.head_probes(model)
+        return {"loss": nats / n_tok, "bits_per_char": nats / math.log(2) / n_chr,
+                "previous_token": float(heads["previous"].max()), "induction": float(heads["induction"].max())}
+
+    @torch.no_grad()
+    def head_probes(self, model, windows: int = 8, half: int = 50) -> dict:
+        """``[L, H]`` scores: mean attention to i-1 on ``windows`` held-out windows (``"previous"``), and, on 4
+        sequences of ``half`` random tokens seen twice, mean attention from the second copy to the token after the
+        earlier occurrence (``"induction"``). Logged along training, so the curve shows when each head forms."""
+        from lmviz.models.record import Want
+
+        device = device_of(model)
+        T = model.config.n_positions
+        half = min(half, T // 2)
+        windows = max(1, min(windows, len(self.held_stream) // T))
+        x = torch.from_numpy(np.stack([self.held_stream[i * T:(i + 1) * T] for i in range(windows)])).to(device)
+        probs = torch.stack(model(x, want=Want(), causal=self.cfg.causal).record.probs["causal"]).float()  # [L, B, H, T, T]
+        previous = probs.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(1, 3))
+        g = torch.Generator().manual_seed(EVAL_SEED)
+        rand = torch.randint(100, self.tok.get_vocab_size(), (4, half), generator=g)
+        p = torch.stack(model(torch.cat([rand, rand], dim=1).to(device), want=Want(), causal=self.cfg.causal).record.probs["causal"]).float()
+        idx = torch.arange(half, 2 * half - 1)  # in the second copy, t attends to t - half + 1
+        return {"previous": previous.cpu(), "induction": p[:, :, :, idx, idx - half + 1].mean(dim=(1, 3)).cpu(), "half": half}
 
 
 class BertTask(Task):
@@ -153,7 +175,7 @@ class BertTask(Task):
         out = model(batch["input_ids"], token_type_ids=batch["token_type_ids"], attention_mask=batch["attention_mask"])
         mlm = F.cross_entropy(out.logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=masking.IGNORE)
         nsp = F.cross_entropy(out.nsp_logits.float(), batch["next_sentence_label"])
-        return mlm + nsp, {"mlm": mlm.item(), "nsp": nsp.item()}
+        return mlm + getattr(self.cfg, "nsp_weight", 1.0) * nsp, {"mlm": mlm.item(), "nsp": nsp.item()}
 
     def tokens_in(self, batch) -> int:
         return int(batch["attention_mask"].sum())
