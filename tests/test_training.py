@@ -174,6 +174,7 @@ def test_gpt2_logs_its_head_scores_as_it_trains_and_a_second_phase_keeps_the_las
     last = checkpoints.read_weights(tmp_path)
     resumed = checkpoints.read_weights(tmp_path / "resume")
     assert all(torch.equal(last[k], resumed[k]) for k in last), "the model folder holds the last step"
+    assert log["best"]["step"] == 12 == checkpoints.load(tmp_path).extra["steps_done"], "and the log's best row is its figures"
 
 
 def test_bert_weighs_its_next_sentence_loss(small_corpus):

@@ -41,6 +41,7 @@ class TrainConfig:
     eval_every: int = 250
     save_every: int = 250
     keep_best: bool = True  # the model folder holds the evaluation with the lowest held-out loss; resume/ holds the latest
+    # (False: the folder holds the latest step, and the log's "best" row is the latest evaluation)
     # The token embedding's learning rate relative to the others. T5's starts at std 1 where its other weights start
     # near d^-1/2, and Adam's steps are the same size for both, so it learns about 14x slower relative to its scale
     # (T5's own optimizer, Adafactor, scales steps by each weight's size). 10 lowered a fresh T5's held-out loss at
@@ -343,8 +344,8 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
                     checkpoints.save_snapshot(model, out, step, step / cfg.steps, figures)
                 log["evals"].append({"step": step, "seconds": round(elapsed, 1), "tokens": state["tokens"], "train_loss": round(running, 4), **figures})
                 bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
-                if figures[task.best_key] < best:
-                    best = figures[task.best_key]
+                if figures[task.best_key] < best or not cfg.keep_best:  # "best": the row of the model the folder keeps
+                    best = min(best, figures[task.best_key])
                     log["best"] = log["evals"][-1]
                     if cfg.keep_best:
                         save_model()
