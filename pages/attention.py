@@ -81,7 +81,7 @@ try:
         st.caption("Run `python -m lmviz evaluate` to find this model's named heads (previous-token, induction, [CLS]/[SEP] sinks).")
     if not_yet_learnt(evaluation, name):
         st.warning("This T5 has not yet learnt to read its encoder: on held-out text it does not yet guess hidden "
-                   "pieces twice as often as always writing the most frequent one would (Home has the figures). So its **cross-attention** "
+                   "pieces three times as often as always writing the most frequent one would (Home has the figures). So its **cross-attention** "
                    "is mostly noise; its encoder and decoder self-attention still show what the masks allow.", icon="⚠️")
 
     if model_kind.reads_target and knows_prefixes(loaded):  # a T5 trained text-to-text: a preset per task

@@ -366,3 +366,22 @@ def test_a_line_never_cuts_a_template_token_and_invisible_characters_are_named(m
                 assert "…" not in template, (width, tr.name)  # each [CLS], [SEP], </s> drawn whole, once
                 assert len(template) == sum(p.special and p.start == p.end for p in ex[{"BERT": "bert", "GPT-2": "gpt2", "T5": "t5"}[tr.name]].pieces)
     assert list(fig.data[0].text).count("ZWJ") == 2  # the family's two zero-width joiners have a visible column
+
+
+def test_a_floor_that_asks_to_beat_a_baseline_is_strict_and_the_command_line_prints_the_same_table(capsys):
+    """Issue #14: T5's label task must beat the majority label, its punctuate: words must beat copying. A tie is not a
+    win; `python -m lmviz evaluate` prints the Home page's rows (one list of floors, not two)."""
+    from lmviz.pretrain.evaluate import print_table
+
+    data = {"held_out": ["macbeth"], "t5": {"figures": {"content_acc": 0.05}, "baselines": {"most_frequent_acc": 0.02},
+                                            "genre": {"acc": 0.6, "majority": "comedy", "majority_acc": 0.6},
+                                            "punctuate": {"word_acc": 0.7, "copy_word_acc": 0.65}}}
+    rows = {r["figure"]: r for r in evaluation_rows(data)}
+    genre, words, fill = (rows[k] for k in ("genre: accuracy (every test speech)", "punctuate: words written exactly (greedy)",
+                                            "fill: non-sentinel target accuracy"))
+    assert (genre["floor"], genre["meets floor"]) == ("> majority label (comedy)", "no")
+    assert (words["floor"], words["meets floor"]) == ("> copying the input", "yes")
+    assert fill["meets floor"] == "no" and not_yet_learnt(data, "t5"), "2.5x the most frequent token is under the 3x floor"
+    print_table(data)
+    out = capsys.readouterr().out
+    assert "| T5 | genre: accuracy (every test speech) | 0.600 | majority label (comedy) 0.600 | > majority label (comedy) ✘ |" in out

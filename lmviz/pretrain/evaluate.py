@@ -29,6 +29,7 @@ and ``claimed`` (``train_log.json``'s ``best`` row, for comparison). Running onl
 """
 from __future__ import annotations
 
+import html
 import math
 from collections import Counter
 from dataclasses import replace
@@ -282,41 +283,16 @@ def evaluate_one(loaded: checkpoints.Loaded, quick: bool = False) -> dict:
     return entry
 
 
-def table_rows(r: dict) -> list[tuple[str, str, float, str]]:
-    """(model, figure, ours, baselines) for every figure in an evaluation result."""
-    rows = []
-    if "gpt2" in r:
-        g, b = r["gpt2"]["figures"], r["gpt2"]["baselines"]
-        rows += [("GPT-2", "loss (nats/token)", g["loss"], f"unigram {b['unigram']['loss']:.3f} · bigram {b['bigram']['loss']:.3f}"),
-                 ("GPT-2", "bits per character", g["bits_per_char"],
-                  f"unigram {b['unigram']['bits_per_char']:.3f} · bigram {b['bigram']['bits_per_char']:.3f}")]
-    if "bert" in r:
-        f, b = r["bert"]["figures"], r["bert"]["baselines"]
-        rows += [("BERT", "MLM loss (nats/masked token)", f["mlm_loss"], f"unigram {b['unigram_loss']:.3f}"),
-                 ("BERT", "MLM top-1 (80/10/10 draw)", f["mlm_top1"], f"most frequent token {b['most_frequent_top1']:.3f}"),
-                 ("BERT", "MLM top-1 at [MASK] positions", f.get("mask_top1", float("nan")), "floor 0.30"),
-                 ("BERT", "MLM top-5", f["mlm_top5"], f"5 most frequent tokens {b['most_frequent_top5']:.3f}"),
-                 ("BERT", "NSP accuracy", f["nsp_acc"], f"chance {b['nsp_chance']:.3f}")]
-    if "t5" in r:
-        f, b = r["t5"]["figures"], r["t5"]["baselines"]
-        rows += [("T5", "fill: span loss (nats/target token)", f.get("fill_loss", f["loss"]), f"unigram of targets {b['unigram_loss']:.3f}"),
-                 ("T5", "fill: non-sentinel target accuracy", f["content_acc"], f"most frequent token {b['most_frequent_acc']:.3f}")]
-        if p := r["t5"].get("punctuate"):
-            rows += [("T5", "punctuate: word accuracy (greedy)", p["word_acc"], f"copying the input {p['copy_word_acc']:.3f}"),
-                     ("T5", "punctuate: exact lines", p["exact"], f"copying the input {p['copy_exact']:.3f}"),
-                     ("T5", f"punctuate: alignment head (layer {p['alignment_head'][0]}, head {p['alignment_head'][1]})",
-                      p["alignment_head"][2], "strongest key in the aligned source word; floor 0.70")]
-        if g := r["t5"].get("genre"):
-            rows += [("T5", "genre: accuracy (every test speech)", g["acc"], f"majority label ({g['majority']}) {g['majority_acc']:.3f}")]
-    return rows
-
-
 def print_table(r: dict) -> None:
     quick = [k for k in ("gpt2", "bert", "t5") if r.get(k, {}).get("quick")]
     print(f"Held-out plays: {', '.join(r['held_out'])}" + (f" (quick slice for {', '.join(quick)})" if quick else ""))
-    print("| model | figure | ours | baseline |\n| --- | --- | --- | --- |")
-    for m, name, v, base in table_rows(r):
-        print(f"| {m} | {name} | {v:.3f} | {base} |")
+    from lmviz.viz.evaluation import evaluation_rows  # the Home page's table: one list of figures, baselines and floors
+
+    print("| model | figure | ours | baselines | floor (issue #14) |\n| --- | --- | --- | --- | --- |")
+    mark = {"yes": " ✔", "no": " ✘"}
+    for row in evaluation_rows(r):
+        print(f"| {row['model']} | {html.unescape(row['figure'])} | {row['ours']:.3f} | {row['baselines']} | "
+              f"{row['floor']}{mark.get(row['meets floor'], '')} |")
     if "bert" in r:
         for s, top in r["bert"]["probes"]["cloze"].items():
             print(f"BERT  {s!r}: " + ", ".join(f"{t} {p:.2f}" for t, p in top))
@@ -334,5 +310,5 @@ def print_table(r: dict) -> None:
         print(f"GPT-2 induction head: layer {l}, head {h}, mean attention to the token after the earlier copy {v:.3f} "
               f"(even attention: {probes.get('induction_chance', float('nan')):.3f})")
     if "t5" in r:
-        for x in r["t5"]["probes"]["restore"]:
+        for x in r["t5"].get("probes", {}).get("restore", []):
             print(f"T5    {x['input']!r} → {x['model']!r} (truth {x['truth']!r})")
