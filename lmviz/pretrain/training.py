@@ -314,6 +314,7 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
                 log["fitted"] = {"steps_per_second": round(rate, 2), "steps": cfg.steps}
                 bar.total = cfg.steps
                 bar.write(f"{rate:.1f} steps/s: fitted the schedule to {cfg.steps} steps")
+                snap_steps = {max(1, round(f * cfg.steps)): f for f in cfg.snapshots if 0 < f < 1}  # at the fitted fractions
                 fit_steps = False
             model.train()
             batch = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
