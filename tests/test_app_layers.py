@@ -156,9 +156,17 @@ def test_the_training_slider_shows_the_previous_token_head_forming(assets_with_s
     assert not np.array_equal(array(figures(at)[1]["data"][0]["z"]), array(attention["data"][0]["z"]))  # the head's attention at another step
 
 
-def test_a_model_without_snapshots_says_so():
-    at = page({"model": "bert", "view": "training"})  # the shipped BERT was trained before runs kept snapshots
-    assert not at.exception and "no training snapshots" in shown(at)
+def test_a_model_without_snapshots_says_so(tmp_path, monkeypatch):
+    dst = tmp_path / "models"
+    for kind in ("bert", "gpt2", "t5"):  # the shipped set, the BERT without its snapshots (as a run before them had)
+        shutil.copytree(checkpoints.shipped(kind), dst / kind, ignore=shutil.ignore_patterns("snapshots") if kind == "bert" else None)
+    monkeypatch.setenv("LMVIZ_ASSETS", str(dst))
+    try:
+        at = page({"model": "bert", "view": "training"}, clear=True)
+        assert not at.exception and "no training snapshots" in shown(at)
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()
 
 
 def test_a_bert_without_its_mlm_head_says_the_lens_cannot_and_its_attention_views_work(tmp_path, monkeypatch):

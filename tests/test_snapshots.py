@@ -28,3 +28,14 @@ def test_a_folder_without_snapshots_has_none(tmp_path):
     assert checkpoints.snapshots(tmp_path) == []
     (tmp_path / "snapshots" / "000010").mkdir(parents=True)  # half-written: no snapshot.json, no weights
     assert checkpoints.snapshots(tmp_path) == []
+
+
+def test_an_unreadable_snapshot_hides_only_itself(tmp_path):
+    shutil.copytree(checkpoints.shipped("gpt2"), tmp_path / "gpt2", ignore=shutil.ignore_patterns("snapshots"))
+    model = checkpoints.load(tmp_path / "gpt2").model
+    good = [checkpoints.save_snapshot(model, tmp_path / "gpt2", s, s / 100, {}) for s in (30, 4)]
+    broken = checkpoints.save_snapshot(model, tmp_path / "gpt2", 10, 0.1, {})
+    (broken / "snapshot.json").write_text("{broken")
+    odd = checkpoints.save_snapshot(model, tmp_path / "gpt2", 20, 0.2, {})
+    (odd / "snapshot.json").write_text('{"step": "twenty"}')
+    assert checkpoints.snapshots(tmp_path / "gpt2") == good[::-1]

@@ -39,22 +39,14 @@ def load_snapshots(folder: str | Path) -> tuple[list[Snapshot], list[Loaded]]:
 
 
 def list_snapshots(folder: str | Path) -> list[Snapshot]:
-    """The snapshots of a model folder, by step; a snapshot whose ``snapshot.json`` cannot be read is left out
-    (``checkpoints.snapshots`` would raise on it, and one broken snapshot should not hide the others)."""
-    root = Path(folder) / checkpoints.SNAPSHOTS
+    """The snapshots of a model folder, by step (``checkpoints.snapshots``), with their fraction and figures."""
     out = []
-    for path in sorted(root.iterdir()) if root.is_dir() else []:
-        if not (path / "model.safetensors").is_file():
-            continue
-        try:
-            meta = checkpoints.read_json(path / "snapshot.json")
-        except LmvizError:
-            continue
-        step, fraction = meta.get("step"), meta.get("fraction", 0.0)
-        if isinstance(step, int) and not isinstance(step, bool) and isinstance(fraction, (int, float)):
-            figures = meta.get("figures") if isinstance(meta.get("figures"), dict) else {}
-            out.append(Snapshot(step, float(fraction), figures, path))
-    return sorted(out, key=lambda s: s.step)
+    for path in checkpoints.snapshots(folder):
+        meta = checkpoints.read_json(path / "snapshot.json")
+        fraction = meta.get("fraction", 0.0)
+        figures = meta.get("figures") if isinstance(meta.get("figures"), dict) else {}
+        out.append(Snapshot(meta["step"], float(fraction) if isinstance(fraction, (int, float)) else 0.0, figures, path))
+    return out
 
 
 def loss_points(log: dict | None) -> list[tuple[int, float]]:

@@ -342,12 +342,20 @@ def save_snapshot(model: torch.nn.Module, folder: str | Path, step: int, fractio
 
 
 def snapshots(folder: str | Path) -> list[Path]:
-    """A model folder's snapshots, by step (empty when it has none)."""
+    """A model folder's snapshots, by step (empty when it has none); one whose ``snapshot.json`` cannot be read or
+    names no step is left out."""
     root = Path(folder) / SNAPSHOTS
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.iterdir() if (p / "snapshot.json").is_file() and (p / "model.safetensors").is_file()),
-                  key=lambda p: read_json(p / "snapshot.json").get("step", 0))
+    found = []
+    for p in root.iterdir() if root.is_dir() else []:
+        if not ((p / "snapshot.json").is_file() and (p / "model.safetensors").is_file()):
+            continue  # half-written
+        try:
+            step = read_json(p / "snapshot.json").get("step")
+        except LmvizError:
+            continue  # one unreadable snapshot.json hides only its own snapshot
+        if isinstance(step, int) and not isinstance(step, bool):
+            found.append((step, p))
+    return [p for _, p in sorted(found)]
 
 
 def evaluation_path() -> Path:
