@@ -1,5 +1,3 @@
-import json
-
 import streamlit as st
 
 from lmviz.app import ui
@@ -115,8 +113,8 @@ try:
     ui.plot(stats_figure(comp.stats(head)))
 
     d1, d2 = st.columns(2)
-    d1.download_button("Download this view (JSON)", json.dumps(view_data(comp, layer, head), ensure_ascii=False),
-                       file_name=f"compare_layer{layer}.json", mime="application/json")
+    with d1:
+        ui.download_view("compare", view_data(comp, layer, head), f"compare_layer{layer}.json", text=text)
     d2.download_button("Download the statistics (CSV)", csv_text(comp.table(head)), file_name="compare_stats.csv",
                        mime="text/csv")
 except LmvizError as err:

@@ -1,4 +1,3 @@
-import json
 
 import streamlit as st
 
@@ -262,17 +261,16 @@ try:
     ui.plot(cache)
 
     # --- export and link -----------------------------------------------------------------------------
-    d1, d2 = st.columns(2)
-    data = view_data(gen, step.index, layer, head)
-    d1.download_button("Download this view (JSON)", json.dumps(data, ensure_ascii=False, indent=1),
-                       file_name=f"generation_step{step.index}.json", mime="application/json")
-    d2.download_button("Download the candidates (CSV)", csv_text(step_table(gen, step.index)),
-                       file_name=f"generation_step{step.index}.csv", mime="text/csv")
     ui.set_params(strategy=strategy.name, t=strategy.temperature if strategy.name in ("temperature", "top_k", "top_p") else None,
                   k=strategy.top_k if strategy.name == "top_k" else None, p=strategy.top_p if strategy.name == "top_p" else None,
                   beam=strategy.beam_width if strategy.name == "beam" else None,
                   lp=strategy.length_penalty if strategy.name == "beam" else None,
                   seed=seed if strategy.name not in ("greedy", "beam") else None, limit=limit, n=n, step=step.index,
                   layer=layer, head=head_v, branch=format_forced(gen.forced))
+    d1, d2 = st.columns(2)  # after the link is written, so the download carries this view's settings
+    with d1:
+        ui.download_view("generation", view_data(gen, step.index, layer, head), f"generation_step{step.index}.json", text=text)
+    d2.download_button("Download the candidates (CSV)", csv_text(step_table(gen, step.index)),
+                       file_name=f"generation_step{step.index}.csv", mime="text/csv")
 except LmvizError as err:
     ui.error(err)

@@ -12,7 +12,8 @@ from browser import wait_for_app
 pytestmark = pytest.mark.browser
 PAGES = {"": "Download the sizes and training curves (JSON)", "tokenization": "Download this view (JSON)",
          "masking": "Download this view (JSON)", "attention": "Download this view (JSON)",
-         "masks": "Download these masks (JSON)"}
+         "masks": "Download these masks (JSON)", "compare": "Download this view (JSON)",
+         "generation": "Download this view (JSON)"}
 
 
 @pytest.fixture
@@ -49,6 +50,8 @@ def test_every_page_downloads_an_svg_figure_and_its_numbers(app_server, download
     path, name = _download(page, lambda: page.get_by_role("button", name=PAGES[where]).click(), tmp_path, "v.json")
     data = json.loads(path.read_text(encoding="utf-8"))
     assert name.endswith(".json") and data["page"] in (where or "home") and data["numbers"]
+    if where in ("compare", "generation"):  # the link's settings and the text, as every other page's download
+        assert data["settings"]["text"] and "layer" in data["settings"], data["settings"]
     if where == "attention":
         assert data["settings"]["model"] == "bert" and data["settings"]["text"]
         z = page.evaluate("() => document.querySelector('.js-plotly-plot')._fullData.find(t => t.type === 'heatmap').z")
