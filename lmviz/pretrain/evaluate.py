@@ -262,7 +262,10 @@ def evaluate_one(loaded: checkpoints.Loaded, quick: bool = False) -> dict:
     kind = loaded.kind
     task = task_for(loaded)
     log = loaded.train_log or {}
-    entry: dict = {"figures": task.evaluate(loaded.model, quick=quick), "quick": quick, "steps": (loaded.extra or {}).get("steps_done"),
+    figures = task.evaluate(loaded.model, quick=quick)
+    for key in ("previous_token", "induction"):  # the probes below report these heads with their layer and chance
+        figures.pop(key, None)
+    entry: dict = {"figures": figures, "quick": quick, "steps": (loaded.extra or {}).get("steps_done"),
                    "params": sum(p.numel() for p in loaded.model.parameters()),
                    "train_seconds": log["evals"][-1]["seconds"] if log.get("evals") else None,
                    "device": log.get("device"), "claimed": log.get("best")}
