@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from playwright.async_api import TimeoutError as PlaywrightTimeout
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import CHROMIUM, FLAGS, foreign_connections, free_port, resident_mb, start_app  # noqa: E402
 
@@ -96,11 +98,17 @@ async def student(i: int, url: str, deadline: float, stats: Stats, markers: list
         t0 = time.perf_counter()
         try:
             if action == "text":
-                box = page.locator("textarea").first
+                box = page.locator("textarea:visible").first
                 if await box.count() == 0:
                     action = "page"
                 else:
-                    await box.fill(f"{marker} " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))))
+                    typed = f"{marker} " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40)))
+                    try:
+                        await box.fill(typed, timeout=10_000)
+                    except PlaywrightTimeout:  # a box of the page being replaced (a rerun that began late): as a
+                        await settled(page)     # student would, wait for the page and type into the box it shows
+                        box = page.locator("textarea:visible").first
+                        await box.fill(typed, timeout=30_000)
                     t0 = time.perf_counter()
                     await box.press("Control+Enter")
             if action == "page":
