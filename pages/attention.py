@@ -4,7 +4,7 @@ from lmviz.analysis import prefixes
 from lmviz.app import ui, views
 from lmviz.viz.bertviz_offline import head_view_html, model_view_html, view_height
 from lmviz.errors import LmvizError
-from lmviz.models.kinds import kind_of
+from lmviz.app.ui import kind_of
 from lmviz.pretrain.text2text import knows_prefixes
 from lmviz.analysis.heads import named_heads
 from lmviz.viz.evaluation import not_yet_learnt

@@ -3,7 +3,7 @@ import streamlit as st
 from lmviz.app import ui
 from lmviz.analysis.compare import compare, reads_punctuate, view_data
 from lmviz.errors import LmvizError
-from lmviz.models.kinds import shipped_kinds
+from lmviz.app.ui import shipped_kinds
 from lmviz.pretrain.text2text import knows_prefixes
 from lmviz.app.export import csv_text
 from lmviz.viz.attention import attention_heatmap

@@ -8,7 +8,7 @@ from lmviz.errors import LmvizError
 from lmviz.app.export import csv_text
 from lmviz.analysis.generation import (MAX_STEPS, LiveRun, branched, clamp_step, format_forced, parse_forced, step_table,
                                       view_data)
-from lmviz.models.kinds import kind_of, writers
+from lmviz.app.ui import kind_of, writers
 from lmviz.pretrain.text2text import knows_prefixes
 from lmviz.analysis.strategies import MAX_BEAM, MAX_TEMPERATURE, MIN_TEMPERATURE, STRATEGIES, STRATEGY_NAMES, Strategy
 from lmviz.viz.generation import attention_row_figure, attention_steps_figure, beam_tree

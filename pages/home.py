@@ -3,9 +3,8 @@
 import streamlit as st
 
 from lmviz.app import ui
-from lmviz.models.device import describe_device, pick_device
 from lmviz.errors import LmvizError
-from lmviz.models.kinds import KINDS, shipped_kinds
+from lmviz.app.ui import KINDS, shipped_kinds
 from lmviz.viz import home
 from lmviz.viz.evaluation import evaluation_rows
 
@@ -118,4 +117,4 @@ else:
         st.info("evaluation.json holds no figures this page understands; run `python -m lmviz evaluate` again.", icon="ℹ️")
 
 st.header("Where it runs")
-st.markdown(home.device_text(describe_device(pick_device()), {k: models[k].train_log for k in ok}))
+st.markdown(home.device_text(ui.device_line(), {k: models[k].train_log for k in ok}))

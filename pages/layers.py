@@ -9,7 +9,7 @@ from lmviz.analysis.lens import how, lens, lens_data
 from lmviz.analysis.targets import has_head, targets
 from lmviz.app import ui
 from lmviz.errors import LmvizError
-from lmviz.models.kinds import kind_of
+from lmviz.app.ui import kind_of
 from lmviz.viz.attention import attention_heatmap
 from lmviz.viz.layers import ATTENTION_NAMES, attribution_figure, grid_figure, knockout_figure, lens_figure, loss_curve
 

@@ -5,7 +5,7 @@ from lmviz.pretrain import objectives
 
 from lmviz.app import ui, views
 from lmviz.errors import LmvizError
-from lmviz.models.kinds import kind_of
+from lmviz.app.ui import kind_of
 from lmviz.viz.evaluation import not_yet_learnt
 from lmviz.viz import masking as vm
 

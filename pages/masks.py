@@ -4,7 +4,7 @@ from lmviz.app import ui, views
 from lmviz.analysis.arithmetic import head_arithmetic
 from lmviz.errors import LmvizError
 from lmviz.analysis.masks import TWIN_OF, bert_padded_batch, gpt2_without_mask, twin_folder
-from lmviz.models.kinds import kind_of
+from lmviz.app.ui import kind_of
 from lmviz.viz.masks import (answer_weight_figure, experiment_figure, loss_figure, mask_effect_figure, mask_heatmap,
                              position_bias_figure)
 

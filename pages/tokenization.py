@@ -4,7 +4,7 @@ import streamlit as st
 from lmviz.app import ui, views
 from lmviz.errors import LmvizError
 from lmviz.analysis.inference import label
-from lmviz.models.kinds import KINDS
+from lmviz.app.ui import KINDS
 from lmviz.viz import tokens as vt
 
 PRESETS = {

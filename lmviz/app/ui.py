@@ -16,7 +16,7 @@ from lmviz.pretrain.corpus import decode_user_bytes
 from lmviz.models.device import describe_device, pick_device
 from lmviz.errors import LmvizError
 from lmviz.app.navigation import every_page_through_app_py
-from lmviz.models.kinds import KINDS, shipped_kinds
+from lmviz.models.kinds import KINDS, kind_of, shipped_kinds, writers  # noqa: F401  (the pages ask the kind here)
 
 
 every_page_through_app_py()  # a page that Streamlit ran on its own (a fresh server's first visit to /attention) reruns
@@ -101,6 +101,11 @@ def model_names(kinds: tuple[str, ...]) -> list[str]:
     return out
 
 
+def device_line() -> str:
+    """Which device the models run on, in words (the sidebar's and Home's)."""
+    return describe_device(pick_device())
+
+
 def display_name(name: str) -> str:
     return SHIPPED.get(name, name)
 
@@ -115,7 +120,7 @@ def sidebar(pages=()) -> None:
         st.radio("📷 on a figure's toolbar saves", list(FIGURE_FORMATS), format_func=FIGURE_FORMATS.get, key="w_figure_format",
                  horizontal=True, help="PNG at twice the screen's resolution, or SVG: vector, sharp at any size in slides "
                                        "and papers. The browser draws the file itself, with no network.")
-        st.caption(f"Device: **{describe_device(pick_device())}**")
+        st.caption(f"Device: **{device_line()}**")
         for name in registry():
             loaded = _load(name)
             shown = display_name(name) if name in SHIPPED else plain(display_name(name))  # a folder's name is not markup
