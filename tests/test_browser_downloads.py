@@ -47,7 +47,10 @@ def test_every_page_downloads_an_svg_figure_and_its_numbers(app_server, download
     figure.hover()
     svg, name = _download(page, lambda: figure.locator(".modebar-btn[data-title^='Download']").first.click(), tmp_path, "f.svg")
     assert name.endswith(".svg") and xml.dom.minidom.parse(str(svg)).documentElement.tagName == "svg"
-    path, name = _download(page, lambda: page.get_by_role("button", name=PAGES[where]).click(), tmp_path, "v.json")
+    wait_for_app(page)  # the figure's download can start a rerun; click the page's button once it has settled
+    button = page.get_by_role("button", name=PAGES[where])
+    button.scroll_into_view_if_needed()
+    path, name = _download(page, button.click, tmp_path, "v.json")
     data = json.loads(path.read_text(encoding="utf-8"))
     assert name.endswith(".json") and data["page"] in (where or "home") and data["numbers"]
     if where in ("compare", "generation"):  # the link's settings and the text, as every other page's download
