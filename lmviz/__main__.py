@@ -25,6 +25,28 @@ def cmd_tokenizers(args) -> None:
         print(f"{kind:5s} vocab {r['vocab_size']:6d}  trained in {r['seconds']:.1f} s  → {r['path']}")
 
 
+def _mixture(text: str) -> dict:
+    """``"fill=0.4,punctuate=0.4,genre=0.2"`` → the task weights, every name a T5 task and every weight above 0."""
+    from lmviz.pretrain import text2text
+
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.partition("=")
+        name = name.strip()
+        if name not in text2text.TASKS:
+            raise LmvizError(f"--mixture: unknown task {name!r}; T5's tasks are {', '.join(text2text.TASKS)}.")
+        try:
+            w = float(weight)
+        except ValueError:
+            raise LmvizError(f"--mixture: {name}'s weight must be a number, as in fill=0.6, not {weight!r}.") from None
+        if not w > 0 or w != w or w == float("inf"):
+            raise LmvizError(f"--mixture: {name}'s weight must be above 0 and finite, not {weight!r}.")
+        out[name] = w
+    if not out:
+        raise LmvizError("--mixture names no task; write it as fill=0.6,punctuate=0.3,genre=0.1.")
+    return out
+
+
 def cmd_train(args) -> None:
     import torch
 
@@ -48,6 +70,16 @@ def cmd_train(args) -> None:
         overrides["model"] = {**cfg.model, "dropout": args.dropout}
     if args.copy_steps is not None and args.model != "t5":
         raise LmvizError("--copy-steps is T5's warm-up; bert and gpt2 have none.")
+    if args.mixture is not None:
+        if args.model != "t5":
+            raise LmvizError("--mixture weighs T5's text-to-text tasks; bert and gpt2 have none.")
+        overrides["mixture"] = _mixture(args.mixture)
+    if args.repeat_frac is not None:
+        if args.model != "gpt2":
+            raise LmvizError("--repeat-frac repeats GPT-2's training windows; bert and t5 read no such windows.")
+        if not 0 <= args.repeat_frac <= 1:
+            raise LmvizError(f"--repeat-frac is a share of each batch, from 0 to 1, not {args.repeat_frac}.")
+        overrides["repeat_frac"] = args.repeat_frac
     if args.fp32:
         overrides["autocast"] = "off"
     if args.keep_last:
@@ -157,6 +189,10 @@ def main(argv=None) -> int:
                     help="gpt2: train without the causal mask, so it learns to cheat (the Masks page's twin)")
     tr.add_argument("--embed-lr-scale", type=float,
                     help="the token embedding's learning rate relative to the rest (10 helps T5, whose embedding starts at std 1)")
+    tr.add_argument("--mixture", help="t5: the tasks' weights after the warm-up, as fill=0.6,punctuate=0.3,genre=0.1")
+    tr.add_argument("--repeat-frac", type=float,
+                    help="gpt2: share of each batch whose window repeats a stretch of the plays, so a head that "
+                         "copies from the earlier occurrence (an induction head) pays off")
     tr.add_argument("--dropout", type=float, help="the model's dropout (a run with --init may change it)")
     tr.add_argument("--weight-decay", type=float, help="AdamW weight decay on the weight matrices")
     tr.add_argument("--nsp-weight", type=float, help="bert: the next-sentence loss's weight beside MLM's (default 1)")

@@ -195,3 +195,34 @@ def test_a_compiled_run_learns_and_saves_the_same_weights_as_it_trains(small_cor
     assert log["config"]["compile"] and log["train"][-1]["loss"] < log["train"][0]["loss"] - 0.3
     assert not any(k.startswith("_orig_mod") for k in checkpoints.read_weights(tmp_path / "resume"))
     assert checkpoints.load(tmp_path).kind == "gpt2"
+
+
+def test_gpt2_repeated_windows_repeat_a_stretch_of_the_plays(small_corpus):
+    """--repeat-frac: that share of a batch's rows is a stretch of real text seen again, the rest untouched."""
+    from lmviz.pretrain.tasks import GPT2Task
+
+    tok = checkpoints.load(checkpoints.shipped("gpt2")).tokenizer
+    plain = GPT2Task(tok, replace(DEFAULTS["gpt2"], batch_size=8), corpus=small_corpus).batch(5, 64)
+    mixed = GPT2Task(tok, replace(DEFAULTS["gpt2"], batch_size=8, repeat_frac=0.25), corpus=small_corpus).batch(5, 64)
+    assert torch.equal(plain["input_ids"][2:], mixed["input_ids"][2:]) and torch.equal(plain["labels"][2:], mixed["labels"][2:])
+    for row in range(2):
+        x, y = mixed["input_ids"][row], mixed["labels"][row]
+        assert torch.equal(x[1:], y[:-1]), "labels stay the next token"
+        period = next(p for p in range(16, 33) if torch.equal(x[p:], x[:-p]))
+        assert torch.equal(x[:period], plain["input_ids"][row, :period]), "the stretch is the plays' own text"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["t5", "--mixture", "fill=0.5,summarise=0.5"], "unknown task 'summarise'"),
+    (["t5", "--mixture", "fill=0"], "above 0"),
+    (["t5", "--mixture", "fill=lots"], "must be a number"),
+    (["gpt2", "--mixture", "fill=1"], "T5's text-to-text tasks"),
+    (["t5", "--repeat-frac", "0.2"], "GPT-2's training windows"),
+    (["gpt2", "--repeat-frac", "1.5"], "from 0 to 1"),
+])
+def test_the_command_line_refuses_a_bad_mixture_or_repeat_share_by_name(args, message, capsys, tmp_path):
+    from lmviz.__main__ import main
+
+    assert main(["train", *args[:1], "--out", str(tmp_path / "out"), *args[1:]]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -83,8 +83,12 @@ class GPT2Task(Task):
         return GPT2LMHeadModel(GPT2Config(vocab_size=self.tok.get_vocab_size(), eos_token_id=self.eot, **self.cfg.model))
 
     def batch(self, step: int, seq_len: int) -> dict:
-        starts = self.rng(step).integers(0, len(self.train_stream) - seq_len - 1, size=self.cfg.batch_size)
+        rng = self.rng(step)
+        starts = rng.integers(0, len(self.train_stream) - seq_len - 1, size=self.cfg.batch_size)
         windows = np.stack([self.train_stream[s : s + seq_len + 1] for s in starts])
+        for row in range(round(self.cfg.repeat_frac * self.cfg.batch_size)):
+            half = int(rng.integers(min(16, seq_len // 2), seq_len // 2 + 1))
+            windows[row] = np.resize(windows[row, :half], seq_len + 1)  # the stretch, again and again
         return {"input_ids": torch.from_numpy(windows[:, :-1]), "labels": torch.from_numpy(windows[:, 1:])}
 
     def loss(self, model, batch):

@@ -57,6 +57,10 @@ class TrainConfig:
     # BERT only: the NSP loss's weight beside MLM's (1 in the paper). The shipped BERT's second (CPU) phase raised it,
     # since its NSP lagged its MLM.
     nsp_weight: float = 1.0
+    # GPT-2 only: this share of each batch's rows is a stretch of the plays followed by the same stretch again (its
+    # length drawn per row), so predicting the second copy rewards attending to the token after the earlier occurrence
+    # of the current one: an induction head, which natural text alone did not grow in the shipped model.
+    repeat_frac: float = 0.0
     mixture: dict = field(default_factory=dict)
     # Snapshots for the training scrubber: float16 copies of the weights at these fractions of ``steps``.
     snapshots: tuple = (0.01, 0.05, 0.2, 0.5)
