@@ -5,10 +5,12 @@ tested without it. Models load once per process (``st.cache_resource``) and are 
 """
 from __future__ import annotations
 
+import copyreg
 import os
 import sys
 from pathlib import Path
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from lmviz.models import checkpoints
@@ -25,6 +27,25 @@ SHIPPED = {name: KINDS[name].title for name in shipped_kinds()}  # the shipped m
 MAX_LINK_CHARS = 2000  # longer texts stay out of the URL (browsers and servers cap its length)
 MAX_TEXT_CHARS = 20_000
 FIGURE_FORMATS = {"png": "PNG", "svg": "SVG"}  # what the 📷 on a figure's toolbar saves, drawn in the browser (offline)
+
+
+class Drawn(go.Figure):
+    """A finished figure kept as plotly's JSON dict: what a page's ``st.cache_data`` gives back. Unpickling a go.Figure
+    rebuilt and re-validated its whole tree, plotly_white template included (60 ms for one of Home's figures on this
+    CPU, most of a cached rerun, and all of it holding the GIL that every session's rerun shares). This one unpickles
+    as a dict and ``plot`` draws it as it is; nothing but ``plot`` reads it."""
+
+    def __init__(self, spec: dict):  # plotly's tree is not built: Streamlit reads only ``to_dict()``
+        self._spec = spec
+
+    def to_dict(self) -> dict:
+        return self._spec
+
+    def __reduce__(self):
+        return Drawn, (self._spec,)
+
+
+copyreg.pickle(go.Figure, lambda fig: (Drawn, (fig.to_dict(),)))  # what st.cache_data stores of a figure
 
 
 def user_models_dir() -> Path | None:

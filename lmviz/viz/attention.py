@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from lmviz.viz.style import MAX_TICKS, PALETTE, SEQUENTIAL, base_layout, escape, subplots, ticks
+from lmviz.viz.style import MAX_TICKS, PALETTE, SEQUENTIAL, base_layout, escape, layout, subplots, ticks
 
 DIVERGING = "PuOr"  # colour-blind-safe diverging scale for signed values (vectors, biases), centred on zero
 
@@ -19,13 +19,20 @@ def hover_grid(queries: list[str], keys: list[str]) -> np.ndarray:
 NARROW_TICKS = 16  # key labels on a panel that shares its row with another
 
 
-def token_axes(fig: go.Figure, queries: list[str], keys: list[str], row=None, col=None, narrow: bool = False) -> None:
-    """Thinned token ticks on both axes, queries top to bottom. ``narrow`` (a panel that shares its row with others):
-    fewer key labels, drawn upright so each takes only a line's height of width."""
+def token_axis_settings(queries: list[str], keys: list[str], narrow: bool = False) -> tuple[dict, dict]:
+    """(x axis, y axis): thinned token ticks on both axes, queries top to bottom. ``narrow`` (a panel that shares its
+    row with others): fewer key labels, drawn upright so each takes only a line's height of width."""
     xi, xt = ticks(keys, NARROW_TICKS if narrow else MAX_TICKS)
     yi, yt = ticks(queries)
-    fig.update_xaxes(tickvals=xi, ticktext=xt, tickangle=-90 if narrow else -60, row=row, col=col)
-    fig.update_yaxes(tickvals=yi, ticktext=yt, autorange="reversed", row=row, col=col)
+    return (dict(tickvals=xi, ticktext=xt, tickangle=-90 if narrow else -60),
+            dict(tickvals=yi, ticktext=yt, autorange="reversed"))
+
+
+def token_axes(fig: go.Figure, queries: list[str], keys: list[str], row=None, col=None, narrow: bool = False) -> None:
+    """``token_axis_settings`` on one panel of a built figure."""
+    x, y = token_axis_settings(queries, keys, narrow)
+    fig.update_xaxes(x, row=row, col=col)
+    fig.update_yaxes(y, row=row, col=col)
 
 
 HIDDEN_COLOUR = "#D9D9D9"  # cells a mask hides are light grey, so "hidden" never looks like weight 0
@@ -67,25 +74,26 @@ def attention_heatmap(probs, queries: list[str], keys: list[str], title: str | N
         zmax = max(float(np.percentile(visible, percentile)), 1e-6)
         label = f"weight<br>(colours top<br>out at the<br>{percentile:g}th pct,<br>{zmax:.2f})"
     custom = hover_grid(queries, keys)
-    fig = go.Figure(go.Heatmap(
-        z=shown, x=list(range(len(keys))), y=list(range(len(queries))), customdata=custom, colorscale=SEQUENTIAL,
+    x, y = list(range(len(keys))), list(range(len(queries)))
+    data = [dict(
+        type="heatmap", z=shown, x=x, y=y, customdata=custom, colorscale=SEQUENTIAL,
         zmin=0, zmax=zmax if zmax is not None else max(float(visible.max()) if visible.size else 1.0, 1e-6),
         hovertemplate="query %{customdata[1]}<br>key %{customdata[0]}<br>weight %{z:.3f}<extra></extra>",
         hoverongaps=False, colorbar=dict(orientation="h", x=1, xanchor="right", y=1.0, yanchor="bottom", len=0.55,
                                          thickness=12, title=dict(text=label, side="top")) if narrow else dict(title=label),
-    ))
+    )]
     grey = hidden_cells(mask, hidden, custom)
     if grey:
-        fig.add_trace(grey.update(x=list(range(len(keys))), y=list(range(len(queries)))))
-    token_axes(fig, queries, keys, narrow=narrow)
-    fig.update_xaxes(title="key (attended to)", side="bottom")
-    fig.update_yaxes(title="query (attending)")
-    if highlight is not None and 0 <= highlight < len(queries):
-        fig.add_shape(type="rect", x0=-0.5, x1=len(keys) - 0.5, y0=highlight - 0.5, y1=highlight + 0.5,
-                      line=dict(color=PALETTE[1], width=3))
+        data.append(grey.update(x=x, y=y))
+    xaxis, yaxis = token_axis_settings(queries, keys, narrow)
+    shapes = [dict(type="rect", x0=-0.5, x1=len(keys) - 0.5, y0=highlight - 0.5, y1=highlight + 0.5,
+                   line=dict(color=PALETTE[1], width=3))] if highlight is not None and 0 <= highlight < len(queries) else []
     side = max(380, min(900, 28 * max(len(queries), len(keys)) + 160))
-    fig = base_layout(fig, title, height or side)
-    return fig.update_layout(margin=dict(t=max(fig.layout.margin.t or 0, 90))) if narrow else fig
+    settings = layout(title, height or side, xaxis=xaxis | dict(title="key (attended to)", side="bottom"),
+                      yaxis=yaxis | dict(title="query (attending)"), shapes=shapes)
+    if narrow:
+        settings["margin"] = settings["margin"] | dict(t=max(settings["margin"]["t"], 90))
+    return go.Figure(data, settings)
 
 
 GRID_TARGET_PX = 120  # the click target's side: most of a small heatmap (about 150 px tall)

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from lmviz.analysis.decoding import Generation, Step
 from lmviz.analysis.strategies import STRATEGY_NAMES, Strategy
 from lmviz.viz.attention import attention_heatmap
 from lmviz.viz.masking import SENTINEL
-from lmviz.viz.style import PALETTE, SEQUENTIAL, base_layout, escape, ticks
+from lmviz.viz.style import PALETTE, SEQUENTIAL, base_layout, escape, layout, ticks
 
 MODEL_C, AFTER_C, CHOSEN_C, CUT_C = PALETTE[4], PALETTE[0], PALETTE[5], "#BBBBBB"
 
@@ -27,25 +26,24 @@ def candidates_figure(step: Step, strategy: Strategy) -> go.Figure:
     beam = strategy.name == "beam"
     after = "kept among the best beams" if beam else "after " + STRATEGY_NAMES[strategy.name]
     dropped = "not kept" if beam else "cut"
-    fig = go.Figure([
-        go.Bar(y=y, x=[c.prob for c in cands], orientation="h", name="the model's probability", marker_color=MODEL_C,
-               hovertemplate="%{y}<br>model p = %{x:.4f}<extra></extra>"),
+    data = [
+        dict(type="bar", y=y, x=[c.prob for c in cands], orientation="h", name="the model's probability", marker_color=MODEL_C,
+             hovertemplate="%{y}<br>model p = %{x:.4f}<extra></extra>"),
         # a cut candidate's bar has length 0, so it says "cut" in grey instead
-        go.Bar(y=y, x=[c.final for c in cands], orientation="h", name=after,
-               marker_color=[AFTER_C if c.kept else CUT_C for c in cands], text=["" if c.kept else dropped for c in cands],
-               textposition="outside", textfont=dict(color="#777777", size=14), cliponaxis=False,
-               hovertemplate=f"%{{y}}<br>{'kept in a beam, model p' if beam else 'after the strategy p'} = %{{x:.4f}}<extra></extra>"),
-    ])
+        dict(type="bar", y=y, x=[c.final for c in cands], orientation="h", name=after,
+             marker_color=[AFTER_C if c.kept else CUT_C for c in cands], text=["" if c.kept else dropped for c in cands],
+             textposition="outside", textfont=dict(color="#777777", size=14), cliponaxis=False,
+             hovertemplate=f"%{{y}}<br>{'kept in a beam, model p' if beam else 'after the strategy p'} = %{{x:.4f}}<extra></extra>"),
+    ]
     # the chosen row outlined as one frame (an outline on the bars would also draw on the legend's swatches)
-    for i, c in enumerate(cands):
-        if c.id == step.chosen.id:
-            fig.add_shape(type="rect", x0=0, x1=min(1.02, max(c.prob, c.final) + 0.02), y0=i - 0.48, y1=i + 0.48,
-                          line=dict(color=CHOSEN_C, width=3))
-    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.12), bargap=0.25)
-    fig.update_yaxes(autorange="reversed", title=None)
+    shapes = [dict(type="rect", x0=0, x1=min(1.02, max(c.prob, c.final) + 0.02), y0=i - 0.48, y1=i + 0.48,
+                   line=dict(color=CHOSEN_C, width=3)) for i, c in enumerate(cands) if c.id == step.chosen.id]
     top = max((max(c.prob, c.final) for c in cands), default=1.0)
-    fig.update_xaxes(title="probability", range=[0, min(1.02, 1.2 * top + 0.01)])  # small probabilities stay visible
-    return base_layout(fig, f"Step {step.index}: after «{step.query}», the next token", 90 + 34 * len(cands) + 80)
+    return go.Figure(data, layout(f"Step {step.index}: after «{step.query}», the next token", 90 + 34 * len(cands) + 80,
+                                  shapes=shapes, barmode="group", legend=dict(orientation="h", y=-0.12), bargap=0.25,
+                                  yaxis=dict(autorange="reversed", title=None),
+                                  # small probabilities stay visible
+                                  xaxis=dict(title="probability", range=[0, min(1.02, 1.2 * top + 0.01)])))
 
 
 def strategy_figure(step: Step, strategy: Strategy) -> go.Figure:
@@ -55,39 +53,40 @@ def strategy_figure(step: Step, strategy: Strategy) -> go.Figure:
     rank = np.array(step.curve_ranks)
     n = int(rank[-1])
     raw, temp = np.array(step.curve_raw), np.array(step.curve_tempered)
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=rank, y=raw, name="the model (T = 1)", line=dict(color=MODEL_C, width=3),
-                             hovertemplate="rank %{x}: p = %{y:.4f}<extra></extra>"))
+    data = [dict(type="scatter", x=rank, y=raw, name="the model (T = 1)", line=dict(color=MODEL_C, width=3),
+                 hovertemplate="rank %{x}: p = %{y:.4f}<extra></extra>")]
     if strategy.name in ("temperature", "top_k", "top_p") and strategy.temperature != 1:
-        fig.add_trace(go.Scatter(x=rank, y=temp, name=f"reshaped, T = {strategy.temperature:g}",
-                                 line=dict(color=AFTER_C, width=3, dash="dash"),
-                                 hovertemplate="rank %{x}: p = %{y:.4f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=rank, y=step.curve_cumulative, name="cumulative", line=dict(color=PALETTE[2], width=2, dash="dot"),
-                             hovertemplate="top %{x} tokens hold %{y:.3f}<extra></extra>"), secondary_y=True)
+        data.append(dict(type="scatter", x=rank, y=temp, name=f"reshaped, T = {strategy.temperature:g}",
+                         line=dict(color=AFTER_C, width=3, dash="dash"), hovertemplate="rank %{x}: p = %{y:.4f}<extra></extra>"))
+    cumulative = dict(xaxis="x", yaxis="y2")  # on the right-hand axis
+    data.append(dict(type="scatter", x=rank, y=step.curve_cumulative, name="cumulative", line=dict(color=PALETTE[2], width=2, dash="dot"),
+                     hovertemplate="top %{x} tokens hold %{y:.3f}<extra></extra>", **cumulative))
     if strategy.name in ("top_k", "top_p", "greedy"):
         cut = step.kept + 0.5
         label = {"top_k": f"top-k: {step.kept} kept", "top_p": f"top-p: {step.kept} kept", "greedy": "greedy: rank 1 only"}
         top = float(max(raw.max(), temp.max()))
-        fig.add_trace(go.Scatter(x=[cut, cut], y=[0, top], mode="lines", name=f"cut-off ({label[strategy.name]})",
-                                 line=dict(color=CHOSEN_C, width=2), hoverinfo="skip"))
+        data.append(dict(type="scatter", x=[cut, cut], y=[0, top], mode="lines", name=f"cut-off ({label[strategy.name]})",
+                         line=dict(color=CHOSEN_C, width=2), hoverinfo="skip"))
     if strategy.name == "beam":
         kept = [c for c in step.candidates if c.kept]
-        fig.add_trace(go.Scatter(x=[c.rank for c in kept], y=[c.prob for c in kept], mode="markers",
-                                 name="kept among the best beams", marker=dict(color=AFTER_C, size=10),
-                                 customdata=[escape(c.token) for c in kept],
-                                 hovertemplate="%{customdata} (rank %{x}) stays in a beam<extra></extra>"))
+        data.append(dict(type="scatter", x=[c.rank for c in kept], y=[c.prob for c in kept], mode="markers",
+                         name="kept among the best beams", marker=dict(color=AFTER_C, size=10),
+                         customdata=[escape(c.token) for c in kept],
+                         hovertemplate="%{customdata} (rank %{x}) stays in a beam<extra></extra>"))
     if strategy.name == "top_p":
-        fig.add_trace(go.Scatter(x=[1, n], y=[strategy.top_p] * 2, mode="lines", name=f"p = {strategy.top_p:g}",
-                                 line=dict(color=PALETTE[2], width=1.5, dash="dash"), hoverinfo="skip"), secondary_y=True)
-    fig.add_trace(go.Scatter(x=[step.chosen.rank], y=[step.chosen.prob], mode="markers", name="chosen",
-                             marker=dict(color=CHOSEN_C, size=14, symbol="star"),
-                             hovertemplate=f"chosen: {escape(step.chosen.token)} (rank %{{x}})<extra></extra>"))
+        data.append(dict(type="scatter", x=[1, n], y=[strategy.top_p] * 2, mode="lines", name=f"p = {strategy.top_p:g}",
+                         line=dict(color=PALETTE[2], width=1.5, dash="dash"), hoverinfo="skip", **cumulative))
+    data.append(dict(type="scatter", x=[step.chosen.rank], y=[step.chosen.prob], mode="markers", name="chosen",
+                     marker=dict(color=CHOSEN_C, size=14, symbol="star"),
+                     hovertemplate=f"chosen: {escape(step.chosen.token)} (rank %{{x}})<extra></extra>"))
     decades = [10 ** e for e in range(len(str(n)))]  # 1, 10, 100, … up to the vocabulary: no unlabeled 2s and 5s
-    fig.update_xaxes(type="log", title="rank (1 = most likely), log scale", tickvals=decades, ticktext=[f"{d:,}" for d in decades])
-    fig.update_yaxes(title="probability", secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title="cumulative", range=[0, 1.05], tickvals=[0, 0.25, 0.5, 0.75, 1], secondary_y=True, showgrid=False)
-    fig.update_layout(legend=dict(orientation="h", y=-0.3, yanchor="top"))
-    return base_layout(fig, "What the strategy does to the distribution", 480)
+    return go.Figure(data, layout(
+        "What the strategy does to the distribution", 480, legend=dict(orientation="h", y=-0.3, yanchor="top"),
+        xaxis=dict(anchor="y", domain=[0.0, 0.94], type="log", title="rank (1 = most likely), log scale", tickvals=decades,
+                   ticktext=[f"{d:,}" for d in decades]),
+        yaxis=dict(anchor="x", domain=[0.0, 1.0], title="probability", rangemode="tozero"),
+        yaxis2=dict(anchor="x", overlaying="y", side="right", title="cumulative", range=[0, 1.05],
+                    tickvals=[0, 0.25, 0.5, 0.75, 1], showgrid=False)))
 
 
 def _row(step: Step, kind: str, layer: int, head: int | None) -> np.ndarray:
@@ -100,14 +99,15 @@ def attention_row_figure(step: Step, keys: list[str], kind: str, layer: int, hea
     w = _row(step, kind, layer, head)
     x = list(range(len(keys)))
     hover = [f"{i}: {escape(k)}" for i, k in enumerate(keys)]
-    fig = go.Figure(go.Bar(x=x, y=w, customdata=hover, marker_color=AFTER_C if kind == "causal" else PALETTE[2],
-                           hovertemplate="%{customdata}<br>weight %{y:.3f}<extra></extra>"))
     xi, xt = ticks(keys)
-    fig.update_xaxes(tickvals=xi, ticktext=xt, tickangle=-60, title="input token" if kind == "cross" else "context token")
-    fig.update_yaxes(title="attention weight", rangemode="tozero")
     who = "mean of the heads" if head is None else f"head {head}"
     what = "cross-attention over the input" if kind == "cross" else "attention over the context"
-    return base_layout(fig, f"«{step.query}» → {what} (layer {layer}, {who})", 360)
+    return go.Figure(
+        [dict(type="bar", x=x, y=w, customdata=hover, marker_color=AFTER_C if kind == "causal" else PALETTE[2],
+              hovertemplate="%{customdata}<br>weight %{y:.3f}<extra></extra>")],
+        layout(f"«{step.query}» → {what} (layer {layer}, {who})", 360,
+               xaxis=dict(tickvals=xi, ticktext=xt, tickangle=-60, title="input token" if kind == "cross" else "context token"),
+               yaxis=dict(title="attention weight", rangemode="tozero")))
 
 
 def attention_steps_figure(gen: Generation, upto: int, kind: str, layer: int, head: int | None) -> go.Figure:
@@ -128,21 +128,22 @@ def cache_figure(gen: Generation, upto: int) -> go.Figure:
     """Left: the KV cache's size after each step; right: each step's time with the cache beside a full recompute."""
     steps = gen.steps[: upto + 1]
     x = [s.index for s in steps]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("KV cache: positions held per layer", "time of the step (ms)"),
-                        horizontal_spacing=0.12)
-    fig.add_trace(go.Bar(x=x, y=[s.cache_positions() for s in steps], name="cached positions", marker_color=MODEL_C,
-                         customdata=[_shape_text(s) for s in steps],
-                         hovertemplate="step %{x}: %{y} positions<br>%{customdata}<extra></extra>"), 1, 1)
+    data = [dict(type="bar", x=x, y=[s.cache_positions() for s in steps], name="cached positions", marker_color=MODEL_C,
+                 customdata=[_shape_text(s) for s in steps], xaxis="x", yaxis="y",
+                 hovertemplate="step %{x}: %{y} positions<br>%{customdata}<extra></extra>")]
     for key, name, colour in (("ms_cached", "with the KV cache", AFTER_C), ("ms_recompute", "recompute everything", CHOSEN_C)):
         y = [getattr(s, key) for s in steps]
         if any(v is not None for v in y):
-            fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers", line=dict(color=colour, width=3),
-                                     hovertemplate=f"{name}<br>step %{{x}}: %{{y:.1f}} ms<extra></extra>"), 1, 2)
-    fig.update_xaxes(title="step")
-    fig.update_yaxes(rangemode="tozero")
-    fig.update_layout(legend=dict(orientation="h", y=-0.3))
-    base_layout(fig, None, 400)
-    return fig.update_layout(margin=dict(t=50))
+            data.append(dict(type="scatter", x=x, y=y, name=name, mode="lines+markers", line=dict(color=colour, width=3),
+                             xaxis="x2", yaxis="y2", hovertemplate=f"{name}<br>step %{{x}}: %{{y:.1f}} ms<extra></extra>"))
+    titles = [dict(text=t, x=x0, xref="paper", y=1.0, yref="paper", xanchor="center", yanchor="bottom", showarrow=False,
+                   font=dict(size=16)) for t, x0 in (("KV cache: positions held per layer", 0.22), ("time of the step (ms)", 0.78))]
+    return go.Figure(data, layout(None, 400, annotations=titles, legend=dict(orientation="h", y=-0.3),
+                                  margin=dict(l=10, r=10, t=50, b=10),
+                                  xaxis=dict(anchor="y", domain=[0.0, 0.44], title="step"),
+                                  xaxis2=dict(anchor="y2", domain=[0.56, 1.0], title="step"),
+                                  yaxis=dict(anchor="x", domain=[0.0, 1.0], rangemode="tozero"),
+                                  yaxis2=dict(anchor="x2", domain=[0.0, 1.0], rangemode="tozero")))
 
 
 def _shape_text(step: Step) -> str:

@@ -28,13 +28,21 @@ def escape(text: str) -> str:
     return html.escape(str(text), quote=False)
 
 
-def base_layout(fig: go.Figure, title: str | None = None, height: int | None = None) -> go.Figure:
-    fig.update_layout(font=FONT, title=dict(text=escape(title), font=dict(size=18)) if title else None,
-                      margin=dict(l=10, r=10, t=50 if title else 10, b=10),
-                      hoverlabel=dict(font_size=15))
+def layout(title: str | None = None, height: int | None = None, **more) -> dict:
+    """Every figure's layout as a dict (font, title, margins, hover), with ``more`` on top: for a figure built in one
+    ``go.Figure(data, layout)`` call. Plotly validates each ``update_*`` call on a built figure separately; a
+    page's figures built that way took a third of its rerun, while every session's rerun waits for the same GIL."""
+    out = dict(font=FONT, margin=dict(l=10, r=10, t=50 if title else 10, b=10), hoverlabel=dict(font_size=15))
+    if title:
+        out["title"] = dict(text=escape(title), font=dict(size=18))
     if height:
-        fig.update_layout(height=height)
-    return fig
+        out["height"] = height
+    return out | more
+
+
+def base_layout(fig: go.Figure, title: str | None = None, height: int | None = None) -> go.Figure:
+    """``layout``'s settings on a figure already built (grids of subplots, which plotly lays out)."""
+    return fig.update_layout(layout(title, height))
 
 
 def ticks(labels: list[str], max_ticks: int = MAX_TICKS) -> tuple[list[int], list[str]]:
