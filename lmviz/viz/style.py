@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import json
 from functools import lru_cache
 
 import plotly.graph_objects as go
@@ -58,7 +59,30 @@ def _skeleton(arguments: tuple) -> go.Figure:
     return make_subplots(**{k: list(v) if isinstance(v, tuple) else v for k, v in arguments})
 
 
+def _key(arguments: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in arguments.items()))
+
+
+@lru_cache(maxsize=64)
+def _grid_json(arguments: tuple) -> str:
+    layout = _skeleton(arguments).layout.to_plotly_json()
+    layout.pop("template", None)  # the default template comes with the figure that uses this layout
+    return json.dumps(layout)
+
+
+def grid_layout(**arguments) -> dict:
+    """``make_subplots(**arguments)``'s layout (axes, domains, subplot titles) as a fresh dict, for a figure built in
+    one call; panel (row, col) of a ``cols``-wide grid draws on ``grid_axes(row, col, cols)``."""
+    return json.loads(_grid_json(_key(arguments)))
+
+
+def grid_axes(row: int, col: int, cols: int) -> dict:
+    """The ``xaxis``/``yaxis`` references of panel (row, col), both counted from 1, as ``make_subplots`` names them."""
+    n = (row - 1) * cols + col
+    return dict(xaxis=f"x{n if n > 1 else ''}", yaxis=f"y{n if n > 1 else ''}")
+
+
 def subplots(**arguments) -> go.Figure:
     """``make_subplots(**arguments)``: the same empty grid, built once per set of arguments and copied
     (a 4 × 4 grid takes ~50 ms to build and ~15 ms to copy)."""
-    return go.Figure(_skeleton(tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in arguments.items()))))
+    return go.Figure(_skeleton(_key(arguments)))
