@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from lmviz.analysis.arithmetic import HeadArithmetic
 from lmviz.viz.attention import DIVERGING
-from lmviz.viz.style import PALETTE, base_layout, escape, subplots, ticks
+from lmviz.viz.style import PALETTE, base_layout, escape, grid_axes, grid_layout, layout, subplots, ticks
 
 
 def _keys(keys: list[str]) -> list[str]:
@@ -66,24 +66,23 @@ def steps_figure(a: HeadArithmetic, keys: list[str], steps: tuple[str, ...] = WA
         "probs": ("softmax: the weights (one row of the heatmap)", a.record_probs, PALETTE[2]),  # the model's own row
     }
     rows = [catalogue[s] for s in steps]
-    fig = subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=[f"{i}. {r[0]}" for i, r in enumerate(rows, start=1)])
-    for r, (name, y, colour) in enumerate(rows, start=1):
-        fig.add_trace(go.Bar(x=x, y=y, marker_color=colour, name=name, hovertemplate="key %{x}<br>%{y:.4f}<extra></extra>"),
-                      row=r, col=1)
+    settings = grid_layout(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                           subplot_titles=[f"{i}. {r[0]}" for i, r in enumerate(rows, start=1)])
+    data = [dict(type="bar", x=x, y=y, marker_color=colour, name=name, hovertemplate="key %{x}<br>%{y:.4f}<extra></extra>",
+                 **grid_axes(r, 1, 1)) for r, (name, y, colour) in enumerate(rows, start=1)]
     if "masked" in steps and hidden.any():
         finite = masked[~np.isnan(masked)]
         floor = min(float(finite.min()) if finite.size else 0.0, 0.0) - 1.0
-        fig.add_trace(go.Bar(x=x, y=np.where(hidden, floor, np.nan), marker_color="#9A9A9A", name="−∞",
-                             hovertemplate="key %{x}<br>−∞ (hidden)<extra></extra>"), row=steps.index("masked") + 1, col=1)
+        data.append(dict(type="bar", x=x, y=np.where(hidden, floor, np.nan), marker_color="#9A9A9A", name="−∞",
+                         hovertemplate="key %{x}<br>−∞ (hidden)<extra></extra>", **grid_axes(steps.index("masked") + 1, 1, 1)))
     if t5 and "scaled" in steps:
-        fig.add_trace(go.Scatter(x=x, y=a.position_bias, mode="markers", marker=dict(color=PALETTE[5], size=8, symbol="diamond"),
-                                 name="bias", hovertemplate="key %{x}<br>bias %{y:.3f}<extra></extra>"),
-                      row=steps.index("scaled") + 1, col=1)
+        data.append(dict(type="scatter", x=x, y=a.position_bias, mode="markers", marker=dict(color=PALETTE[5], size=8, symbol="diamond"),
+                         name="bias", hovertemplate="key %{x}<br>bias %{y:.3f}<extra></extra>", **grid_axes(steps.index("scaled") + 1, 1, 1)))
     xi, _ = ticks(keys)
-    fig.update_xaxes(tickvals=[x[i] for i in xi], tickangle=-60, row=len(rows), col=1)
-    fig.update_layout(showlegend=False, barmode="overlay", bargap=0.15)
-    return base_layout(fig, None, 180 * len(rows) + 120).update_layout(margin=dict(t=40))  # room for the first panel's title
+    last = grid_axes(len(rows), 1, 1)["xaxis"].replace("x", "xaxis")
+    settings[last] |= dict(tickvals=[x[i] for i in xi], tickangle=-60)
+    return go.Figure(data, layout(None, 180 * len(rows) + 120, showlegend=False, barmode="overlay", bargap=0.15,
+                                  margin=dict(l=10, r=10, t=40, b=10), **settings))  # room for the first panel's title
 
 
 def weighted_sum_figure(a: HeadArithmetic, keys: list[str]) -> go.Figure:

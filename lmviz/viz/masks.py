@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 from lmviz.analysis.arithmetic import HeadArithmetic
 from lmviz.analysis.masks import MaskExperiment, MaskMatrix
 from lmviz.viz.arithmetic import MASK_EFFECT, steps_figure
-from lmviz.viz.attention import DIVERGING, hidden_cells, hover_grid, masked, token_axes
-from lmviz.viz.style import PALETTE, base_layout, escape, subplots, ticks
+from lmviz.viz.attention import DIVERGING, hidden_cells, hover_grid, masked, token_axes, token_axis_settings
+from lmviz.viz.style import PALETTE, base_layout, escape, layout, subplots, ticks
 
 KEEP_COLOUR, HIDDEN_COLOUR = PALETTE[0], "#E8E8E8"
 
@@ -20,25 +20,26 @@ def mask_heatmap(m: MaskMatrix, height: int | None = None, titled: bool = True) 
 
     ``titled=False`` leaves ``m.title`` off (for a page that already heads the figure with it)."""
     z = m.keep.astype(float)
-    fig = go.Figure(go.Heatmap(
-        z=z, zmin=0, zmax=1, colorscale=[[0, HIDDEN_COLOUR], [0.5, HIDDEN_COLOUR], [0.5, KEEP_COLOUR], [1, KEEP_COLOUR]],
+    heatmap = dict(
+        type="heatmap", z=z, zmin=0, zmax=1,
+        colorscale=[[0, HIDDEN_COLOUR], [0.5, HIDDEN_COLOUR], [0.5, KEEP_COLOUR], [1, KEEP_COLOUR]],
         customdata=np.dstack([hover_grid(m.queries, m.keys), np.where(m.keep, "may attend (+0)", "hidden (+−∞)")]),
         hovertemplate="query %{customdata[1]}<br>key %{customdata[0]}<br>%{customdata[2]}<extra></extra>",
         xgap=1 if len(m.keys) <= 48 else 0, ygap=1 if len(m.queries) <= 48 else 0,
         colorbar=dict(tickvals=[0.25, 0.75], ticktext=["hidden", "may attend"], len=0.5),
-    ))
-    token_axes(fig, m.queries, m.keys)
-    fig.update_xaxes(title="key (attended to)")
-    fig.update_yaxes(title="query (attending)")
-    if m.segments:
+    )
+    xaxis, yaxis = token_axis_settings(m.queries, m.keys)
+    shapes, notes = [], []
+    if m.segments:  # the line between sentence A and sentence B, across and down
         b = m.segments.index(1) - 0.5
-        fig.add_vline(x=b, line=dict(color=PALETTE[5], width=3))
-        fig.add_hline(y=b, line=dict(color=PALETTE[5], width=3))
-        for x, name in ((b / 2, "sentence A"), ((b + len(m.keys)) / 2, "sentence B")):
-            fig.add_annotation(x=x, y=1.0, yref="paper", yanchor="bottom", text=name, showarrow=False,
-                               font=dict(color=PALETTE[5], size=15))
+        line = dict(type="line", line=dict(color=PALETTE[5], width=3))
+        shapes = [line | dict(x0=b, x1=b, xref="x", y0=0, y1=1, yref="y domain"),
+                  line | dict(x0=0, x1=1, xref="x domain", y0=b, y1=b, yref="y")]
+        notes = [dict(x=x, y=1.0, yref="paper", yanchor="bottom", text=name, showarrow=False, font=dict(color=PALETTE[5], size=15))
+                 for x, name in ((b / 2, "sentence A"), ((b + len(m.keys)) / 2, "sentence B"))]
     side = max(360, min(760, 18 * max(len(m.queries), len(m.keys)) + 200))
-    return base_layout(fig, m.title if titled else None, height or side)
+    return go.Figure([heatmap], layout(m.title if titled else None, height or side, shapes=shapes, annotations=notes,
+                                       xaxis=xaxis | dict(title="key (attended to)"), yaxis=yaxis | dict(title="query (attending)")))
 
 
 def position_bias_figure(bias, queries: list[str], keys: list[str], title: str | None = None, mask=None) -> go.Figure:
@@ -71,9 +72,8 @@ def position_bias_figure(bias, queries: list[str], keys: list[str], title: str |
 
 
 def mask_effect_figure(a: HeadArithmetic, keys: list[str]) -> go.Figure:
-    """One query's row before the mask, with it, and after the softmax (``steps_figure`` with ``MASK_EFFECT``),
-    with room above the first panel's title."""
-    return steps_figure(a, keys, MASK_EFFECT).update_layout(margin=dict(t=40))
+    """One query's row before the mask, with it, and after the softmax (``steps_figure`` with ``MASK_EFFECT``)."""
+    return steps_figure(a, keys, MASK_EFFECT)
 
 
 def experiment_figure(e: MaskExperiment, layer: int, head: int) -> go.Figure:
