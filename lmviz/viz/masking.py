@@ -15,7 +15,7 @@ from lmviz.pretrain.masking import KEPT, MASKED, OUTCOME_NAMES, RANDOM, UNSELECT
 from lmviz.pretrain.objectives import MlmResult, NspResult, ShiftTable, T5Result
 from lmviz.viz.style import MODEL_COLOURS, PALETTE, base_layout, escape, ticks
 from lmviz.viz.strips import Cell, token_strip
-from lmviz.viz.tokens import SPECIAL_GREY, legend_key, tint
+from lmviz.viz.tokens import SPECIAL_GREY, tint
 
 # unselected stays white; the three things that happen to a selected token get distinct Okabe–Ito colours
 OUTCOME_COLOURS = {UNSELECTED: "#F2F2F2", MASKED: "#0072B2", RANDOM: "#E69F00", KEPT: "#009E73"}
@@ -26,10 +26,10 @@ SPECIAL_LABELS = {"[CLS]", "[SEP]", "[PAD]", "</s>", "<pad>", "<|endoftext|>"}
 SENTINEL = re.compile(r"^<extra_id_(\d+)>$")
 
 
-def _outcome_legend(fig: go.Figure, typed: bool = False) -> None:
-    legend_key(fig, [("not selected", OUTCOME_COLOURS[UNSELECTED]), ("selected → [MASK]", OUTCOME_COLOURS[MASKED]),
-                     ("selected → random token", OUTCOME_COLOURS[RANDOM]), ("selected, kept as it was", OUTCOME_COLOURS[KEPT]),
-                     ("special token", SPECIAL_GREY)] + ([("[MASK] you typed", TYPED_COLOUR)] if typed else []))
+def _outcome_legend(typed: bool = False) -> list[tuple[str, str]]:
+    return ([("not selected", OUTCOME_COLOURS[UNSELECTED]), ("selected → [MASK]", OUTCOME_COLOURS[MASKED]),
+             ("selected → random token", OUTCOME_COLOURS[RANDOM]), ("selected, kept as it was", OUTCOME_COLOURS[KEPT]),
+             ("special token", SPECIAL_GREY)] + ([("[MASK] you typed", TYPED_COLOUR)] if typed else []))
 
 
 def _top_text(top: list[tuple[str, float]]) -> str:
@@ -54,8 +54,8 @@ def mlm_figure(result: MlmResult, per_line: int = 14) -> go.Figure:
             hover += "<br>you typed [MASK]: no true token to score" if p.typed else f"<br>P(true token) {p.true_prob:.1%} · loss {p.loss:.2f}"
         original.append(Cell(escape(tok), colour, hover, ink, pattern))
         shown.append(Cell(escape(seen), colour, hover, ink, pattern))
-    fig = token_strip([("original", original), ("BERT reads", shown)], per_line)
-    _outcome_legend(fig, typed=any(p.typed for p in result.predictions))
+    fig = token_strip([("original", original), ("BERT reads", shown)], per_line,
+                      legend=_outcome_legend(typed=any(p.typed for p in result.predictions)))
     return fig
 
 
@@ -103,8 +103,8 @@ def nsp_figure(result: NspResult, per_line: int = 14) -> go.Figure:
         hover = f"position {i}: <b>{escape(tok)}</b><br>token_type_id {t} (sentence {'AB'[t]})"
         tokens.append(Cell(escape(tok), SPECIAL_GREY if special else colours[t], hover, pattern="" if t == 0 else "/"))
         types.append(Cell(str(t), colours[t], hover))
-    fig = token_strip([("tokens", tokens), ("token_type_ids", types)], per_line)
-    legend_key(fig, [("sentence A (type 0)", colours[0]), ("sentence B (type 1)", colours[1]), ("special token", SPECIAL_GREY)])
+    fig = token_strip([("tokens", tokens), ("token_type_ids", types)], per_line,
+                      legend=[("sentence A (type 0)", colours[0]), ("sentence B (type 1)", colours[1]), ("special token", SPECIAL_GREY)])
     return fig
 
 
@@ -129,7 +129,6 @@ def t5_figure(result: T5Result, per_line: int = 14) -> go.Figure:
     fig = token_strip([("input", _t5_cells(result.input_tokens, "input position")),
                        ("target", _t5_cells(result.target_tokens, "target position")),
                        ("T5 wrote", _t5_cells(result.output_tokens, "output position"))], per_line, aligned=False)
-    fig.update_layout(showlegend=False)
     return fig
 
 

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from lmviz.analysis.inference import label
 from lmviz.models.kinds import KINDS
 from lmviz.pretrain.tokenizers import Explanation
-from lmviz.viz.style import FONT, MODEL_COLOURS, base_layout, escape
+from lmviz.viz.style import FONT, MODEL_COLOURS, base_layout, escape, layout
 
 SPECIAL_GREY = "#BBBBBB"
 UNKNOWN = "#000000"
@@ -46,27 +46,27 @@ class Box:
     custom: tuple = ()  # what a click on the box reports (``aligned_rows``: tokenizer and piece index)
 
 
-def add_boxes(fig: go.Figure, boxes: list[Box], name: str = "") -> None:
-    """All ``boxes`` as one horizontal bar trace (hover text is already escaped)."""
+def box_trace(boxes: list[Box], name: str = "") -> list[dict]:
+    """All ``boxes`` as one horizontal bar trace (hover text is already escaped); none for no boxes."""
     if not boxes:
-        return
-    fig.add_trace(go.Bar(
-        orientation="h", base=[b.x0 for b in boxes], x=[b.x1 - b.x0 for b in boxes], y=[b.y for b in boxes], width=ROW,
-        text=[b.text for b in boxes], textposition="inside", insidetextanchor="middle", constraintext="both", textangle=0,
-        textfont=dict(color=[b.text_colour for b in boxes], family=MONO, size=16), hovertext=[b.hover for b in boxes],
-        hovertemplate="%{hovertext}<extra></extra>", name=name, showlegend=False, cliponaxis=False,
-        customdata=[list(b.custom) for b in boxes] if any(b.custom for b in boxes) else None,
+        return []
+    return [dict(
+        type="bar", orientation="h", base=[b.x0 for b in boxes], x=[b.x1 - b.x0 for b in boxes], y=[b.y for b in boxes],
+        width=ROW, text=[b.text for b in boxes], textposition="inside", insidetextanchor="middle", constraintext="both",
+        textangle=0, textfont=dict(color=[b.text_colour for b in boxes], family=MONO, size=16),
+        hovertext=[b.hover for b in boxes], hovertemplate="%{hovertext}<extra></extra>", name=name, showlegend=False,
+        cliponaxis=False, customdata=[list(b.custom) for b in boxes] if any(b.custom for b in boxes) else None,
         selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)),  # a click must not dim the rest
         marker=dict(color=[b.colour for b in boxes], line=dict(color="white", width=1.5),
                     pattern=dict(shape=[b.pattern for b in boxes], fgcolor="#777777", size=8, solidity=0.15)),
-    ))
+    )]
 
 
-def legend_key(fig: go.Figure, items: list[tuple[str, str]]) -> None:
+def legend_traces(items: list[tuple[str, str]]) -> list[dict]:
     """Legend entries (name, colour) for the colours the boxes use."""
-    for name, colour in items:
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=escape(name),
-                                 marker=dict(symbol="square", size=16, color=colour, line=dict(color="#666", width=1))))
+    return [dict(type="scatter", x=[None], y=[None], mode="markers", name=escape(name),
+                 marker=dict(symbol="square", size=16, color=colour, line=dict(color="#666", width=1)))
+            for name, colour in items]
 
 
 # --- the aligned tokenizer rows ----------------------------------------------------------------------
@@ -253,7 +253,7 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
     kinds = list(explanations)
     rows = len(kinds) + 1
     y_of = lambda band, row: -(band * (rows + 0.7) + row)  # noqa: E731
-    fig = go.Figure()
+    data, shapes = [], []
     owners = [{k: _owners(explanations[k], s, len(sources[s])) for k in kinds} for s in range(len(seq_base))]
     # the source characters, one per slot, in a monospace font
     xs, ys, ts, hs = [], [], [], []
@@ -268,8 +268,8 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
             ys.append(y_of(b, 0))
             ts.append(escape("·" if c == " " else _visible(c)))
             hs.append(_char_hover(c, off, s, {k: owners[s][k][off] for k in kinds}, explanations))
-    fig.add_trace(go.Scatter(x=xs, y=ys, text=ts, hovertext=hs, mode="text", showlegend=False,
-                             textfont=dict(family=MONO, size=18, color="#111111"), hovertemplate="%{hovertext}<extra></extra>"))
+    data.append(dict(type="scatter", x=xs, y=ys, text=ts, hovertext=hs, mode="text", showlegend=False,
+                     textfont=dict(family=MONO, size=18, color="#111111"), hovertemplate="%{hovertext}<extra></extra>"))
     for r, kind in enumerate(kinds, start=1):
         exp = explanations[kind]
         spans = _layout_pieces(exp, seq_base, gaps, at)
@@ -296,25 +296,27 @@ def aligned_rows(text: str, explanations: dict[str, Explanation], pair: str | No
                     boxes.append(Box(a - starts[lo], z - starts[lo], y_of(b, r), text if first else "…", colour, hover, ink,
                                      "/" if p.partial_char else "", (kind, i)))
                     if lit == (kind, i):
-                        fig.add_shape(type="rect", x0=a - starts[lo], x1=z - starts[lo], y0=y_of(b, r) - ROW / 2,
-                                      y1=y_of(b, r) + ROW / 2, line=dict(color=LIT, width=3), layer="above")
+                        shapes.append(dict(type="rect", x0=a - starts[lo], x1=z - starts[lo], y0=y_of(b, r) - ROW / 2,
+                                           y1=y_of(b, r) + ROW / 2, line=dict(color=LIT, width=3), layer="above"))
             if lit == (kind, i) and p.end > p.start:  # its characters in the text
                 u0, u1 = seq_base[min(p.sequence, 1)] + p.start, seq_base[min(p.sequence, 1)] + p.end
                 for b, (lo, hi) in enumerate(bands):
                     a, z = max(u0, lo), min(u1, hi)
                     if z > a:
-                        fig.add_shape(type="rect", x0=starts[a] - starts[lo], x1=starts[z] - starts[lo], y0=y_of(b, 0) - ROW / 2,
-                                      y1=y_of(b, 0) + ROW / 2, fillcolor=LIT, opacity=0.35, line_width=0, layer="below")
-        add_boxes(fig, boxes, KINDS[kind].short)
+                        shapes.append(dict(type="rect", x0=starts[a] - starts[lo], x1=starts[z] - starts[lo],
+                                           y0=y_of(b, 0) - ROW / 2, y1=y_of(b, 0) + ROW / 2, fillcolor=LIT, opacity=0.35,
+                                           line=dict(width=0), layer="below"))
+        data += box_trace(boxes, KINDS[kind].short)
     tickvals = [y_of(b, r) for b in range(len(bands)) for r in range(rows)]
     ticktext = [(["text"] + [KINDS[k].short for k in kinds])[r] for b in range(len(bands)) for r in range(rows)]
-    fig.update_yaxes(tickvals=tickvals, ticktext=ticktext, showgrid=False, zeroline=False, range=[y_of(len(bands) - 1, rows - 1) - 0.6, 0.6])
-    fig.update_xaxes(visible=False, range=[0, width])
-    legend_key(fig, [("special token (template)", SPECIAL_GREY), ("unknown → [UNK] / <unk>", UNKNOWN)])
-    base_layout(fig, None, height=int(len(bands) * rows * 40 + 70))
-    fig.update_layout(barmode="overlay", bargap=0, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0),
-                      margin=dict(l=70, r=10, t=40, b=10), hoverlabel=dict(font_family=FONT["family"]))
-    return fig
+    data += legend_traces([("special token (template)", SPECIAL_GREY), ("unknown → [UNK] / <unk>", UNKNOWN)])
+    return go.Figure(data, layout(
+        None, int(len(bands) * rows * 40 + 70), shapes=shapes, barmode="overlay", bargap=0,
+        legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0), margin=dict(l=70, r=10, t=40, b=10),
+        hoverlabel=dict(font_size=15, font_family=FONT["family"]),
+        yaxis=dict(tickvals=tickvals, ticktext=ticktext, showgrid=False, zeroline=False,
+                   range=[y_of(len(bands) - 1, rows - 1) - 0.6, 0.6]),
+        xaxis=dict(visible=False, range=[0, width])))
 
 
 def clicked_piece(custom) -> tuple[str, int] | None:
