@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from lmviz.analysis.arithmetic import HeadArithmetic
 from lmviz.viz.attention import DIVERGING
-from lmviz.viz.style import PALETTE, base_layout, escape, grid_axes, grid_layout, layout, subplots, ticks
+from lmviz.viz.style import PALETTE, base_layout, escape, grid_axes, grid_layout, layout, ticks
 
 
 def _keys(keys: list[str]) -> list[str]:

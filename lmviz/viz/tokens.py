@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from lmviz.analysis.inference import label
 from lmviz.models.kinds import KINDS
 from lmviz.pretrain.tokenizers import Explanation
-from lmviz.viz.style import FONT, MODEL_COLOURS, base_layout, escape, layout
+from lmviz.viz.style import FONT, MODEL_COLOURS, escape, layout
 
 SPECIAL_GREY = "#BBBBBB"
 UNKNOWN = "#000000"
