@@ -72,6 +72,17 @@ def test_an_init_phase_is_drawn_before_the_second(models):
     assert min(second.x) > max(next(t for t in fig.data if t.name == "training loss · " + parts[0].name).x)
 
 
+def test_every_phase_of_a_chain_of_inits_is_drawn_in_order():
+    """GPT-2: an H100 phase, a CPU phase from it, another from that: each log holds the one before."""
+    one = {"device": "cuda", "train": [{"step": 1, "tokens": 100, "loss": 5.0}]}
+    two = {"device": "cpu", "train": [{"step": 1, "tokens": 40, "loss": 4.0}], "init": {"from": "gpt2", "log": one}}
+    three = {"device": "cpu", "evals": [{"step": 1, "tokens": 10, "loss": 3.0}], "init": {"from": "gpt2", "log": two}}
+    parts = home.phases(three)
+    assert [p.name for p in parts] == ["phase 1 (cuda)", "phase 2 (cpu)", "phase 3 (cpu)"]
+    assert [p.offset for p in parts] == [0, 100, 140]
+    assert "3 phases" not in home.training_summary(three) and "150" in home.training_summary(three)
+
+
 def test_training_curves_survive_missing_or_malformed_logs():
     for log in (None, {}, {"train": "nonsense", "evals": [None, {"tokens": "x"}]}, {"init": 3, "train": []}):
         assert isinstance(home.training_curves("gpt2", log), go.Figure)

@@ -231,17 +231,22 @@ class Phase:
 
 
 def phases(log: dict) -> list[Phase]:
-    """The log's training phases in order: the ``init`` run (if the model started from another's weights), then this one."""
+    """The log's training phases in order: the ``init`` runs the model started from (a second phase's log holds its
+    first phase's, which may hold another), then this one; each drawn after the tokens of those before it."""
+    chain = []
+    while isinstance(log, dict) and len(chain) < 8:  # a log that names itself cannot loop forever
+        chain.append(log)
+        init = log.get("init")
+        log = init.get("log") if isinstance(init, dict) and "log" in init else init
     out: list[Phase] = []
-    init = log.get("init") if isinstance(log, dict) else None
-    first = init.get("log") if isinstance(init, dict) and "log" in init else init
     offset = 0
-    if isinstance(first, dict) and (first.get("train") or first.get("evals")):
-        name = f"phase 1 ({first.get('device', '?')})"
-        out.append(Phase(name, _entries(first.get("train")), _entries(first.get("evals")), 0))
-        offset = max((e["tokens"] for e in out[0].train + out[0].evals), default=0)
-    name = f"phase {len(out) + 1} ({log.get('device', '?')})" if out else f"training ({log.get('device', '?')})"
-    out.append(Phase(name, _entries(log.get("train")), _entries(log.get("evals")), offset))
+    for i, part in enumerate(reversed(chain)):
+        if i < len(chain) - 1 and not (part.get("train") or part.get("evals")):
+            continue  # an earlier phase with nothing to draw
+        last = i == len(chain) - 1
+        name = f"phase {len(out) + 1} ({part.get('device', '?')})" if out or not last else f"training ({part.get('device', '?')})"
+        out.append(Phase(name, _entries(part.get("train")), _entries(part.get("evals")), offset))
+        offset += max((e["tokens"] for e in out[-1].train + out[-1].evals), default=0)
     return out
 
 
