@@ -319,13 +319,15 @@ def _snapshot_extra(folder: Path) -> dict | None:
     parent = folder.parent.parent / "config.json"
     extra = dict(read_json(parent).get("lmviz") or {}) if parent.is_file() else {}
     extra["steps_done"] = read_json(folder / "snapshot.json").get("step")
+    extra.pop("steps_before", None)  # a snapshot's step already counts the earlier phases'
     return extra or None
 
 
 SNAPSHOTS = "snapshots"
 """A model folder's subfolder of training snapshots: ``snapshots/<step, 6 digits>/`` with ``config.json``,
 ``model.safetensors`` (float16) and ``snapshot.json`` (``{"step", "fraction", "figures"}``); ``load`` reads one
-like any model folder."""
+like any model folder. A model trained in phases (``--init``) keeps every phase's snapshots, their steps counted from
+the first phase; its ``config.json`` says how many steps came before its own phase (``lmviz.steps_before``)."""
 
 
 def save_snapshot(model: torch.nn.Module, folder: str | Path, step: int, fraction: float, figures: dict) -> Path:
