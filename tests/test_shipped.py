@@ -202,9 +202,10 @@ def test_t5_snapshots_end_at_the_shipped_model():
 
 
 def test_named_heads_are_measured_against_even_attention(evaluation):
-    """The previous-token head is a real pattern (many times what even attention gives i-1); the induction head is
-    not (it scores what even attention would), which is why the Attention page offers it as 'at chance'."""
+    """The previous-token and induction heads are real patterns: many times what even attention over the same keys
+    gives (the induction head formed in GPT-2's second CPU phase, trained with repeated stretches; before it, 0.013
+    against a chance of 0.014)."""
     gpt2 = evaluation["gpt2"]["probes"]
     assert gpt2["previous_token_head"][2] >= 10 * gpt2["previous_token_chance"]
-    assert gpt2["induction_head"][2] < 2 * gpt2["induction_chance"]
+    assert gpt2["induction_head"][2] >= 10 * gpt2["induction_chance"]
     assert 0 < evaluation["bert"]["probes"]["sink_chance"] < 0.2

@@ -177,6 +177,20 @@ def test_gpt2_logs_its_head_scores_as_it_trains_and_a_second_phase_keeps_the_las
     assert log["best"]["step"] == 12 == checkpoints.load(tmp_path).extra["steps_done"], "and the log's best row is its figures"
 
 
+def test_a_keep_last_run_stopped_between_evaluations_logs_the_step_its_folder_keeps(small_corpus, tmp_path):
+    """A --keep-last run that stops between evaluations (its time budget spent, or Ctrl-C) saved that step while the
+    log's "best" row was the evaluation before it (GPT-2's second CPU phase: 1,674 against 1,600). It evaluates once more."""
+    torch.set_num_threads(1)
+    tok = checkpoints.shipped("gpt2") / "tokenizer.json"
+    cfg = replace(tiny("gpt2", 12), eval_every=4, keep_best=False, snapshots=(0.25,))
+    log = train(cfg, tmp_path, tok, progress=False, corpus=small_corpus, until=6)
+    assert log["best"]["step"] == 6 == log["evals"][-1]["step"] == checkpoints.load(tmp_path).extra["steps_done"]
+    assert [int(s.name) for s in checkpoints.snapshots(tmp_path)] == [3], "a stop that is not the end makes no final snapshot"
+    log = train(cfg, tmp_path, tok, progress=False, corpus=small_corpus, time_budget=1e-6)  # spent before a step
+    assert log["best"]["step"] == 6 and [e["step"] for e in log["evals"]].count(6) == 1, "nothing ran: nothing added"
+    assert [int(s.name) for s in checkpoints.snapshots(tmp_path)] == [3, 6], "a spent budget ends the run: its kept model"
+
+
 def test_bert_weighs_its_next_sentence_loss(small_corpus):
     torch.set_num_threads(1)
     loaded = checkpoints.load(checkpoints.shipped("bert"))

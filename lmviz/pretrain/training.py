@@ -289,6 +289,15 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
     def save_model() -> None:
         checkpoints.save(model, out, tokenizer, extra={"train": asdict(cfg), "steps_done": step})
 
+    def evaluate_now() -> dict:
+        model.eval()
+        with torch.no_grad(), autocast:
+            figures = task.evaluate(model, quick=True)
+        log["evals"].append({"step": step, "seconds": round(start_seconds + time.perf_counter() - start_wall, 1),
+                             "tokens": state["tokens"], "train_loss": round(running, 4), **figures})
+        bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
+        return figures
+
     def checkpoint(final: bool) -> None:
         state.update(step=step, seconds=start_seconds + time.perf_counter() - start_wall)
         _save_resume(resume, model, opt, state)
@@ -300,9 +309,11 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    budget_spent = False
     try:
         while step < cfg.steps:
             if time_budget is not None and time.perf_counter() - start_wall > time_budget:
+                budget_spent = True
                 break
             if until is not None and step >= until:
                 break
@@ -342,13 +353,9 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
             bar.set_postfix(loss=f"{running:.3f}", tok_s=f"{state['tokens'] / max(elapsed, 1e-9):.0f}")
             bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.steps or step in snap_steps:
-                model.eval()
-                with torch.no_grad(), autocast:
-                    figures = task.evaluate(model, quick=True)
+                figures = evaluate_now()
                 if step in snap_steps:
                     checkpoints.save_snapshot(model, out, step, step / cfg.steps, figures)
-                log["evals"].append({"step": step, "seconds": round(elapsed, 1), "tokens": state["tokens"], "train_loss": round(running, 4), **figures})
-                bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
                 if figures[task.best_key] < best or not cfg.keep_best:  # "best": the row of the model the folder keeps
                     best = min(best, figures[task.best_key])
                     log["best"] = log["evals"][-1]
@@ -359,10 +366,13 @@ def train(cfg: TrainConfig, out: Path, tokenizer_path: Path | None = None, time_
     except KeyboardInterrupt:
         bar.write("Interrupted: saving so the next run resumes here.")
     finally:
+        if not cfg.keep_best and running is not None and log["evals"][-1:] and log["evals"][-1]["step"] != step:
+            evaluate_now()  # the folder keeps this step (a stop between evaluations): its row is the log's "best"
+            log["best"] = log["evals"][-1]
         bar.close()
         checkpoint(True)
         shipped = log.get("best") if cfg.keep_best else (log["evals"][-1] if log["evals"] else None)
-        if step >= cfg.steps and shipped and cfg.snapshots:
+        if (step >= cfg.steps or budget_spent) and shipped and cfg.snapshots:
             kept = checkpoints.load(out, need_tokenizer=False).model  # the last snapshot is the shipped (kept) model
             checkpoints.save_snapshot(kept, out, shipped["step"], shipped["step"] / cfg.steps,
                                       {k: v for k, v in shipped.items() if k not in ("step", "seconds", "tokens")})
