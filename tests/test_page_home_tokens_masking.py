@@ -62,7 +62,7 @@ def test_training_curves_draw_train_and_held_out_loss(models):
 
 
 def test_an_init_phase_is_drawn_before_the_second(models):
-    log = dict(models["t5"].train_log)
+    log = {k: v for k, v in models["t5"].train_log.items() if k != "init"}  # one phase (the shipped T5 has three)
     first = json.loads(json.dumps(log))
     log["init"] = {"from": "t5-first", "log": first}
     parts = home.phases(log)
