@@ -218,7 +218,8 @@ try:
         st.write(f"Layer {layer}, head {head}: previous-token score **{f.scores[steps.index(step), layer, head]:.2f}** at step "
                  f"{step} (even attention: {f.chance:.2f}); " +
                  (f"it has scored at least twice that since step {formed}." if formed is not None else "it never holds twice that."))
-        ui.plot(loss_curve(loss_points(loaded.train_log), step, steps, "Training loss"))
+        ui.plot(loss_curve(loss_points(loaded.train_log, (loaded.extra or {}).get("steps_before", 0)), step, steps,
+                           "Training loss"))
         ln, probs, (queries, keys) = step_view(folder, step, name, text, hide, target, layer, head)
         c1, _ = st.columns([3, 2])
         with c1:

@@ -60,6 +60,17 @@ def test_the_loss_curve_is_read_defensively():
     assert loss_points(None) == [] and loss_points({"train": "no"}) == []
 
 
+def test_the_loss_curve_counts_steps_as_the_snapshots_do_across_phases():
+    """T5 shipped in three phases: its snapshots count steps from the first (config.json's steps_before), so its loss
+    curve must too: each earlier phase up to the step it kept, then the next after it."""
+    one = {"train": [{"step": 10, "loss": 5.0}, {"step": 20, "loss": 4.0}], "best": {"step": 20}}
+    two = {"train": [{"step": 5, "loss": 3.0}, {"step": 30, "loss": 2.5}], "best": {"step": 30}, "init": {"log": one}}
+    three = {"train": [{"step": 4, "loss": 2.0}], "init": {"log": two}}
+    assert loss_points(three, steps_before=50) == [(10, 5.0), (20, 4.0), (25, 3.0), (50, 2.5), (54, 2.0)]
+    assert loss_points(three, steps_before=30) == [(5, 3.0), (30, 2.5), (34, 2.0)], "a count that starts at phase two"
+    assert loss_points(three) == [(4, 2.0)]
+
+
 def test_a_model_without_snapshots_has_none(tmp_path):
     assert list_snapshots(tmp_path) == []
     (tmp_path / "snapshots" / "000100").mkdir(parents=True)

@@ -6,6 +6,7 @@ page can draw a head's score against the step; the chosen step's attention and l
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,14 +50,31 @@ def list_snapshots(folder: str | Path) -> list[Snapshot]:
     return out
 
 
-def loss_points(log: dict | None) -> list[tuple[int, float]]:
-    """``(step, training loss)`` from a ``train_log.json``'s ``train`` entries (empty when it has none)."""
-    rows = log.get("train") if isinstance(log, dict) else None
+def _rows(log: dict, offset: int, upto: float) -> list[tuple[int, float]]:
+    rows = log.get("train")
     if not isinstance(rows, list):
         return []
-    return [(int(r["step"]), float(r["loss"])) for r in rows
+    return [(int(r["step"]) + offset, float(r["loss"])) for r in rows
             if isinstance(r, dict) and isinstance(r.get("step"), (int, float)) and isinstance(r.get("loss"), (int, float))
-            and np.isfinite(r["loss"])]
+            and np.isfinite(r["loss"]) and r["step"] <= upto]
+
+
+def loss_points(log: dict | None, steps_before: int = 0) -> list[tuple[int, float]]:
+    """``(step, training loss)`` from a ``train_log.json``'s ``train`` entries (empty when it has none), counted as the
+    snapshots count them: a later phase's after ``steps_before`` (its ``config.json``), and the earlier phases its log
+    holds (``init``) before it, each up to the step it kept, as far back as the snapshots' count goes."""
+    points: list[tuple[int, float]] = []
+    offset, upto = steps_before, math.inf
+    while isinstance(log, dict):
+        points = _rows(log, offset, upto) + points
+        init = log.get("init")
+        log = init.get("log") if isinstance(init, dict) else None
+        best = log.get("best") if isinstance(log, dict) else None
+        kept = best.get("step") if isinstance(best, dict) else None
+        if not isinstance(kept, int) or kept > offset:
+            break  # the snapshots' count starts with the phase just drawn
+        offset, upto = offset - kept, kept
+    return points
 
 
 @dataclass
