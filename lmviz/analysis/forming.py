@@ -59,17 +59,27 @@ def _rows(log: dict, offset: int, upto: float) -> list[tuple[int, float]]:
             and np.isfinite(r["loss"]) and r["step"] <= upto]
 
 
+def phase_logs(log: dict | None) -> list[dict]:
+    """A ``train_log.json`` and the logs of the phases it started from (``init``, each holding the one before),
+    latest first; a chain that names itself stops after 8."""
+    chain: list[dict] = []
+    while isinstance(log, dict) and len(chain) < 8:
+        chain.append(log)
+        init = log.get("init")
+        log = init.get("log") if isinstance(init, dict) and "log" in init else init
+    return chain
+
+
 def loss_points(log: dict | None, steps_before: int = 0) -> list[tuple[int, float]]:
     """``(step, training loss)`` from a ``train_log.json``'s ``train`` entries (empty when it has none), counted as the
     snapshots count them: a later phase's after ``steps_before`` (its ``config.json``), and the earlier phases its log
     holds (``init``) before it, each up to the step it kept, as far back as the snapshots' count goes."""
     points: list[tuple[int, float]] = []
     offset, upto = steps_before, math.inf
-    while isinstance(log, dict):
-        points = _rows(log, offset, upto) + points
-        init = log.get("init")
-        log = init.get("log") if isinstance(init, dict) else None
-        best = log.get("best") if isinstance(log, dict) else None
+    chain = phase_logs(log)
+    for part, earlier in zip(chain, chain[1:] + [None]):
+        points = _rows(part, offset, upto) + points
+        best = earlier.get("best") if isinstance(earlier, dict) else None
         kept = best.get("step") if isinstance(best, dict) else None
         if not isinstance(kept, int) or kept > offset:
             break  # the snapshots' count starts with the phase just drawn

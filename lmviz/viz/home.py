@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lmviz.analysis.forming import phase_logs
 from lmviz.models.kinds import KINDS
 from lmviz.viz.evaluation import number
 from lmviz.viz.style import MODEL_COLOURS, PALETTE, base_layout, escape
@@ -233,11 +234,7 @@ class Phase:
 def phases(log: dict) -> list[Phase]:
     """The log's training phases in order: the ``init`` runs the model started from (a second phase's log holds its
     first phase's, which may hold another), then this one; each drawn after the tokens of those before it."""
-    chain = []
-    while isinstance(log, dict) and len(chain) < 8:  # a log that names itself cannot loop forever
-        chain.append(log)
-        init = log.get("init")
-        log = init.get("log") if isinstance(init, dict) and "log" in init else init
+    chain = phase_logs(log)
     out: list[Phase] = []
     offset = 0
     for i, part in enumerate(reversed(chain)):
