@@ -74,12 +74,17 @@ def cmd_train(args) -> None:
         if args.model != "t5":
             raise LmvizError("--mixture weighs T5's text-to-text tasks; bert and gpt2 have none.")
         overrides["mixture"] = _mixture(args.mixture)
-    if args.repeat_frac is not None:
-        if args.model != "gpt2":
-            raise LmvizError("--repeat-frac repeats GPT-2's training windows; bert and t5 read no such windows.")
-        if not 0 <= args.repeat_frac <= 1:
-            raise LmvizError(f"--repeat-frac is a share of each batch, from 0 to 1, not {args.repeat_frac}.")
-        overrides["repeat_frac"] = args.repeat_frac
+    for name, kind, what, of in (("repeat_frac", "gpt2", "repeats GPT-2's training windows; bert and t5 read no such windows",
+                                  "each batch"),
+                                 ("rename_speakers", "bert", "renames the speakers of BERT's sentence pairs; gpt2 and t5 "
+                                  "read none", "the pairs")):
+        share, flag = getattr(args, name), "--" + name.replace("_", "-")
+        if share is not None:
+            if args.model != kind:
+                raise LmvizError(f"{flag} {what}.")
+            if not 0 <= share <= 1:
+                raise LmvizError(f"{flag} is a share of {of}, from 0 to 1, not {share}.")
+            overrides[name] = share
     if args.fp32:
         overrides["autocast"] = "off"
     if args.keep_last:
@@ -196,6 +201,9 @@ def main(argv=None) -> int:
     tr.add_argument("--dropout", type=float, help="the model's dropout (a run with --init may change it)")
     tr.add_argument("--weight-decay", type=float, help="AdamW weight decay on the weight matrices")
     tr.add_argument("--nsp-weight", type=float, help="bert: the next-sentence loss's weight beside MLM's (default 1)")
+    tr.add_argument("--rename-speakers", type=float,
+                    help="bert: share of sentence pairs whose speakers all become others of the training set, so NSP "
+                         "must compare A's speakers with B's rather than recall which play a name is from")
     tr.add_argument("--compile", action="store_true",
                     help="the training step through torch.compile: minutes to compile, then about 0.75x the step time on a CPU")
     tr.add_argument("--keep-last", action="store_true",

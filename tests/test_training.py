@@ -2,12 +2,13 @@
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from lmviz.models import checkpoints
 
-from lmviz.pretrain import corpus
+from lmviz.pretrain import corpus, masking
 from lmviz.pretrain.corpus import Document
 from lmviz.errors import LmvizError
 from lmviz.pretrain.tasks import TASKS
@@ -226,6 +227,41 @@ def test_gpt2_repeated_windows_repeat_a_stretch_of_the_plays(small_corpus):
         assert torch.equal(x[:period], plain["input_ids"][row, :period]), "the stretch is the plays' own text"
 
 
+def test_bert_renamed_speakers_are_others_of_the_training_set_the_same_in_a_and_b(small_corpus):
+    """--rename-speakers: each speaker of a pair becomes another of the training set's, one to one and the same in A
+    and B; the words stay as they were. At 0 every speaker keeps its name."""
+    from lmviz.pretrain.tasks import BertTask
+
+    tok = checkpoints.load(checkpoints.shipped("bert")).tokenizer
+
+    def names_used(task, rng):
+        """Walk the spelled-out pair beside its placeholders: {speaker: the label written for it}."""
+        labels, docs = task.speakers
+        pair = masking.nsp_pair(docs, rng, max_tokens=128)
+        to = {}
+        for spelled, placed in zip(task._renamed(pair, rng), (pair.a, pair.b)):
+            i = 0
+            for t in placed:
+                if t >= 0:
+                    assert spelled[i] == t, "a word changed"
+                    i += 1
+                    continue
+                n = next(k for k, lab in enumerate(labels) if spelled[i:i + len(lab)] == lab)
+                assert to.setdefault(-1 - t, n) == n, "one speaker got two names"
+                i += len(labels[n])
+            assert i == len(spelled)
+        assert len(set(to.values())) == len(to), "two speakers got one name"
+        return to
+
+    rng = np.random.default_rng(0)
+    renamed = BertTask(tok, replace(DEFAULTS["bert"], rename_speakers=1.0), corpus=small_corpus)
+    kept = BertTask(tok, replace(DEFAULTS["bert"], rename_speakers=0.0), corpus=small_corpus)
+    assert all(tok.decode(ids).endswith(":") for ids in renamed.speakers[0])
+    moved = [names_used(renamed, rng) for _ in range(30)]
+    assert sum(any(k != v for k, v in to.items()) for to in moved) >= 25
+    assert all(k == v for _ in range(30) for k, v in names_used(kept, rng).items())
+
+
 @pytest.mark.parametrize("args, message", [
     (["t5", "--mixture", "fill=0.5,summarise=0.5"], "unknown task 'summarise'"),
     (["t5", "--mixture", "fill=0"], "above 0"),
@@ -233,6 +269,8 @@ def test_gpt2_repeated_windows_repeat_a_stretch_of_the_plays(small_corpus):
     (["gpt2", "--mixture", "fill=1"], "T5's text-to-text tasks"),
     (["t5", "--repeat-frac", "0.2"], "GPT-2's training windows"),
     (["gpt2", "--repeat-frac", "1.5"], "from 0 to 1"),
+    (["gpt2", "--rename-speakers", "0.5"], "BERT's sentence pairs"),
+    (["bert", "--rename-speakers", "2"], "from 0 to 1"),
 ])
 def test_the_command_line_refuses_a_bad_mixture_or_repeat_share_by_name(args, message, capsys, tmp_path):
     from lmviz.__main__ import main

@@ -152,6 +152,35 @@ class BertTask(Task):
     def held_sentences(self):
         return self.speeches_ids(self.held_docs)
 
+    @cached_property
+    def speakers(self) -> tuple[list[list[int]], list[list[list[int]]]]:
+        """The training speakers' labels (``NAME:``) as ids, and each training speech as its speaker's placeholder
+        (``-1 - index`` into those labels) followed by its words' ids: ``rename_speakers`` swaps labels per pair."""
+        labels, index, docs = [], {}, []
+        for d in self.train_docs:
+            rows = []
+            for s in d.speeches:
+                body = self.tok.encode(s.text, add_special_tokens=False).ids
+                if s.speaker and s.speaker not in index:
+                    index[s.speaker] = len(labels)
+                    labels.append(self.tok.encode(f"{s.speaker}:", add_special_tokens=False).ids)
+                row = ([-1 - index[s.speaker]] if s.speaker else []) + body
+                if row:
+                    rows.append(row)
+            docs.append(rows)
+        return labels, docs
+
+    def _renamed(self, pair, rng) -> tuple[list[int], list[int]]:
+        """A and B with each speaker label spelled out: with probability ``rename_speakers`` every speaker of the pair
+        becomes another of the training set's (one to one, the same in A and B), so NotNext cannot be told by names
+        remembered from a play, only by whether B's speakers are A's."""
+        labels, _ = self.speakers
+        present = sorted({-1 - t for t in pair.a + pair.b if t < 0})
+        to = dict(zip(present, rng.choice(len(labels), size=len(present), replace=False)
+                      if rng.random() < self.cfg.rename_speakers else present))
+        spell = lambda ids: [x for t in ids for x in (labels[to[-1 - t]] if t < 0 else (t,))]
+        return spell(pair.a), spell(pair.b)
+
     def build_model(self):
         from lmviz.models.bert import BertConfig, BertForPreTraining
 
@@ -163,7 +192,8 @@ class BertTask(Task):
         nsp = torch.zeros(n, dtype=torch.long)
         for r in range(n):
             pair = masking.nsp_pair(sentences, rng, max_tokens=seq_len)
-            row, tt = masking.pair_ids(pair.a, pair.b, cls_id=self.ids["[CLS]"], sep_id=self.ids["[SEP]"], max_len=seq_len)
+            a, b = self._renamed(pair, rng) if sentences is self.speakers[1] else (pair.a, pair.b)
+            row, tt = masking.pair_ids(a, b, cls_id=self.ids["[CLS]"], sep_id=self.ids["[SEP]"], max_len=seq_len)
             ids[r, : len(row)], types[r, : len(tt)] = torch.tensor(row), torch.tensor(tt)
             nsp[r] = 0 if pair.is_next else 1  # transformers' convention: 0 = IsNext
         special = (ids == self.ids["[PAD]"]) | (ids == self.ids["[CLS]"]) | (ids == self.ids["[SEP]"])
@@ -173,7 +203,8 @@ class BertTask(Task):
                 "labels": draw.labels, "next_sentence_label": nsp}
 
     def batch(self, step: int, seq_len: int) -> dict:
-        return self.make_batch(self.train_sentences, self.rng(step), self.generator(step), self.cfg.batch_size, seq_len)
+        sentences = self.speakers[1] if self.cfg.rename_speakers else self.train_sentences
+        return self.make_batch(sentences, self.rng(step), self.generator(step), self.cfg.batch_size, seq_len)
 
     def loss(self, model, batch):
         out = model(batch["input_ids"], token_type_ids=batch["token_type_ids"], attention_mask=batch["attention_mask"])
