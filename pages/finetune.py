@@ -1,9 +1,9 @@
 import streamlit as st
 
-from lmviz.analysis.finetune import Spec, changed_heads, download_zip, finetune, folder_name, prepare, try_text
-from lmviz.analysis.finetune_models import classifier_class
+from lmviz.analysis.finetune import Spec, download_zip, folder_name, try_text
+from lmviz.analysis.finetune_models import CLASSIFIERS, classifier_class
 from lmviz.analysis.finetune_tasks import MIN_EXAMPLES, TASKS
-from lmviz.app import jobs, ui
+from lmviz.app import jobs, ui, worker
 from lmviz.errors import LmvizError
 from lmviz.viz.finetune import (accuracy_figure, confusion_figure, curves_figure, head_change_figure, probabilities_figure,
                                 row_figure)
@@ -25,17 +25,6 @@ def number(col, label: str, key: str, default, lo, hi, cast=int, **kw):
                              key=f"w_{key}", **kw)
     ui.set_params(**{key: value})
     return value
-
-
-def work(loaded, spec: Spec):
-    def run_job(job):
-        run = prepare(loaded, spec)
-        job.result = run  # the page draws it while it grows
-        finetune(loaded, spec, stop=job.should_stop, run=run)
-        if jobs.streamlit_alive(job.owner):  # stopped by its tab's Stop button, or done (a closed tab wants nothing more)
-            run.changes = changed_heads(loaded, run.classifier, run.held)
-        return run
-    return run_job
 
 
 st.title("Fine-tuning: a pretrained model becomes a classifier")
@@ -75,7 +64,8 @@ try:
             spec.check(loaded.kind)
             if examples < MIN_EXAMPLES:
                 raise LmvizError(f"{examples} training speeches are too few: a classifier needs at least {MIN_EXAMPLES}.")
-            job = queue.submit(jobs.streamlit_owner(), work(loaded, spec), label=f"{name} · {key}")
+            job = queue.submit(jobs.streamlit_owner(), lambda job: worker.finetune(job, loaded, spec),  # in a process
+                               label=f"{name} · {key}")
             st.session_state.ft_job, st.session_state.ft_for = job, (name, ui.display_name(name))
             st.rerun()  # draw Start disabled and Stop enabled, and start polling
         except LmvizError as err:
@@ -102,7 +92,7 @@ try:
                         text=f"{st.session_state.ft_for[1]} on “{run.task.title}”: step {run.step} of {run.total_steps}")
             parts = {"loss": list(run.loss), "classification": list(run.classification), "lm": list(run.lm)}
             ui.plot(curves_figure(parts, list(run.evals), run.total_steps, run.baselines.majority_accuracy,
-                                  run.baselines.bow_accuracy, run.spec.lam if run.classifier.mixes_lm else None))
+                                  run.baselines.bow_accuracy, run.spec.lam if CLASSIFIERS[run.kind].mixes_lm else None))
             if not job.finished:
                 st.caption("Changing the settings above applies to the next run; typing your own text is open once it ends.")
         if job.finished and st.session_state.get("ft_drawn") != job.id:

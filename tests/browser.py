@@ -147,12 +147,30 @@ def error_boxes(page) -> list[str]:
     return [e.inner_text() for e in page.query_selector_all("[data-testid='stException']")]
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and every process it started (the server's fine-tuning workers), alive now."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:  # it ended meanwhile
+                pass
+    return out
+
+
 def resident_mb(pid: int) -> float:
-    """The process's resident memory (VmRSS) in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory (VmRSS) in MB of the process and the processes it started."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:")), 0.0)
+    return total
 
 
 def _remote(hex_addr: str) -> tuple[str, int]:
@@ -170,17 +188,17 @@ def _remote(hex_addr: str) -> tuple[str, int]:
 
 
 def foreign_connections(pid: int) -> list[str]:
-    """Remote addresses of the process's TCP/UDP sockets that are neither loopback nor unspecified."""
+    """Remote addresses of the TCP/UDP sockets of the process (and those it started) that are neither loopback nor
+    unspecified."""
     import ipaddress
 
     inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    for p in process_tree(pid):
         try:
-            target = os.readlink(fd)
-        except OSError:
+            targets = [os.readlink(fd) for fd in Path(f"/proc/{p}/fd").iterdir()]
+        except OSError:  # it ended meanwhile, or a descriptor closed as it was read: the next look sees it
             continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
+        inodes |= {t[8:-1] for t in targets if t.startswith("socket:[")}
     found = []
     for table in ("tcp", "tcp6", "udp", "udp6"):
         path = Path(f"/proc/{pid}/net/{table}")

@@ -8,7 +8,7 @@
   pretraining tasks are named; its probabilities are those of each label's whole text.
 
 The shipped model is copied first and never written to. ``finetune`` runs on the calling thread; the page runs it in
-``lmviz.app.jobs``'s queue and reads the ``Run`` as it grows.
+a worker process (``lmviz.app.worker``) through ``lmviz.app.jobs``'s queue and reads the ``Run`` as it grows.
 """
 from __future__ import annotations
 

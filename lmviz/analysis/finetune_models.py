@@ -98,6 +98,19 @@ class Classifier:
             p.requires_grad_(False)
         self.seen.clear()
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every weight of the classifier, the model's and its new layer's: ``load_state`` rebuilds it elsewhere (the
+        server rebuilds what a fine-tuning worker process trained)."""
+        out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.head is not None:
+            out.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        return out
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        if self.head is not None:
+            self.head.load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
+
     def parameters_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self._modules())
 

@@ -1,6 +1,7 @@
 """The queue that heavy work a page starts goes through, shared by every browser session of the server.
 
-At most ``slots`` jobs run at once (each on a worker thread of its own); the rest wait in line and can say their place.
+At most ``slots`` jobs run at once (each on a worker thread of its own; a fine-tune's thread only relays what its worker
+process does, ``lmviz.app.worker``); the rest wait in line and can say their place.
 Each job belongs to a session (its owner): a session has one job at a time (a new one replaces the old), a job whose
 session has gone (its tab closed) is stopped at its next step or dropped from the line, and a finished job's result (a
 fine-tuned model's weights) is let go when its session goes, so a classroom's memory stays bounded by
@@ -19,7 +20,7 @@ from typing import Callable
 
 from lmviz.errors import LmvizError
 
-NICE = int(os.environ.get("LMVIZ_JOB_NICE", 19))  # the most a job can yield: a classroom measured p95 1.26 s at 19, 1.76 s at 5 (README)
+NICE = int(os.environ.get("LMVIZ_JOB_NICE", 19))  # the most a job can yield (its thread, and a fine-tune's worker process)
 WAITING, RUNNING, DONE, STOPPED, FAILED, CANCELLED = "waiting", "running", "done", "stopped", "failed", "cancelled"
 
 
@@ -42,7 +43,12 @@ class Job:
         self._queue._drop_waiting(self)
 
     def should_stop(self) -> bool:
-        return self._stop.is_set() or not self._queue.alive(self.owner)
+        return self._stop.is_set() or not self.wanted
+
+    @property
+    def wanted(self) -> bool:
+        """Its session is still there to see the result (a Stop button stops a wanted job; a closed tab an unwanted one)."""
+        return self._queue.alive(self.owner)
 
     @property
     def finished(self) -> bool:
