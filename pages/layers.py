@@ -223,8 +223,7 @@ try:
         ln, probs, (queries, keys) = step_view(folder, step, name, text, hide, target, layer, head)
         c1, _ = st.columns([3, 2])
         with c1:
-            ui.plot(attention_heatmap(probs, queries, keys, title=f"Layer {layer}, head {head} at step {step}", height=560,
-                                      narrow=True))
+            ui.plot(attention_heatmap(probs, queries, keys, title=f"Layer {layer}, head {head} at step {step}", narrow=True))
         st.caption("A previous-token head draws a diagonal one step below the main one. Below: every layer's guess at this step.")
         if ln is not None:
             ui.plot(lens_figure(ln, f"Every layer's guess at step {step}"))

@@ -19,11 +19,13 @@ def hover_grid(queries: list[str], keys: list[str]) -> np.ndarray:
 NARROW_TICKS = 16  # key labels on a panel that shares its row with another
 
 
-def token_axis_settings(queries: list[str], keys: list[str], narrow: bool = False) -> tuple[dict, dict]:
+def token_axis_settings(queries: list[str], keys: list[str], narrow: bool = False,
+                        height: int | None = None) -> tuple[dict, dict]:
     """(x axis, y axis): thinned token ticks on both axes, queries top to bottom. ``narrow`` (a panel that shares its
-    row with others): fewer key labels, drawn upright so each takes only a line's height of width."""
+    row with others): fewer key labels, drawn upright so each takes only a line's height of width. ``height`` (the
+    figure's, in pixels): no more query labels than fit at 18 px apart."""
     xi, xt = ticks(keys, NARROW_TICKS if narrow else MAX_TICKS)
-    yi, yt = ticks(queries)
+    yi, yt = ticks(queries, MAX_TICKS if height is None else max(8, min(MAX_TICKS, (height - 220) // 18)))
     return (dict(tickvals=xi, ticktext=xt, tickangle=-90 if narrow else -60),
             dict(tickvals=yi, ticktext=yt, autorange="reversed"))
 
@@ -85,11 +87,11 @@ def attention_heatmap(probs, queries: list[str], keys: list[str], title: str | N
     grey = hidden_cells(mask, hidden, custom)
     if grey:
         data.append(grey.update(x=x, y=y))
-    xaxis, yaxis = token_axis_settings(queries, keys, narrow)
+    side = height or max(380, min(900, 28 * max(len(queries), len(keys)) + 160))
+    xaxis, yaxis = token_axis_settings(queries, keys, narrow, side)
     shapes = [dict(type="rect", x0=-0.5, x1=len(keys) - 0.5, y0=highlight - 0.5, y1=highlight + 0.5,
                    line=dict(color=PALETTE[1], width=3))] if highlight is not None and 0 <= highlight < len(queries) else []
-    side = max(380, min(900, 28 * max(len(queries), len(keys)) + 160))
-    settings = layout(title, height or side, xaxis=xaxis | dict(title="key (attended to)", side="bottom"),
+    settings = layout(title, side, xaxis=xaxis | dict(title="key (attended to)", side="bottom"),
                       yaxis=yaxis | dict(title="query (attending)"), shapes=shapes)
     if narrow:
         settings["margin"] = settings["margin"] | dict(t=max(settings["margin"]["t"], 90))
