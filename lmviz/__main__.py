@@ -107,6 +107,19 @@ def cmd_train(args) -> None:
         print(json.dumps(log["evals"][-1]))
 
 
+def cmd_ship(args) -> None:
+    from lmviz import paths
+    from lmviz.models import checkpoints
+    from lmviz.pretrain.ship import ship
+
+    run = Path(args.run)
+    to = Path(args.to) if args.to else checkpoints.shipped(checkpoints.load(run, "cpu").kind)
+    own = to.resolve().parent == (paths.ROOT / "assets" / "models").resolve() and (paths.ROOT / "pyproject.toml").is_file()
+    done = ship(run, to, pyproject=paths.ROOT / "pyproject.toml" if own else None)
+    print(f"shipped {run} as {to}: {done['steps_before']} steps before this phase; snapshots at steps "
+          f"{', '.join(map(str, done['snapshots']))}")
+
+
 def cmd_evaluate(args) -> None:
     from lmviz.pretrain.evaluate import evaluate_all
 
@@ -210,6 +223,11 @@ def main(argv=None) -> int:
                     help="the model folder holds the last step, not the best validation figure (for a second phase whose "
                          "first phase saw the validation play)")
     tr.set_defaults(fn=cmd_train)
+    sh = sub.add_parser("ship", help="make a training phase's folder (train --init … --out RUN) the shipped model, "
+                                     "keeping the shipped run's snapshots")
+    sh.add_argument("run", help="the phase's model folder")
+    sh.add_argument("--to", help="the model folder it replaces (default: the shipped one of its kind)")
+    sh.set_defaults(fn=cmd_ship)
     ev = sub.add_parser("evaluate", help="held-out figures and probes for the shipped checkpoints")
     ev.add_argument("--models", help="folder of model folders (default: assets/models)")
     ev.add_argument("--quick", action="store_true", help="a smaller held-out slice")
