@@ -230,7 +230,8 @@ GPT2 = Gpt2(name="gpt2", short="GPT-2", role="decoder", colour="#D55E00", tokeni
 T5_KIND = T5(name="t5", short="T5", role="encoder-decoder", colour="#009E73", tokenizer="Unigram (T5)",
              attention=("self", "causal", "cross"), stacks=("encoder", "decoder"), writes=True, output_head="LM head:<br>next token",
              purpose="turns one text into another: an encoder reads the input, a decoder writes the output while looking "
-                     "back at the encoder (here: filling in the spans hidden behind sentinels).")
+                     "back at the encoder. Here one model does three tasks, each named by a prefix: `fill:` the spans hidden behind "
+                     "sentinels, `punctuate:` a line, and name the `genre:` of a speech.")
 ROBERTA = Roberta(name="roberta", short="RoBERTa", role="encoder", colour="#CC79A7", tokenizer="byte-level BPE (RoBERTa)",
                   attention=("self",), stacks=("encoder",), byte_level=True, experiment="causal", needs=("<s>", "</s>"),
                   mask_token="<mask>", shipped=False, output_head="MLM head: fill &lt;mask&gt;",
