@@ -23,9 +23,9 @@ def token_axis_settings(queries: list[str], keys: list[str], narrow: bool = Fals
                         height: int | None = None) -> tuple[dict, dict]:
     """(x axis, y axis): thinned token ticks on both axes, queries top to bottom. ``narrow`` (a panel that shares its
     row with others): fewer key labels, drawn upright so each takes only a line's height of width. ``height`` (the
-    figure's, in pixels): no more query labels than fit at 18 px apart."""
+    figure's, in pixels): no more query labels than fit at 13 px apart."""
     xi, xt = ticks(keys, NARROW_TICKS if narrow else MAX_TICKS)
-    yi, yt = ticks(queries, MAX_TICKS if height is None else max(8, min(MAX_TICKS, (height - 220) // 18)))
+    yi, yt = ticks(queries, MAX_TICKS if height is None else max(8, min(MAX_TICKS, (height - 220) // 13)))
     return (dict(tickvals=xi, ticktext=xt, tickangle=-90 if narrow else -60),
             dict(tickvals=yi, ticktext=yt, autorange="reversed"))
 
