@@ -9,11 +9,7 @@ import sys
 import streamlit as st
 import torch
 
-from lmviz.app.navigation import every_page_through_app_py
-
-every_page_through_app_py()  # before anything else: Streamlit would otherwise serve pages/ on its own (navigation.py)
-
-from lmviz.app import ui  # noqa: E402
+from lmviz.app import ui
 
 
 @st.cache_resource(show_spinner=False)
@@ -45,15 +41,15 @@ libc = setup_process()
 st.set_page_config(page_title="lmviz", page_icon="🔍", layout="wide", initial_sidebar_state="expanded")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/tokenization.py", title="Tokenization", icon="✂️"),
-    st.Page("pages/masking.py", title="Masking", icon="🎭"),
-    st.Page("pages/attention.py", title="Attention", icon="👀"),
-    st.Page("pages/masks.py", title="Masks", icon="🔺"),
-    st.Page("pages/generation.py", title="Generation", icon="✍️"),
-    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
-    st.Page("pages/layers.py", title="Layers", icon="🧅"),
-    st.Page("pages/finetune.py", title="Fine-tuning", icon="🎯"),
+    st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("app_pages/tokenization.py", title="Tokenization", icon="✂️"),
+    st.Page("app_pages/masking.py", title="Masking", icon="🎭"),
+    st.Page("app_pages/attention.py", title="Attention", icon="👀"),
+    st.Page("app_pages/masks.py", title="Masks", icon="🔺"),
+    st.Page("app_pages/generation.py", title="Generation", icon="✍️"),
+    st.Page("app_pages/compare.py", title="Compare", icon="⚖️"),
+    st.Page("app_pages/layers.py", title="Layers", icon="🧅"),
+    st.Page("app_pages/finetune.py", title="Fine-tuning", icon="🎯"),
 ]
 
 page = st.navigation(PAGES, position="hidden")

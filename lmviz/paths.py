@@ -1,4 +1,4 @@
-"""Where the app's own files are (``app.py``, ``pages/``, ``.streamlit/``, ``assets/``).
+"""Where the app's own files are (``app.py``, ``app_pages/``, ``.streamlit/``, ``assets/``).
 
 In a clone they sit beside the ``lmviz`` package; ``pip install .`` copies them to ``<prefix>/share/lmviz``
 (pyproject.toml's data files), since they are not Python modules, and ``lmviz app`` runs the copy from there.

@@ -47,7 +47,7 @@ def test_shipped_named_heads_are_claimed_only_when_they_beat_chance(models):
         pytest.skip("evaluate has not written assets/models/evaluation.json")
     for h in heads:
         assert 0 < h.chance < 1 and h.found == (h.score >= CLEARLY * h.chance)
-    at = page("pages/attention.py", {"model": "gpt2"})
+    at = page("app_pages/attention.py", {"model": "gpt2"})
     for h in named_heads(models["gpt2"]):
         button = at.button(key=f"named_{h.name}")
         assert ("(at chance)" in button.label) == (not h.found)
@@ -65,7 +65,7 @@ def test_gpt2_trained_with_its_mask_does_not_cheat_without_it(models):
     e = gpt2_without_mask(models["gpt2"], TEXT)
     assert not (e.clear_change and e.loss_change < 0) and e.loss_swapped > e.loss_own - CLEAR_CHANGE
     assert e.next_token_weight("swapped").mean() < 3 / len(e.tokens)
-    at = page("pages/masks.py", {"model": "gpt2", "text": TEXT})
+    at = page("app_pages/masks.py", {"model": "gpt2", "text": TEXT})
     said = shown(at)
     assert "No cheating here" in said and "trained **with** its causal mask" in said
 
@@ -78,7 +78,7 @@ def test_the_twin_trained_without_the_mask_cheats(models):
     assert e.next_token_weight("swapped").mean() > 3 / len(e.tokens)
     layer, head = e.answer_head()
     assert np.diagonal(e.swapped[layer, head], offset=1).mean() > 0.5, "one head reads the next token"
-    at = page("pages/masks.py", {"model": "gpt2", "text": TEXT})
+    at = page("app_pages/masks.py", {"model": "gpt2", "text": TEXT})
     said = shown(at)
     assert "Its twin, trained without the mask" in [h.value for h in at.subheader] and "It cheats" in said
     assert len(at.metric) == 4, "the real GPT-2's two losses, then its twin's"
@@ -87,7 +87,7 @@ def test_the_twin_trained_without_the_mask_cheats(models):
 
 @pytest.mark.parametrize("model", ["bert", "gpt2", "t5"])
 def test_attention_page_for_each_model(model):
-    at = page("pages/attention.py", {"model": model})
+    at = page("app_pages/attention.py", {"model": model})
     assert not at.exception and not at.error
     assert at.selectbox(key="w_layer").value == 0 and at.selectbox(key="w_head").value == 0
     if model == "t5":
@@ -100,7 +100,7 @@ def test_attention_page_for_each_model(model):
 
 
 def test_attention_page_falls_back_from_an_old_links_layer_and_head():
-    at = page("pages/attention.py", {"model": "gpt2", "layer": "9", "head": "-1", "query": "999"})
+    at = page("app_pages/attention.py", {"model": "gpt2", "layer": "9", "head": "-1", "query": "999"})
     assert not at.exception
     warnings = " ".join(w.value for w in at.warning)
     assert "no layer 9" in warnings and "no head -1" in warnings and "no query position 999" in warnings
@@ -111,7 +111,7 @@ def test_attention_page_named_head_preset_sets_layer_head_and_text(models):
     heads = named_heads(models["gpt2"])
     if not heads:
         pytest.skip("evaluate has not written assets/models/evaluation.json")
-    at = page("pages/attention.py", {"model": "gpt2"})
+    at = page("app_pages/attention.py", {"model": "gpt2"})
     at.button(key=f"named_{heads[0].name}").click().run()
     assert not at.exception
     assert at.selectbox(key="w_layer").value == heads[0].layer and at.selectbox(key="w_head").value == heads[0].head
@@ -129,7 +129,7 @@ def hostile_share(model: str) -> list[str]:
     return [re.sub("[\ud800-\udfff]", "\ufffd", t) for t in dict.fromkeys(["", SHARED_HOSTILE[-1], *share])]
 
 
-@pytest.mark.parametrize("path", ["pages/attention.py", "pages/masks.py"])
+@pytest.mark.parametrize("path", ["app_pages/attention.py", "app_pages/masks.py"])
 @pytest.mark.parametrize("model", ["bert", "gpt2", "t5"])
 def test_bad_input_gets_a_message_never_a_traceback(path, model):
     """Hostile texts in the text box (and BERT's second sentence, T5's decoder text) on both pages, every model."""
@@ -153,7 +153,7 @@ def test_bad_input_gets_a_message_never_a_traceback(path, model):
 
 @pytest.mark.parametrize("model", ["bert", "gpt2", "t5"])
 def test_masks_page_for_each_model(model):
-    at = page("pages/masks.py", {"model": model})
+    at = page("app_pages/masks.py", {"model": model})
     assert not at.exception and not at.error
     headers = [h.value for h in at.header]
     assert "The mask matrices" in headers and "What the mask does to the softmax" in headers
@@ -174,13 +174,13 @@ def test_masks_page_for_each_model(model):
 
 
 def test_masks_page_query_from_an_old_link_falls_back():
-    at = page("pages/masks.py", {"model": "gpt2", "query": "500"})
+    at = page("app_pages/masks.py", {"model": "gpt2", "query": "500"})
     assert not at.exception and "no query position 500" in " ".join(w.value for w in at.warning)
 
 
 def test_masks_page_layer_and_head_come_back_from_the_link():
     """The softmax demo follows a layer/head choice, the experiment has its own; both live in the URL."""
-    at = page("pages/masks.py", {"model": "gpt2", "layer": "2", "head": "1", "xlayer": "3", "xhead": "2"})
+    at = page("app_pages/masks.py", {"model": "gpt2", "layer": "2", "head": "1", "xlayer": "3", "xhead": "2"})
     assert not at.exception
     assert any(m.value.startswith("Layer 2, head 1, query") for m in at.markdown)
     assert (at.selectbox(key="w_xlayer").value, at.selectbox(key="w_xhead").value) == (3, 2)
@@ -188,7 +188,7 @@ def test_masks_page_layer_and_head_come_back_from_the_link():
     assert any(m.value.startswith("Layer 2, head 3, query") for m in at.markdown) and at.query_params["head"] == "3"
     at.selectbox(key="w_xlayer").set_value(1).run()
     assert at.query_params["xlayer"] == "1" and at.query_params["layer"] == "2"
-    old = page("pages/masks.py", {"model": "gpt2", "layer": "7", "xhead": "9"})
+    old = page("app_pages/masks.py", {"model": "gpt2", "layer": "7", "xhead": "9"})
     warnings = " ".join(w.value for w in old.warning)
     assert "no layer 7" in warnings and "no head 9" in warnings and not old.exception
 
@@ -197,7 +197,7 @@ def test_attention_page_says_t5_cross_attention_is_mostly_noise():
     from lmviz.analysis.heads import read_evaluation
     from lmviz.viz.evaluation import not_yet_learnt
 
-    at = page("pages/attention.py", {"model": "t5"})
+    at = page("app_pages/attention.py", {"model": "t5"})
     said = " ".join(w.value for w in at.warning)
     assert ("cross-attention** is mostly noise" in said) == bool(not_yet_learnt(read_evaluation(), "t5"))
 
@@ -215,7 +215,7 @@ def test_your_own_checkpoint_with_fewer_layers_falls_back_and_says_so(tmp_path, 
     monkeypatch.setenv("LMVIZ_MODELS", str(tmp_path))
     st.cache_resource.clear()
     try:
-        for path, extra in (("pages/attention.py", {}), ("pages/masks.py", {"xlayer": "3"})):
+        for path, extra in (("app_pages/attention.py", {}), ("app_pages/masks.py", {"xlayer": "3"})):
             at = page(path, {"model": "tiny-gpt2 (yours)", "layer": "3", "head": "3", **extra})
             assert not at.exception, [e.value for e in at.exception]
             warnings = " ".join(w.value for w in at.warning)
@@ -231,7 +231,7 @@ def test_your_own_checkpoint_with_fewer_layers_falls_back_and_says_so(tmp_path, 
 
 def test_layer_switch_and_new_text_speed(capsys):
     """Median AppTest rerun after a layer/head switch, and the first run of a new 64-word text (warm caches)."""
-    at = page("pages/attention.py", {"model": "gpt2"})
+    at = page("app_pages/attention.py", {"model": "gpt2"})
     switches = []
     for layer, head in [(1, 0), (2, 1), (3, 2), (0, 3), (1, 1), (2, 2), (3, 3)]:
         at.selectbox(key="w_layer").set_value(layer)

@@ -11,9 +11,9 @@ from streamlit.testing.v1 import AppTest
 
 from lmviz.app.export import plain_data, view_json
 
-PAGES = {"pages/home.py": "sizes and training curves", "pages/tokenization.py": "this view", "pages/masking.py": "this view",
-         "pages/attention.py": "this view", "pages/masks.py": "these masks", "pages/compare.py": "this view",
-         "pages/generation.py": "this view"}
+PAGES = {"app_pages/home.py": "sizes and training curves", "app_pages/tokenization.py": "this view", "app_pages/masking.py": "this view",
+         "app_pages/attention.py": "this view", "app_pages/masks.py": "these masks", "app_pages/compare.py": "this view",
+         "app_pages/generation.py": "this view"}
 
 
 def _app(page: str, **state) -> AppTest:
@@ -28,7 +28,7 @@ def _app(page: str, **state) -> AppTest:
 
 def test_the_figure_toolbar_saves_svg_when_the_sidebar_asks_and_png_otherwise():
     for fmt in ("svg", "png"):
-        at = _app("pages/masks.py", w_figure_format=fmt)
+        at = _app("app_pages/masks.py", w_figure_format=fmt)
         configs = [json.loads(c.proto.config) for c in at.get("plotly_chart")]
         assert configs and all(c["toImageButtonOptions"]["format"] == fmt for c in configs)
 

@@ -17,7 +17,7 @@ def page(params: dict | None = None) -> AppTest:
     for k, v in (params or {}).items():
         at.query_params[k] = v
     at.run()
-    at.switch_page("pages/finetune.py")
+    at.switch_page("app_pages/finetune.py")
     at.run()
     assert not at.exception, at.exception
     return at

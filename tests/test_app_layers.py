@@ -18,7 +18,7 @@ from snapshots import make_snapshots
 from lmviz.models import checkpoints
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGE = "pages/layers.py"
+PAGE = "app_pages/layers.py"
 
 
 def page(params: dict | None = None, clear: bool = False) -> AppTest:

@@ -24,7 +24,7 @@ def wild_models(tmp_path_factory):
 
 def _page(page: str, model: str, objective: str = "mlm") -> AppTest:
     at = AppTest.from_file("../app.py", default_timeout=180)
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"app_pages/{page}.py")
     for key in ("model", "bert_model", "t5_model", "gpt2_model"):  # the Masking page keeps one model per objective
         at.query_params[key] = f"{model} (yours)"
     at.query_params["objective"] = objective

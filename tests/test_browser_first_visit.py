@@ -1,5 +1,7 @@
-"""The first visitor of a fresh server who arrives at a page's own address gets the app (sidebar, wide layout),
-not the page on its own: Streamlit would serve pages/ as its older multipage app until st.navigation has run once."""
+"""Visitors of a fresh server who arrive at a page's own address get the app (sidebar, wide layout), not the page on
+its own. The pages lived in a folder named ``pages/``, which Streamlit serves as its older multipage app until
+st.navigation has run once in the process: a classroom opening the app at once on a new server got pages without the
+sidebar (3 of 4 tabs, 2 December). They live in ``app_pages/`` now, which Streamlit leaves alone."""
 from __future__ import annotations
 
 import pytest
@@ -22,6 +24,23 @@ def test_a_fresh_servers_first_visitor_at_compare_gets_the_sidebar_and_the_wide_
         width = page.evaluate("document.querySelector('[data-testid=\"stMainBlockContainer\"]').getBoundingClientRect().width")
         assert width > 900, f"the main column is {width:.0f} px wide: the page ran without app.py's wide layout"
         assert "Compare" in page.locator("h1").first.inner_text()
+        context.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_classroom_opening_a_fresh_server_at_once_gets_the_sidebar_in_every_tab(chromium):
+    port = free_port()
+    proc = start_app(port)
+    try:
+        context = chromium.new_context(viewport={"width": 1400, "height": 900})
+        tabs = [context.new_page() for _ in range(4)]
+        for tab, where in zip(tabs, ["attention", "masks", "generation", "layers"]):
+            tab.goto(f"http://127.0.0.1:{port}/{where}", wait_until="commit")  # all four before any has loaded
+        for tab in tabs:
+            tab.wait_for_selector("[data-testid='stSidebar'] a", timeout=90_000)
+            assert tab.locator("[data-testid='stSidebar'] a").count() >= 9
         context.close()
     finally:
         proc.terminate()

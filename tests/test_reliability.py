@@ -18,8 +18,8 @@ from hostile import HOSTILE
 from lmviz.models import checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["pages/home.py", "pages/tokenization.py", "pages/masking.py", "pages/attention.py", "pages/masks.py",
-         "pages/generation.py", "pages/compare.py", "pages/layers.py", "pages/finetune.py"]
+PAGES = ["app_pages/home.py", "app_pages/tokenization.py", "app_pages/masking.py", "app_pages/attention.py", "app_pages/masks.py",
+         "app_pages/generation.py", "app_pages/compare.py", "app_pages/layers.py", "app_pages/finetune.py"]
 NAMES = {"bert": "BERT", "gpt2": "GPT-2", "t5": "T5"}
 
 
@@ -148,7 +148,7 @@ def test_your_own_transformers_checkpoint_is_offered_on_every_page(tmp_path, mon
     monkeypatch.setenv("LMVIZ_MODELS", str(tmp_path))
     at = fresh_app({"model": "tiny-gpt2 (yours)"}, clear=True)
     at.run()
-    at.switch_page("pages/attention.py").run()
+    at.switch_page("app_pages/attention.py").run()
     assert not at.exception, [e.value for e in at.exception]
     chosen = [s for s in at.selectbox if s.label == "Model"][0]
     assert "tiny-gpt2 (yours)" in chosen.options and "bare-bert (yours)" in chosen.options, chosen.options
@@ -159,8 +159,8 @@ def test_your_own_transformers_checkpoint_is_offered_on_every_page(tmp_path, mon
     st.cache_resource.clear()
 
 
-@pytest.mark.parametrize("page,key", [("pages/tokenization.py", "text"), ("pages/masking.py", "text"), ("pages/attention.py", "text"),
-                                      ("pages/masks.py", "text"), ("pages/generation.py", "prompt"), ("pages/compare.py", "text")])
+@pytest.mark.parametrize("page,key", [("app_pages/tokenization.py", "text"), ("app_pages/masking.py", "text"), ("app_pages/attention.py", "text"),
+                                      ("app_pages/masks.py", "text"), ("app_pages/generation.py", "prompt"), ("app_pages/compare.py", "text")])
 def test_hostile_uploads_get_a_message_and_never_markup(page, key):
     at = fresh_app({key: "To be"})
     at.run()

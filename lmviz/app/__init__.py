@@ -1,1 +1,1 @@
-"""The app's shared widgets and exports (Streamlit lives here and in pages/, nowhere else)."""
+"""The app's shared widgets and exports (Streamlit lives here and in app_pages/, nowhere else)."""

@@ -17,11 +17,8 @@ from lmviz.models import checkpoints
 from lmviz.pretrain.corpus import decode_user_bytes
 from lmviz.models.device import describe_device, pick_device
 from lmviz.errors import LmvizError
-from lmviz.app.navigation import every_page_through_app_py
 from lmviz.models.kinds import KINDS, kind_of, shipped_kinds, writers  # noqa: F401  (the pages ask the kind here)
 
-
-every_page_through_app_py()  # a page that Streamlit ran on its own (a fresh server's first visit to /attention) reruns
 
 SHIPPED = {name: KINDS[name].title for name in shipped_kinds()}  # the shipped models are named by their kind
 MAX_LINK_CHARS = 2000  # longer texts stay out of the URL (browsers and servers cap its length)

@@ -8,12 +8,12 @@ from lmviz.app.ui import KINDS, shipped_kinds
 from lmviz.viz import home
 from lmviz.viz.evaluation import evaluation_rows
 
-LINKS = {"bert": [("pages/tokenization.py", "WordPiece tokens"), ("pages/masking.py", "masked words and NSP"),
-                  ("pages/attention.py", "bidirectional attention")],
-         "gpt2": [("pages/masking.py", "next-token targets"), ("pages/generation.py", "writing, token by token"),
-                  ("pages/masks.py", "the causal mask")],
-         "t5": [("pages/masking.py", "span corruption"), ("pages/attention.py", "cross-attention"),
-                ("pages/generation.py", "decoding with the encoder")]}
+LINKS = {"bert": [("app_pages/tokenization.py", "WordPiece tokens"), ("app_pages/masking.py", "masked words and NSP"),
+                  ("app_pages/attention.py", "bidirectional attention")],
+         "gpt2": [("app_pages/masking.py", "next-token targets"), ("app_pages/generation.py", "writing, token by token"),
+                  ("app_pages/masks.py", "the causal mask")],
+         "t5": [("app_pages/masking.py", "span corruption"), ("app_pages/attention.py", "cross-attention"),
+                ("app_pages/generation.py", "decoding with the encoder")]}
 
 
 def _loaded(kind: str):
