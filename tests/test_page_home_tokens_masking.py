@@ -54,11 +54,15 @@ def test_size_chart_is_log_scale_with_ours_and_the_originals():
 
 
 def test_training_curves_draw_train_and_held_out_loss(models):
-    fig = home.training_curves("bert", models["bert"].train_log)
+    log = models["bert"].train_log  # the H100 phase, then the CPU phase that renamed speakers
+    parts = home.phases(log)
+    fig = home.training_curves("bert", log)
     names = [t.name for t in fig.data]
-    assert "training loss" in names and "held-out loss" in names and "NSP accuracy" in names
-    held = next(t for t in fig.data if t.name == "held-out loss")
-    assert list(held.x) == [e["tokens"] for e in models["bert"].train_log["evals"]]
+    assert [p.name for p in parts] == ["phase 1 (cuda)", "phase 2 (cpu)"]
+    assert all(f"{what} · {p.name}" in names for what in ("training loss", "held-out loss") for p in parts)
+    assert "NSP accuracy" in names
+    held = next(t for t in fig.data if t.name == "held-out loss · phase 2 (cpu)")
+    assert list(held.x) == [e["tokens"] + parts[1].offset for e in log["evals"]]
 
 
 def test_an_init_phase_is_drawn_before_the_second(models):

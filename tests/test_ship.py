@@ -47,17 +47,19 @@ def project(tmp_path_factory):
 
 def test_a_phase_ships_with_its_snapshots_counted_after_the_earlier_phases(project):
     models, run = project / "assets" / "models", project / "run"
-    kept = checkpoints.load(models / "bert").extra["steps_done"]
+    was = checkpoints.load(models / "bert").extra
+    kept = was.get("steps_before", 0) + was["steps_done"]  # every step the shipped model took, over all its phases
+    earlier = [checkpoints.load(s).extra["steps_done"] for s in checkpoints.snapshots(models / "bert")]
     done = ship(run, models / "bert", pyproject=project / "pyproject.toml")
-    assert done == {"steps_before": kept, "snapshots": [kept + 3, kept + 6]}
+    assert done == {"steps_before": kept, "snapshots": earlier + [kept + 3, kept + 6]}
     shipped = checkpoints.load(models / "bert")
     assert shipped.extra["steps_before"] == kept and shipped.extra["steps_done"] == 6
     assert (models / "bert" / "model.safetensors").read_bytes() == (run / "model.safetensors").read_bytes()
     assert not (models / "bert" / "resume").exists() and not list(models.glob(".*"))
     snaps = checkpoints.snapshots(models / "bert")
-    assert [checkpoints.load(s).extra["steps_done"] for s in snaps] == [kept + 3, kept + 6]
-    points = loss_points(shipped.train_log, kept)  # the Layers curve: the first phase up to its kept step, then this one
-    assert points[-1][0] == kept + 6 and max(s for s, _ in points if s <= kept) <= kept
+    assert [checkpoints.load(s).extra["steps_done"] for s in snaps] == earlier + [kept + 3, kept + 6]
+    points = loss_points(shipped.train_log, kept)  # the Layers curve: the earlier phases up to the steps they kept, then this
+    assert points[-1][0] == kept + 6 and [s for s, _ in points] == sorted(s for s, _ in points)
     files = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
     assert f"share/lmviz/assets/models/bert/snapshots/{kept + 6:06d}" in files
     assert all(f"share/lmviz/{s.relative_to(project).as_posix()}" in files for s in checkpoints.snapshots(models / "gpt2"))

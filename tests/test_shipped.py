@@ -102,7 +102,7 @@ def test_bert_beats_the_most_frequent_masked_token(shipped):
     assert figures["mlm_top1"] > counts.max() / len(gold) * 2
     assert figures["mlm_top5"] > np.sort(counts)[-5:].sum() / len(gold) * 2
     assert figures["mlm_loss"] < oracle_unigram_nats(gold) - 1.0
-    assert figures["nsp_acc"] > 0.6
+    assert figures["nsp_acc"] > 0.5  # the validation play's NotNext pairs come from the same play: near chance (README)
 
 
 def t5_gold(task) -> tuple[np.ndarray, np.ndarray]:
@@ -139,9 +139,12 @@ def test_bert_floor_mlm_top1(shipped):
     assert figures["mlm_top1"] >= 2 * np.bincount(gold).max() / len(gold)
 
 
-def test_bert_floor_nsp_on_the_quick_slice(shipped):
-    _, _, figures = shipped("bert")
-    assert figures["nsp_acc"] >= 0.70
+def test_bert_floor_nsp_on_the_test_plays():
+    """Issue #14's NSP floor, recomputed on the two test plays' 1,024 pairs (NotNext drawn from the other play), as
+    ``python -m lmviz evaluate`` reports it."""
+    loaded = checkpoints.load(checkpoints.shipped("bert"), "cpu")
+    figures = task_for(loaded).evaluate(loaded.model)  # held="test"
+    assert figures["nsp_acc"] >= 0.75, figures
 
 
 def test_bert_floor_be_in_top5_of_to_be_or_not_to_mask(shipped):
@@ -173,6 +176,7 @@ def test_bert_floors_mlm_at_mask_positions_and_over_the_draw(evaluation):
     assert figures["mask_top1"] >= 0.30, "top-1 where the input shows [MASK], as a student meets the task"
     assert figures["mlm_top1"] >= 0.38, "top-1 over every selected position of the 80/10/10 draw"
     assert figures["mask_top1"] < figures["mlm_top1"], "the 10 % left unchanged give their answer away"
+    assert figures["nsp_acc"] >= 0.75, "next-sentence prediction on the test plays, NotNext drawn from the other play"
 
 
 def test_t5_punctuate_cross_attention_aligns_and_its_lines_beat_copying(evaluation):

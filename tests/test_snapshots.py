@@ -39,3 +39,9 @@ def test_an_unreadable_snapshot_hides_only_itself(tmp_path):
     odd = checkpoints.save_snapshot(model, tmp_path / "gpt2", 20, 0.2, {})
     (odd / "snapshot.json").write_text('{"step": "twenty"}')
     assert checkpoints.snapshots(tmp_path / "gpt2") == good[::-1]
+
+
+def test_the_shipped_models_and_their_snapshots_fit_in_250_mb():
+    """Issue #14: all of assets/ at most 250 MB (10^6 bytes), snapshots included."""
+    total = sum(p.stat().st_size for p in checkpoints.ASSETS.parent.rglob("*") if p.is_file())
+    assert total <= 250e6, f"assets/ holds {total / 1e6:.1f} MB"
