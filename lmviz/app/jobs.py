@@ -48,7 +48,7 @@ class Job:
     @property
     def wanted(self) -> bool:
         """Its session is still there to see the result (a Stop button stops a wanted job; a closed tab an unwanted one)."""
-        return self._queue.alive(self.owner)
+        return bool(self._queue.alive(self.owner))  # a plain bool: it crosses to a worker process (AppTest's runtime is a mock)
 
     @property
     def finished(self) -> bool:

@@ -72,7 +72,7 @@ def finetune(job, loaded, spec):
 
     from lmviz.analysis.finetune import Run
     from lmviz.analysis.finetune_models import classifier_class
-    from lmviz.analysis.finetune_tasks import pools, task
+    from lmviz.analysis.finetune_tasks import task
 
     w, done = _take(), False
     run, asked = None, False
@@ -88,8 +88,8 @@ def finetune(job, loaded, spec):
                 continue
             what, body = w.conn.recv()
             if what == "prepared":
-                run = Run(loaded.kind, spec, task(spec.task), body["total_steps"], body["baselines"],
-                          list(pools(spec.task)[1]), notes=body["notes"])
+                run = Run(loaded.kind, spec, task(spec.task), body["total_steps"], body["baselines"], body["held"],
+                          notes=body["notes"])  # the held-out speeches come from the worker: the server reads no plays
                 job.result = run
             elif what == "step":
                 run.loss.append(body["loss"])
@@ -175,7 +175,8 @@ def _run(conn, loaded, spec) -> dict:
     from lmviz.analysis.finetune import changed_heads, finetune, prepare
 
     run = prepare(loaded, spec)
-    conn.send(("prepared", {"total_steps": run.total_steps, "baselines": run.baselines, "notes": list(run.notes)}))
+    conn.send(("prepared", {"total_steps": run.total_steps, "baselines": run.baselines, "notes": list(run.notes),
+                            "held": run.held}))
     asked = {"stop": False, "wanted": True}
 
     def stop() -> bool:

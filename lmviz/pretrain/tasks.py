@@ -186,13 +186,14 @@ class BertTask(Task):
 
         return BertForPreTraining(BertConfig(vocab_size=self.tok.get_vocab_size(), pad_token_id=self.ids["[PAD]"], **self.cfg.model))
 
-    def make_batch(self, sentences, rng, gen, n: int, seq_len: int) -> dict:
+    def make_batch(self, sentences, rng, gen, n: int, seq_len: int, rename: bool = False) -> dict:
+        """``rename``: ``sentences`` are ``speakers``' placeholders, spelled out per pair by ``_renamed``."""
         ids = torch.full((n, seq_len), self.ids["[PAD]"], dtype=torch.long)
         types = torch.zeros((n, seq_len), dtype=torch.long)
         nsp = torch.zeros(n, dtype=torch.long)
         for r in range(n):
             pair = masking.nsp_pair(sentences, rng, max_tokens=seq_len)
-            a, b = self._renamed(pair, rng) if sentences is self.speakers[1] else (pair.a, pair.b)
+            a, b = self._renamed(pair, rng) if rename else (pair.a, pair.b)
             row, tt = masking.pair_ids(a, b, cls_id=self.ids["[CLS]"], sep_id=self.ids["[SEP]"], max_len=seq_len)
             ids[r, : len(row)], types[r, : len(tt)] = torch.tensor(row), torch.tensor(tt)
             nsp[r] = 0 if pair.is_next else 1  # transformers' convention: 0 = IsNext
@@ -203,8 +204,9 @@ class BertTask(Task):
                 "labels": draw.labels, "next_sentence_label": nsp}
 
     def batch(self, step: int, seq_len: int) -> dict:
-        sentences = self.speakers[1] if self.cfg.rename_speakers else self.train_sentences
-        return self.make_batch(sentences, self.rng(step), self.generator(step), self.cfg.batch_size, seq_len)
+        rename = bool(self.cfg.rename_speakers)
+        return self.make_batch(self.speakers[1] if rename else self.train_sentences, self.rng(step), self.generator(step),
+                               self.cfg.batch_size, seq_len, rename)
 
     def loss(self, model, batch):
         out = model(batch["input_ids"], token_type_ids=batch["token_type_ids"], attention_mask=batch["attention_mask"])
